@@ -1,0 +1,1 @@
+"""Analyses over a normalized model: dimension flow, coupled groups, cost."""

@@ -1,0 +1,321 @@
+"""Ops that move, select or join axes: Transpose, Squeeze/Unsqueeze, Concat, Split,
+Slice, Pad, Expand, Tile, Gather, Shape."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from graphprune.analysis.rules.base import Rule, broadcast
+
+
+def _axes(node, b, attr_input: int):
+    """Axes given as an attribute (old opsets) or as a constant input (new opsets)."""
+    axes = b.attr("axes") if hasattr(b, "attr") else None
+    if axes is None and len(node.inputs) > attr_input and node.inputs[attr_input] is not None:
+        arr = b.const(node.inputs[attr_input])
+        if arr is None:
+            return "dynamic"
+        axes = [int(v) for v in arr.reshape(-1)]
+    return axes
+
+
+def transpose(node, b) -> None:
+    x, y = node.inputs[0], node.outputs[0]
+    rank = b.rank(x)
+    if rank is None:
+        return
+    perm = b.attr("perm") or list(reversed(range(rank)))
+    for out_axis, in_axis in enumerate(perm):
+        b.tie(x, int(in_axis), y, out_axis)
+
+
+def squeeze(node, b) -> None:
+    x, y = node.inputs[0], node.outputs[0]
+    sx = b.shape(x)
+    axes = _axes(node, b, 1)
+    if sx is None or axes == "dynamic":
+        return
+    gone = {a % len(sx) for a in axes} if axes else {a for a, d in enumerate(sx) if d == 1}
+    out = 0
+    for a in range(len(sx)):
+        if a in gone:
+            b.carry(x, a)
+        else:
+            b.tie(x, a, y, out)
+            out += 1
+
+
+def unsqueeze(node, b) -> None:
+    x, y = node.inputs[0], node.outputs[0]
+    ry = b.rank(y)
+    axes = _axes(node, b, 1)
+    if ry is None or axes in ("dynamic", None):
+        return
+    new = {a % ry for a in axes}
+    src = 0
+    for a in range(ry):
+        if a in new:
+            b.carry(y, a)
+        else:
+            b.tie(x, src, y, a)
+            src += 1
+
+
+def concat(node, b) -> None:
+    y = node.outputs[0]
+    ry = b.rank(y)
+    if ry is None:
+        return
+    axis = int(b.attr("axis")) % ry
+    offset = 0
+    for x in node.inputs:
+        sx = b.shape(x)
+        if sx is None or not isinstance(sx[axis], int):
+            return
+        n = sx[axis]
+        b.tie(x, axis, y, axis, np.arange(n), offset + np.arange(n))
+        offset += n
+        for a in range(ry):
+            if a != axis:
+                b.tie(x, a, y, a)
+
+
+def split(node, b) -> None:
+    x = node.inputs[0]
+    rx = b.rank(x)
+    if rx is None:
+        return
+    axis = int(b.attr("axis", 0)) % rx
+    offset = 0
+    for y in node.outputs:
+        sy = b.shape(y)
+        if sy is None or not isinstance(sy[axis], int):
+            return
+        n = sy[axis]
+        b.tie(x, axis, y, axis, offset + np.arange(n), np.arange(n))
+        offset += n
+        for a in range(rx):
+            if a != axis:
+                b.tie(x, a, y, a)
+
+
+def split_rewrite(node, edit) -> None:
+    x = node.inputs[0]
+    axis = int(node.attributes["axis"].value) % len(edit.old_shape(x)) if "axis" in node.attributes else 0
+    if edit.kept(x, axis) is None:
+        return
+    sizes = np.array([edit.new_size(y, axis) for y in node.outputs], dtype=np.int64)
+    node.attributes.pop("num_outputs", None)
+    if edit.opset >= 13:
+        edit.set_input(node, 1, sizes)
+    else:
+        edit.set_attr(node, "split", [int(s) for s in sizes])
+
+
+def _slice_params(node, b):
+    """Per axis (start, stop, step) after clamping, for the axes the Slice touches."""
+    x = node.inputs[0]
+    sx = b.shape(x)
+    if sx is None:
+        return None
+    rank = len(sx)
+    if len(node.inputs) == 1:  # opset < 10: attributes
+        starts, ends = b.attr("starts"), b.attr("ends")
+        axes = b.attr("axes") or list(range(len(starts)))
+        steps = [1] * len(starts)
+    else:
+        vals = [b.const(v) if v is not None else None for v in node.inputs[1:5]]
+        if vals[0] is None or vals[1] is None:
+            return None
+        starts, ends = vals[0].tolist(), vals[1].tolist()
+        axes = vals[2].tolist() if len(vals) > 2 and vals[2] is not None else list(range(len(starts)))
+        steps = vals[3].tolist() if len(vals) > 3 and vals[3] is not None else [1] * len(starts)
+    out = {}
+    for i, a in enumerate(axes):
+        a = int(a) % rank
+        if not isinstance(sx[a], int):
+            return None
+        out[a] = (i, *slice(int(starts[i]), int(ends[i]), int(steps[i])).indices(sx[a]))
+    return out
+
+
+def slice_(node, b) -> None:
+    x, y = node.inputs[0], node.outputs[0]
+    sx = b.shape(x)
+    params = _slice_params(node, b)
+    if sx is None or params is None:
+        return
+    for a in range(len(sx)):
+        if a not in params:
+            b.tie(x, a, y, a)
+            continue
+        _, start, stop, step = params[a]
+        if step <= 0:
+            continue  # reversed slices: pinned
+        m = len(range(start, stop, step))
+        if m == 0:
+            continue
+        # Each selected position owns the `step - 1` positions after it, so what stays
+        # selected after removals is still an arithmetic progression.
+        p = np.arange(start, min(start + m * step, sx[a]))
+        b.tie(x, a, y, a, p, (p - start) // step)
+
+
+def slice_rewrite(node, edit) -> None:
+    x = node.inputs[0]
+    params = _slice_params(node, edit)
+    if params is None:
+        return
+    for a, (i, start, stop, step) in params.items():
+        kept = edit.kept(x, a)
+        if kept is None:
+            continue
+        selected = np.arange(start, stop, step)
+        selected = selected[np.isin(selected, kept)]
+        new_idx = np.searchsorted(kept, selected)
+        new_start, new_stop = int(new_idx[0]), int(new_idx[-1]) + 1
+        if len(node.inputs) == 1:
+            starts, ends = list(node.attributes["starts"].value), list(node.attributes["ends"].value)
+            starts[i], ends[i] = new_start, new_stop
+            edit.set_attr(node, "starts", starts)
+            edit.set_attr(node, "ends", ends)
+        else:
+            for slot, val in ((1, new_start), (2, new_stop)):
+                arr = edit.const(node.inputs[slot]).copy()
+                arr[i] = val
+                edit.set_input(node, slot, arr)
+
+
+def _pads(node, b):
+    """Per-axis (begin, end) pads, or None when they are not constant."""
+    rank = b.rank(node.inputs[0])
+    if rank is None:
+        return None
+    if len(node.inputs) > 1 and node.inputs[1] is not None:
+        arr = b.const(node.inputs[1])
+        if arr is None:
+            return None
+        pads = [int(v) for v in arr.reshape(-1)]
+    else:
+        pads = b.attr("pads") or b.attr("paddings")
+        if pads is None:
+            return None
+    axes = None
+    if len(node.inputs) > 3 and node.inputs[3] is not None:
+        ax = b.const(node.inputs[3])
+        if ax is None:
+            return None
+        axes = [int(a) % rank for a in ax.reshape(-1)]
+    axes = axes if axes is not None else list(range(rank))
+    k = len(axes)
+    full = {a: (0, 0) for a in range(rank)}
+    for i, a in enumerate(axes):
+        full[a] = (pads[i], pads[i + k])
+    return full, axes
+
+
+def pad(node, b) -> None:
+    x, y = node.inputs[0], node.outputs[0]
+    sx = b.shape(x)
+    found = _pads(node, b)
+    if sx is None or found is None:
+        return
+    pads, _ = found
+    mode = b.attr("mode", "constant")
+    mode = mode.decode() if isinstance(mode, bytes) else mode
+    for a, (begin, end) in pads.items():
+        if begin == 0 and end == 0:
+            b.tie(x, a, y, a)
+        elif mode == "constant" and begin >= 0 and end >= 0 and isinstance(sx[a], int):
+            # Padded positions are units of their own: removing one just pads less.
+            n = sx[a]
+            b.tie(x, a, y, a, np.arange(n), begin + np.arange(n))
+            b.carry(y, a)
+
+
+def pad_rewrite(node, edit) -> None:
+    x, y = node.inputs[0], node.outputs[0]
+    found = _pads(node, edit)
+    if found is None:
+        return
+    pads, axes = found
+    changed = False
+    for a, (begin, end) in pads.items():
+        kept = edit.kept(y, a)
+        if kept is None or (begin == 0 and end == 0):
+            continue
+        n = edit.old_shape(x)[a]
+        pads[a] = (int(np.sum(kept < begin)), int(np.sum(kept >= begin + n)))
+        changed = True
+    if not changed:
+        return
+    flat = [pads[a][0] for a in axes] + [pads[a][1] for a in axes]
+    if len(node.inputs) > 1 and node.inputs[1] is not None:
+        edit.set_input(node, 1, np.array(flat, dtype=np.int64))
+    else:
+        edit.set_attr(node, "pads", flat)
+
+
+def expand(node, b) -> None:
+    broadcast(b, [node.inputs[0]], node.outputs[0])
+
+
+def expand_rewrite(node, edit) -> None:
+    shape = edit.const(node.inputs[1])
+    y = node.outputs[0]
+    if shape is None:
+        return
+    new = shape.copy()
+    shift = len(edit.old_shape(y)) - len(new)
+    for i in range(len(new)):
+        if new[i] > 1 and edit.kept(y, i + shift) is not None:
+            new[i] = edit.new_size(y, i + shift)
+    if not np.array_equal(new, shape):
+        edit.set_input(node, 1, new)
+
+
+def tile(node, b) -> None:
+    x, y = node.inputs[0], node.outputs[0]
+    reps = b.const(node.inputs[1])
+    if reps is None:
+        return
+    for a, r in enumerate(reps.reshape(-1)):
+        if r == 1:
+            b.tie(x, a, y, a)
+
+
+def gather(node, b) -> None:
+    data, idx = node.inputs
+    y = node.outputs[0]
+    rd, ri = b.rank(data), b.rank(idx)
+    if rd is None or ri is None:
+        return
+    axis = int(b.attr("axis", 0)) % rd
+    for a in range(axis):
+        b.tie(data, a, y, a)
+    for a in range(ri):
+        b.tie(idx, a, y, axis + a)
+    for a in range(axis + 1, rd):
+        b.tie(data, a, y, a - 1 + ri)
+
+
+def shape(node, b) -> None:
+    # Reading a shape at run time can carry a channel count anywhere: pin what it reads.
+    x = node.inputs[0]
+    for a in range(b.rank(x) or 0):
+        b.pin(x, a, "its shape is read at run time")
+
+
+RULES = {
+    "Transpose": Rule(transpose),
+    "Squeeze": Rule(squeeze),
+    "Unsqueeze": Rule(unsqueeze),
+    "Concat": Rule(concat),
+    "Split": Rule(split, split_rewrite),
+    "Slice": Rule(slice_, slice_rewrite),
+    "Pad": Rule(pad, pad_rewrite),
+    "Expand": Rule(expand, expand_rewrite),
+    "Tile": Rule(tile),
+    "Gather": Rule(gather),
+    "Shape": Rule(shape),
+}

@@ -1,0 +1,123 @@
+"""graphprune MODEL -o OUT [--pass NAME[:key=value,...]]...
+
+Exit codes: 0 success, 2 bad input or usage, 1 internal error (or a result that failed
+verification, which is then not written).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+from graphprune import __version__
+from graphprune.errors import BadInput, GraphpruneError
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="graphprune",
+        description="Structurally prune an ONNX model: fewer channels, same interface, verified.",
+        epilog="Default pipeline: normalize, l1, select:ratio=0.3, remove, cleanup. "
+               "Example: graphprune m.onnx -o small.onnx --pass l2 --pass select:macs=0.5",
+    )
+    p.add_argument("model", nargs="?", help="input ONNX file (never modified)")
+    p.add_argument("-o", "--output", help="where to write the pruned model")
+    p.add_argument("--pass", dest="passes", action="append", default=[], metavar="NAME[:k=v,...]",
+                   help="add a pass to the pipeline (repeatable); see --list-passes")
+    p.add_argument("--list-passes", action="store_true", help="list the passes and their options")
+    p.add_argument("--dry-run", action="store_true", help="plan and report; write no model")
+    p.add_argument("--report", metavar="FILE.json", help="write the full report as JSON")
+    p.add_argument("--bench", action="store_true", help="measure ONNX Runtime latency before/after")
+    p.add_argument("--bench-repeats", type=int, default=30, metavar="N")
+    p.add_argument("--inputs", metavar="FILE.npz", help="inputs for verification (default: random probes)")
+    p.add_argument("--eval", dest="eval_data", metavar="FILE.npz",
+                   help="labelled data (model inputs + 'labels'): report top-1 before/after")
+    p.add_argument("--verify-each", action="store_true", help="verify after every pass; name the one that breaks")
+    p.add_argument("--no-verify", action="store_true", help="skip the numeric comparison (the checker still runs)")
+    p.add_argument("-v", "--verbose", action="store_true", help="print the per-group table")
+    p.add_argument("-q", "--quiet", action="store_true", help="print nothing but errors")
+    p.add_argument("--version", action="version", version=f"graphprune {__version__}")
+    return p
+
+
+def list_passes() -> str:
+    from graphprune.registry import KINDS, registered
+
+    lines = []
+    passes = registered()
+    for kind in KINDS:
+        for name, cls in sorted(passes.items()):
+            if cls.kind != kind:
+                continue
+            opts = ", ".join(f"{k}={v}" for k, v in cls.options.items()) or "-"
+            lines.append(f"{name:12} [{kind}] {cls.summary}\n{'':14}options: {opts}")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    try:
+        return _run(args)
+    except GraphpruneError as e:
+        print(f"graphprune: error: {_one_line(e)}", file=sys.stderr)
+        return e.exit_code
+    except KeyboardInterrupt:
+        print("graphprune: interrupted; nothing was written", file=sys.stderr)
+        return 130
+    except Exception as e:  # noqa: BLE001 - anything else is our bug; say so on one line
+        if os.environ.get("GRAPHPRUNE_DEBUG"):
+            raise
+        print(f"graphprune: internal error: {type(e).__name__}: {_one_line(e)} "
+              "(set GRAPHPRUNE_DEBUG=1 for a traceback)", file=sys.stderr)
+        return 1
+
+
+def _one_line(e: Exception) -> str:
+    return " ".join(str(e).split())[:500]
+
+
+def _run(args) -> int:
+    from graphprune import report as reporting
+    from graphprune.pipeline import Options, prune
+
+    if args.list_passes:
+        print(list_passes())
+        return 0
+    if not args.model:
+        raise BadInput("no model given (usage: graphprune MODEL -o OUT [--pass ...])")
+    if not args.output and not args.dry_run:
+        raise BadInput("no output given: use -o OUT, or --dry-run to only plan")
+    if args.output:
+        from graphprune.saving import check_output_path
+
+        check_output_path(args.output, args.model)
+    opts = Options(passes=args.passes, output=None if args.dry_run else args.output,
+                   dry_run=args.dry_run, verify=not args.no_verify, verify_each=args.verify_each,
+                   inputs=args.inputs, eval_data=args.eval_data, bench=args.bench,
+                   bench_repeats=args.bench_repeats, report=args.report)
+    report = prune(args.model, opts)
+    if args.report:
+        reporting.write_json(report, args.report)
+    if not args.quiet:
+        print(f"pipeline: {' -> '.join(report['pipeline'])}")
+        print(reporting.summary_table(report))
+        v = report.get("verification")
+        if v and not v.get("skipped"):
+            top1 = v["top1_agreement"]
+            print(f"verified: checker passed, ONNX Runtime ran, output shapes kept; max |diff| "
+                  f"{v['max_abs_diff']:.4g}, cosine {v['cosine']:.4f}"
+                  + (f", top-1 agreement {top1 * 100:.1f}%" if top1 is not None else ""))
+        for line in report.get("pins", [])[:8]:
+            print(f"pinned: {line}")
+        if args.verbose:
+            print(reporting.groups_table(report))
+        if opts.output:
+            print(f"wrote {opts.output} in {report['seconds']:.2f}s")
+        else:
+            print("dry run: nothing written")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,57 @@
+"""The state every pass reads and writes: model, cached analysis, scores, plan, report."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import onnx_ir as ir
+
+from graphprune.analysis.cost import CostModel
+from graphprune.analysis.flow import Flow, build_flow
+from graphprune.analysis.groups import Group, find_groups
+
+
+@dataclass
+class Analysis:
+    flow: Flow
+    groups: list[Group]
+    cost: CostModel
+
+    def group(self, gid: int) -> Group:
+        return self.groups[gid]
+
+
+@dataclass
+class Context:
+    model: ir.Model
+    source: str | None = None
+    scores: dict[int, np.ndarray] = field(default_factory=dict)
+    score_name: str | None = None
+    plan: dict[int, np.ndarray] = field(default_factory=dict)  # group id -> units to remove
+    report: dict[str, Any] = field(default_factory=dict)
+    _analysis: Analysis | None = None
+
+    def analysis(self) -> Analysis:
+        """Dimension flow, groups and cost of the current graph (cached until it changes)."""
+        if self._analysis is None:
+            flow = build_flow(self.model)
+            groups = find_groups(flow)
+            self._analysis = Analysis(flow, groups, CostModel(self.model, flow, groups))
+        return self._analysis
+
+    def graph_changed(self) -> None:
+        """Forget the analysis; scores and plan refer to the old groups and go too."""
+        self._analysis = None
+        self.scores = {}
+        self.plan = {}
+
+    def removed_masks(self) -> dict[int, np.ndarray]:
+        groups = self.analysis().groups
+        masks = {}
+        for gid, units in self.plan.items():
+            m = np.zeros(groups[gid].n_units)
+            m[units] = 1.0
+            masks[gid] = m
+        return masks

@@ -1,0 +1,26 @@
+"""Errors that graphprune reports to its users.
+
+`BadInput` means the user's model, file or options cannot be used; the CLI prints its
+message on one line and exits with code 2. Anything else escaping a pass is an
+internal error (exit code 1).
+"""
+
+from __future__ import annotations
+
+
+class GraphpruneError(Exception):
+    """Base class of the errors graphprune raises on purpose."""
+
+    exit_code = 1
+
+
+class BadInput(GraphpruneError):
+    """The input model, a file or an option is unusable; the message says why."""
+
+    exit_code = 2
+
+
+class VerificationError(GraphpruneError):
+    """A pruned model failed verification; it was not written."""
+
+    exit_code = 1

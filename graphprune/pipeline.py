@@ -1,0 +1,149 @@
+"""What runs when you type `graphprune model.onnx --pass ...`, top to bottom.
+
+    load (checked) -> normalize -> score -> select -> remove -> [compensate] -> cleanup
+         -> save to a temporary file -> verify (checker, ONNX Runtime, outputs) -> rename
+         -> [latency benchmark] -> report
+
+Passes the user leaves out are filled in with defaults (`l1`, `select:ratio=0.3`), so
+`--pass l2` alone is a complete pipeline. With `verify_each`, the model is checked after
+every pass that changed it: exact passes (normalize, cleanup) must keep outputs
+identical, pruning passes must keep the model valid; the first pass that breaks it is
+named in the error.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import onnx_ir as ir
+
+from graphprune import report as reporting
+from graphprune.context import Context
+from graphprune.errors import VerificationError
+from graphprune.loading import load_model
+from graphprune.registry import KINDS, parse_spec
+from graphprune.saving import save_model
+from graphprune.verify import load_inputs, probe_inputs, session, verify_file
+
+DEFAULT_PIPELINE = ["normalize", "l1", "select:ratio=0.3", "remove", "cleanup"]
+_DEFAULT_FOR_KIND = {"normalize": "normalize", "score": "l1", "select": "select:ratio=0.3",
+                     "remove": "remove", "cleanup": "cleanup"}
+_EXACT_KINDS = ("normalize", "cleanup")
+
+
+@dataclass
+class Options:
+    passes: list[str] = field(default_factory=list)
+    output: str | None = None
+    dry_run: bool = False
+    verify: bool = True
+    verify_each: bool = False
+    inputs: str | None = None
+    eval_data: str | None = None
+    bench: bool = False
+    bench_repeats: int = 30
+    report: str | None = None
+
+
+def complete_pipeline(specs: list[str]) -> list[str]:
+    """Fill in the stages a user left out, keeping the user's passes in their order."""
+    if not specs:
+        return list(DEFAULT_PIPELINE)
+    kinds = [parse_spec(s)[0].kind for s in specs]
+    out = list(specs)
+    out_kinds = list(kinds)
+    for kind in KINDS:
+        if kind == "compensate" or kind in out_kinds:
+            continue
+        rank = KINDS.index(kind)
+        pos = next((i for i, k in enumerate(out_kinds) if KINDS.index(k) > rank), len(out))
+        out.insert(pos, _DEFAULT_FOR_KIND[kind])
+        out_kinds.insert(pos, kind)
+    return out
+
+
+def run_passes(ctx: Context, specs: list[str], check=None) -> list[dict[str, Any]]:
+    """Run the passes in order; `check(pass, exact)` is called after each that changed the graph."""
+    records = []
+    for spec in specs:
+        cls, opts = parse_spec(spec)
+        p = cls(ctx, **opts)
+        if p.kind == "remove" and ctx.plan:
+            ctx.report["groups"] = reporting.describe_groups(ctx)
+        t0 = time.perf_counter()
+        result = p(ctx.model)
+        seconds = time.perf_counter() - t0
+        records.append({"pass": p.spec(), "seconds": round(seconds, 4), "modified": result.modified,
+                        "stats": p.stats})
+        if p.kind == "normalize" and "before" not in ctx.report:
+            totals = ctx.analysis().cost.totals()
+            ctx.report["before"] = {"params": int(totals.params), "macs": int(totals.macs)}
+        if check is not None and result.modified:
+            check(p, p.kind in _EXACT_KINDS)
+    return records
+
+
+def prune(model_path: str, opts: Options) -> dict[str, Any]:
+    """Load, prune, verify, save and report; returns the report."""
+    t_start = time.perf_counter()
+    model = load_model(model_path)
+    ctx = Context(model, source=model_path)
+    specs = complete_pipeline(opts.passes)
+    ctx.report.update({"input": model_path, "output": opts.output, "pipeline": specs})
+
+    ref_sess = session(model_path)
+    feeds = load_inputs(opts.inputs, ref_sess) if opts.inputs else probe_inputs(ref_sess)
+    ref_out = ref_sess.run(None, feeds)
+
+    check = _make_check(model_path, feeds, ref_out) if opts.verify_each else None
+    ctx.report["passes"] = run_passes(ctx, specs, check)
+    totals = ctx.analysis().cost.totals()
+    ctx.report["after"] = {"params": int(totals.params), "macs": int(totals.macs)}
+    ctx.report["pins"] = reporting.pin_summary(ctx)
+    ctx.report["before"]["file_bytes"] = os.path.getsize(model_path)
+
+    if opts.dry_run or opts.output is None:
+        ctx.report["seconds"] = round(time.perf_counter() - t_start, 3)
+        return ctx.report
+
+    verification: dict[str, Any] = {}
+
+    def _verify(tmp_path: str) -> None:
+        if opts.verify:
+            verification.update(verify_file(tmp_path, model_path, feeds, ref_out))
+
+    save_model(model, opts.output, model_path, before_commit=_verify)
+    ctx.report["verification"] = verification or {"skipped": True}
+    ctx.report["after"]["file_bytes"] = os.path.getsize(opts.output)
+    ctx.report["seconds"] = round(time.perf_counter() - t_start, 3)
+    if opts.eval_data:
+        from graphprune.evaluate import accuracy_pair
+
+        ctx.report["accuracy"] = accuracy_pair(model_path, opts.output, opts.eval_data)
+    if opts.bench:
+        from graphprune.bench import latency_pair
+
+        before, after = latency_pair(model_path, opts.output, feeds, repeats=opts.bench_repeats)
+        ctx.report["before"]["latency_ms"] = before * 1e3
+        ctx.report["after"]["latency_ms"] = after * 1e3
+    return ctx.report
+
+
+def _make_check(model_path: str, feeds, ref_out):
+    def check(p, exact: bool) -> None:
+        with tempfile.TemporaryDirectory() as tmp:
+            path = os.path.join(tmp, "step.onnx")
+            ir.save(p.ctx.model, path)
+            try:
+                result = verify_file(path, model_path, feeds, ref_out)
+            except VerificationError as e:
+                raise VerificationError(f"after pass {p.spec()}: {e}") from None
+            if exact and result["max_abs_diff"] > 1e-4 * (1 + max(abs(o).max() for o in ref_out)):
+                raise VerificationError(
+                    f"after pass {p.spec()}: outputs changed by {result['max_abs_diff']:.3g} "
+                    "in a pass that must not change them")
+    return check

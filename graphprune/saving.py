@@ -1,0 +1,84 @@
+"""Writing models atomically.
+
+The model is written to a temporary file beside the destination and renamed over it only
+when complete, so an interrupted run never leaves a partial model. Models whose tensors
+exceed the protobuf limit are written with external data in a file next to the model.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from collections.abc import Callable
+
+import onnx_ir as ir
+
+from graphprune.errors import BadInput
+
+# Protobuf refuses messages over 2 GiB; stay well below it.
+EXTERNAL_DATA_THRESHOLD = 1_800_000_000
+
+
+def tensor_bytes(model: ir.Model) -> int:
+    return sum(v.const_value.nbytes for v in model.graph.initializers.values() if v.const_value is not None)
+
+
+def check_output_path(out_path: str, input_path: str | None) -> None:
+    """Refuse writing over the input model or into a folder that does not exist."""
+    out_abs = os.path.abspath(out_path)
+    folder = os.path.dirname(out_abs)
+    if not os.path.isdir(folder):
+        raise BadInput(f"{out_path}: output folder {folder} does not exist")
+    if os.path.isdir(out_abs):
+        raise BadInput(f"{out_path}: is a folder, expected a file name")
+    if input_path is not None:
+        same = os.path.realpath(out_abs) == os.path.realpath(input_path)
+        if not same and os.path.exists(out_abs):
+            same = os.path.samefile(out_abs, input_path)
+        if same:
+            raise BadInput(f"{out_path}: refusing to write over the input model")
+
+
+def save_model(model: ir.Model, out_path: str, input_path: str | None = None,
+               before_commit: Callable[[str], None] | None = None) -> None:
+    """Write `model` to `out_path` atomically (temporary file + rename).
+
+    `before_commit(tmp_path)` may inspect the written file and raise to abandon it."""
+    check_output_path(out_path, input_path)
+    out_abs = os.path.abspath(out_path)
+    folder, name = os.path.split(out_abs)
+    external = tensor_bytes(model) > EXTERNAL_DATA_THRESHOLD
+    fd, tmp = tempfile.mkstemp(prefix=f".{name}.", suffix=".tmp", dir=folder)
+    os.close(fd)
+    data_name = f"{name}.data"
+    tmp_data = f".{data_name}.{os.path.basename(tmp)}.tmp"
+    try:
+        if external:
+            ir.save(model, tmp, format="protobuf", external_data=tmp_data)
+            if before_commit is not None:
+                before_commit(tmp)
+            _rewrite_locations(tmp, tmp_data, data_name)
+            os.replace(os.path.join(folder, tmp_data), os.path.join(folder, data_name))
+        else:
+            ir.save(model, tmp, format="protobuf")
+            if before_commit is not None:
+                before_commit(tmp)
+        os.replace(tmp, out_abs)
+    except BaseException:
+        for leftover in (tmp, os.path.join(folder, tmp_data)):
+            if os.path.exists(leftover):
+                os.unlink(leftover)
+        raise
+
+
+def _rewrite_locations(model_file: str, old: str, new: str) -> None:
+    """Point the external-data entries of a freshly written model at the final data file."""
+    import onnx
+
+    proto = onnx.load(model_file, load_external_data=False)
+    for tensor in proto.graph.initializer:
+        for entry in tensor.external_data:
+            if entry.key == "location" and entry.value == old:
+                entry.value = new
+    with open(model_file, "wb") as f:
+        f.write(proto.SerializeToString())

@@ -1,0 +1,68 @@
+"""Shared by the scoring passes: per-position scores of member axes are summed into
+units, combined over a group's members, and normalized so groups can be ranked together.
+
+The reduce and normalize choices are the ones Torch-Pruning users know:
+reduce = sum | mean | max over the member slices; normalize = none | mean | max | sum |
+standardize over the units of a group.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from graphprune.analysis.groups import Group
+from graphprune.errors import BadInput
+
+REDUCE = ("sum", "mean", "max")
+NORMALIZE = ("none", "mean", "max", "sum", "standardize")
+
+
+def per_unit(group: Group, key, per_position: np.ndarray) -> np.ndarray:
+    """Sum per-position scores of one member axis into the group's units."""
+    return np.bincount(group.members[key], weights=per_position, minlength=group.n_units)
+
+
+def combine(parts: list[np.ndarray], how: str, n_units: int) -> np.ndarray:
+    if not parts:
+        return np.zeros(n_units)
+    stack = np.stack(parts)
+    if how == "sum":
+        return stack.sum(0)
+    if how == "mean":
+        return stack.mean(0)
+    if how == "max":
+        return stack.max(0)
+    raise BadInput(f"reduce must be one of {', '.join(REDUCE)}, not {how!r}")
+
+
+def normalize(scores: np.ndarray, how: str) -> np.ndarray:
+    scores = scores.astype(np.float64)
+    if how == "none" or scores.size == 0:
+        return scores
+    if how == "mean":
+        d = scores.mean()
+    elif how == "max":
+        d = scores.max()
+    elif how == "sum":
+        d = scores.sum()
+    elif how == "standardize":
+        std = scores.std()
+        return (scores - scores.mean()) / (std if std > 0 else 1.0)
+    else:
+        raise BadInput(f"normalize must be one of {', '.join(NORMALIZE)}, not {how!r}")
+    return scores / d if d > 0 else scores
+
+
+def weight_slices(group: Group, constants: dict, roles: tuple[str, ...]):
+    """(key, array) for every member axis of the group that has one of `roles`."""
+    seen = set()
+    for key, role, _ in group.roles:
+        if role in roles and key not in seen and key[0] in constants:
+            seen.add(key)
+            yield key, constants[key[0]]
+
+
+def position_norms(arr: np.ndarray, axis: int, p: float) -> np.ndarray:
+    """sum |w|^p over every axis but `axis`, per position of `axis`."""
+    moved = np.moveaxis(np.abs(arr.astype(np.float64)), axis, 0).reshape(arr.shape[axis], -1)
+    return (moved ** p).sum(1) if p != 1 else moved.sum(1)

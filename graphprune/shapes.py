@@ -1,0 +1,59 @@
+"""Small helpers over onnx-ir values: static shapes, constant arrays, exact shape inference."""
+
+from __future__ import annotations
+
+import numpy as np
+import onnx_ir as ir
+from onnx_ir.passes.common import ShapeInferencePass
+
+Dim = int | str | None
+
+
+def shape_of(value: ir.Value | None) -> tuple[Dim, ...] | None:
+    """The value's shape with ints for static dims, names for symbolic ones, None for unknown."""
+    if value is None:
+        return None
+    if value.const_value is not None:
+        return tuple(int(d) for d in value.const_value.shape)
+    if value.shape is None:
+        return None
+    dims: list[Dim] = []
+    for d in value.shape:
+        if isinstance(d, int):
+            dims.append(d)
+        elif isinstance(d, ir.SymbolicDim) and d.value is not None:
+            dims.append(str(d.value))
+        else:
+            dims.append(None)
+    return tuple(dims)
+
+
+def const_array(value: ir.Value | None) -> np.ndarray | None:
+    """The constant content of a value (initializer), or None."""
+    if value is None or value.const_value is None:
+        return None
+    return value.const_value.numpy()
+
+
+def int_list(value: ir.Value | None) -> list[int] | None:
+    arr = const_array(value)
+    return None if arr is None else [int(x) for x in arr.reshape(-1)]
+
+
+def opset_of(model: ir.Model) -> int:
+    return int(model.opset_imports.get("", model.opset_imports.get("ai.onnx", 1)))
+
+
+def infer_exact_shapes(model: ir.Model) -> None:
+    """Forget intermediate shapes and infer them again, so no stale shape survives pruning."""
+    graph = model.graph
+    keep = {id(v) for v in graph.inputs} | {id(v) for v in graph.outputs}
+    for node in graph:
+        for out in node.outputs:
+            if id(out) not in keep:
+                out.shape = None
+    for init in graph.initializers.values():
+        if init.const_value is not None:
+            init.shape = ir.Shape(init.const_value.shape)
+            init.dtype = init.const_value.dtype
+    ShapeInferencePass(strict_mode=False, data_prop=True)(model)

@@ -1,0 +1,11 @@
+"""The pass suite, one pass per module; importing this package registers them all."""
+
+from graphprune.passes import (  # noqa: F401
+    bn_scale,
+    cleanup,
+    magnitude,
+    normalize,
+    random_score,
+    remove,
+    select,
+)

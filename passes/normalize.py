@@ -1,0 +1,90 @@
+"""normalize: bring any exporter's graph into the one form the analysis expects.
+
+Guarantees afterwards: initializers are not graph inputs; Constant nodes are initializers;
+constant subgraphs are folded; no Identity and no inference-time Dropout remain; Sum has
+at most two inputs (a chain of Adds); every value has a name; nodes are in topological
+order; shapes are freshly inferred. The model computes exactly what it computed before.
+"""
+
+from __future__ import annotations
+
+import onnx_ir as ir
+from onnx_ir.passes import common
+
+from graphprune.registry import PrunePass, register
+from graphprune.shapes import infer_exact_shapes
+from graphprune.passes.fold_constants import fold_constants
+
+
+def drop_dropout(graph: ir.Graph) -> int:
+    """Inference-time Dropout is the identity on its first output; drop it when its mask
+    is unused and training_mode is not set."""
+    count = 0
+    outputs = {id(v) for v in graph.outputs}
+    for node in list(graph):
+        if node.op_type != "Dropout" or node.domain not in ("", "ai.onnx"):
+            continue
+        if len(node.inputs) > 2 and node.inputs[2] is not None:
+            mode = node.inputs[2].const_value
+            if mode is None or bool(mode.numpy()):
+                continue
+        if any(o is not None and (o.uses() or id(o) in outputs) for o in node.outputs[1:]):
+            continue
+        y = node.outputs[0]
+        if id(y) in outputs:
+            continue
+        y.replace_all_uses_with(node.inputs[0])
+        graph.remove(node, safe=True)
+        count += 1
+    return count
+
+
+def split_sum(graph: ir.Graph) -> int:
+    """Sum(a, b, c, ...) -> Add(Add(a, b), c) ...; Sum(a, b) -> Add(a, b)."""
+    count = 0
+    for node in list(graph):
+        if node.op_type != "Sum" or node.domain not in ("", "ai.onnx") or len(node.inputs) < 2:
+            continue
+        acc = node.inputs[0]
+        base = node.name or "sum"
+        for i, x in enumerate(node.inputs[1:]):
+            last = i == len(node.inputs) - 2
+            add = ir.node("Add", [acc, x], name=f"{base}/add{i}")
+            graph.insert_before(node, add)
+            acc = add.outputs[0]
+            if last:
+                acc.name = None
+        y = node.outputs[0]
+        name = y.name
+        y.replace_all_uses_with(acc)
+        if y in graph.outputs:
+            graph.outputs[graph.outputs.index(y)] = acc
+        graph.remove(node, safe=True)
+        acc.name = name
+        count += 1
+    return count
+
+
+@register
+class NormalizePass(PrunePass):
+    name = "normalize"
+    kind = "normalize"
+    summary = "fold constants, drop Identity/Dropout, split Sum, name values, sort, infer shapes"
+    options = {"fold": True}
+
+    def run(self, model: ir.Model) -> bool:
+        graph = model.graph
+        common.RemoveInitializersFromInputsPass()(model)
+        common.LiftConstantsToInitializersPass(lift_all_constants=True, size_limit=0)(model)
+        common.NameFixPass()(model)
+        infer_exact_shapes(model)
+        folded = fold_constants(model) if self.opts["fold"] else 0
+        identities = common.IdentityEliminationPass()(model).modified
+        dropouts = drop_dropout(graph)
+        sums = split_sum(graph)
+        common.RemoveUnusedNodesPass()(model)
+        common.TopologicalSortPass()(model)
+        infer_exact_shapes(model)
+        self.stats = {"folded": folded, "dropout_removed": dropouts, "sum_split": sums,
+                      "identity_removed": bool(identities)}
+        return True

@@ -1,0 +1,141 @@
+"""remove: delete the planned units from every member tensor at once.
+
+Every constant member axis (weights, biases, BatchNorm parameters, PRelu slopes) is
+sliced to its kept positions; then each node whose rule has a rewrite updates the
+attributes and shape-carrying constants that spell out sizes (conv `group`, Reshape
+targets, Pad pads, Slice bounds, Split sizes, Resize sizes). Constants shared with other
+nodes are never edited in place: a rewritten one gets a new initializer.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import onnx_ir as ir
+
+from graphprune.analysis.flow import DimKey
+from graphprune.analysis.rules import RULES
+from graphprune.registry import PrunePass, register
+from graphprune.shapes import const_array, opset_of, shape_of
+
+
+class Edit:
+    """What a rule's rewrite sees: the kept positions of each axis and old shapes."""
+
+    def __init__(self, model: ir.Model, kept: dict[DimKey, np.ndarray]):
+        self.model = model
+        self.opset = opset_of(model)
+        self._kept = kept
+        self.node: ir.Node | None = None
+        self.rewritten = 0
+
+    def kept(self, value: ir.Value | None, axis: int) -> np.ndarray | None:
+        if value is None or value.name is None:
+            return None
+        rank = len(shape_of(value) or ())
+        return self._kept.get((value.name, axis % rank if rank else axis))
+
+    def new_size(self, value: ir.Value, axis: int) -> int:
+        k = self.kept(value, axis)
+        return int(len(k)) if k is not None else int(shape_of(value)[axis])
+
+    def old_shape(self, value: ir.Value):
+        return shape_of(value)
+
+    # The same reading interface as the FlowBuilder, so rules can share parsing helpers.
+    shape = old_shape
+
+    def rank(self, value):
+        s = shape_of(value)
+        return None if s is None else len(s)
+
+    def const(self, value):
+        return const_array(value)
+
+    def attr(self, name: str, default=None):
+        a = self.node.attributes.get(name)
+        return default if a is None else a.value
+
+    def set_attr(self, node: ir.Node, name: str, value) -> None:
+        if isinstance(value, (list, tuple)):
+            attr = ir.AttrInt64s(name, [int(v) for v in value])
+        elif isinstance(value, float):
+            attr = ir.AttrFloat32(name, value)
+        else:
+            attr = ir.AttrInt64(name, int(value))
+        node.attributes[name] = attr
+        self.rewritten += 1
+
+    def set_input(self, node: ir.Node, index: int, array: np.ndarray) -> None:
+        old = node.inputs[index]
+        graph = self.model.graph
+        base = (old.name if old is not None and old.name else f"{node.name}_in{index}") + "_pruned"
+        name, n = base, 0
+        while name in graph.initializers:
+            n += 1
+            name = f"{base}{n}"
+        array = np.asarray(array)
+        value = ir.Value(name=name, shape=ir.Shape(array.shape),
+                         type=ir.TensorType(ir.DataType.from_numpy(array.dtype)),
+                         const_value=ir.tensor(array, name=name))
+        graph.register_initializer(value)
+        node.replace_input_with(index, value)
+        self.rewritten += 1
+
+
+def kept_positions(analysis, plan: dict[int, np.ndarray]) -> dict[DimKey, np.ndarray]:
+    kept = {}
+    for gid, units in plan.items():
+        g = analysis.groups[gid]
+        for key, unit_of in g.members.items():
+            mask = ~np.isin(unit_of, units)
+            if not mask.all():
+                kept[key] = np.flatnonzero(mask)
+    return kept
+
+
+@register
+class RemovePass(PrunePass):
+    name = "remove"
+    kind = "remove"
+    summary = "slice every member tensor of the planned units and rewrite size-carrying ops"
+    options = {}
+
+    def run(self, model: ir.Model) -> bool:
+        if not self.ctx.plan:
+            self.stats = {"units_removed": 0}
+            return False
+        analysis = self.ctx.analysis()
+        kept = kept_positions(analysis, self.ctx.plan)
+        edit = Edit(model, kept)
+        for node in list(model.graph):
+            rule = RULES.get(node.op_type) if node.domain in ("", "ai.onnx") else None
+            if rule is not None and rule.rewrite is not None:
+                edit.node = node
+                rule.rewrite(node, edit)
+        sliced = self._slice_constants(model, kept)
+        self.stats = {
+            "units_removed": int(sum(len(u) for u in self.ctx.plan.values())),
+            "tensors_sliced": sliced,
+            "rewrites": edit.rewritten,
+        }
+        self.ctx.graph_changed()
+        return True
+
+    @staticmethod
+    def _slice_constants(model: ir.Model, kept: dict[DimKey, np.ndarray]) -> int:
+        by_value: dict[str, list[tuple[int, np.ndarray]]] = {}
+        for (name, axis), positions in kept.items():
+            by_value.setdefault(name, []).append((axis, positions))
+        count = 0
+        for name, cuts in by_value.items():
+            value = model.graph.initializers.get(name)
+            if value is None or value.const_value is None:
+                continue
+            arr = value.const_value.numpy()
+            for axis, positions in cuts:
+                arr = np.take(arr, positions, axis=axis)
+            arr = np.ascontiguousarray(arr)
+            value.const_value = ir.tensor(arr, name=name)
+            value.shape = ir.Shape(arr.shape)
+            count += 1
+        return count

@@ -1,0 +1,189 @@
+"""select: choose the units to remove from the scores.
+
+Modes: a ratio per group (`scope=local`, each group loses the same fraction of its
+units), one global ratio (`scope=global`, the lowest-scored units of the whole model), or
+a target (`macs=0.5` / `params=0.6`: the fraction kept), reached with a uniform ratio
+(`scope=local`) or a global ranking (`scope=global`); the cost of a plan is computed
+exactly from the graph. Constraints: `round_to` (kept units a multiple of it),
+`min_keep` units per group, `max_ratio` of a group's units, and `exclude` (glob patterns
+of node or tensor names, separated by `|`) which leaves matching groups whole.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+
+import numpy as np
+import onnx_ir as ir
+
+from graphprune.errors import BadInput
+from graphprune.registry import PrunePass, register
+
+
+@register
+class SelectPass(PrunePass):
+    name = "select"
+    kind = "select"
+    summary = "choose units by ratio (local/global) or by a macs=/params= target"
+    options = {"ratio": None, "macs": None, "params": None, "scope": "local",
+               "round_to": 1, "min_keep": 1, "max_ratio": 1.0, "exclude": ""}
+
+    def run(self, model: ir.Model) -> bool:
+        o = self.opts
+        targets = [k for k in ("ratio", "macs", "params") if o[k] is not None]
+        if len(targets) > 1:
+            raise BadInput(f"select: give one of ratio=, macs=, params= (got {', '.join(targets)})")
+        if o["scope"] not in ("local", "global"):
+            raise BadInput(f"select: scope must be local or global, not {o['scope']!r}")
+        for k in targets:
+            if not isinstance(o[k], float) or not 0.0 <= o[k] <= 1.0:
+                raise BadInput(f"select: {k} must be a number between 0 and 1, not {o[k]!r}")
+        if not self.ctx.scores:
+            raise BadInput("select: no scores; put a score pass (l1, l2, bn-scale, random) before it")
+        analysis = self.ctx.analysis()
+        self._memo: dict = {}
+        self._owned_cache: dict = {}
+        self.cands = self._candidates(analysis.groups)
+        if not targets or targets[0] == "ratio":
+            ratio = o["ratio"] if targets else 0.3
+            counts = self._local(ratio) if o["scope"] == "local" else self._global_count(ratio)
+        else:
+            counts = self._reach(targets[0], o[targets[0]])
+        self.ctx.plan = {gid: self._lowest(gid, k) for gid, k in counts.items() if k > 0}
+        after = analysis.cost.totals(self.ctx.removed_masks())
+        before = analysis.cost.totals()
+        self.stats = {
+            "groups": len(analysis.groups), "groups_prunable": len(self.cands),
+            "units_removed": int(sum(len(u) for u in self.ctx.plan.values())),
+            "macs_kept": after.macs / before.macs if before.macs else 1.0,
+            "params_kept": after.params / before.params if before.params else 1.0,
+        }
+        return False
+
+    # -- candidates and limits ---------------------------------------------------------
+    def _candidates(self, groups) -> dict[int, np.ndarray]:
+        patterns = [p for p in self.opts["exclude"].split("|") if p]
+        cands = {}
+        for g in groups:
+            if g.id not in self.ctx.scores or g.n_units <= 1:
+                continue
+            names = {k[0] for k in g.members} | {node for _, _, node in g.roles}
+            if any(fnmatch.fnmatchcase(n, p) for n in names for p in patterns):
+                continue
+            units = g.prunable
+            if len(units):
+                cands[g.id] = units
+        return cands
+
+    def _cap(self, gid: int) -> int:
+        g = self.ctx.analysis().groups[gid]
+        cap = min(len(self.cands[gid]), g.n_units - max(self.opts["min_keep"], 1),
+                  int(np.floor(self.opts["max_ratio"] * g.n_units)))
+        return max(cap, 0)
+
+    def _round(self, gid: int, k: int) -> int:
+        n, r = self.ctx.analysis().groups[gid].n_units, max(self.opts["round_to"], 1)
+        k = min(k, self._cap(gid))
+        while k > 0 and (n - k) % r:
+            k -= 1
+        return k
+
+    def _lowest(self, gid: int, k: int) -> np.ndarray:
+        """The k lowest-scored candidates, skipping any unit whose removal would leave a
+        member axis empty (a concat input, a layer inside a dense block)."""
+        key = (gid, k)
+        if key in self._memo:
+            return self._memo[key]
+        units = self.cands[gid]
+        order = units[np.argsort(self.ctx.scores[gid][units], kind="stable")]
+        owned = self._owned(gid)
+        left = owned.sum(0)
+        chosen = []
+        for u in order:
+            if len(chosen) >= k:
+                break
+            row = owned[u]
+            if np.all(left[row > 0] - row[row > 0] >= 1):
+                left -= row
+                chosen.append(u)
+        result = np.sort(np.array(chosen, dtype=np.int64))
+        self._memo[key] = result
+        return result
+
+    def _owned(self, gid: int) -> np.ndarray:
+        """units x member axes: how many positions of each axis a unit owns."""
+        if gid not in self._owned_cache:
+            g = self.ctx.analysis().groups[gid]
+            self._owned_cache[gid] = np.stack(
+                [np.bincount(u, minlength=g.n_units) for u in g.members.values()], axis=1)
+        return self._owned_cache[gid]
+
+    # -- modes --------------------------------------------------------------------------
+    def _local(self, ratio: float) -> dict[int, int]:
+        groups = self.ctx.analysis().groups
+        return {gid: self._round(gid, int(ratio * groups[gid].n_units + 1e-9)) for gid in self.cands}
+
+    def _global_order(self) -> list[int]:
+        """Group id of each successive removal when units go in global score order."""
+        entries = [(self.ctx.scores[gid][u], gid, u) for gid, units in self.cands.items() for u in units]
+        entries.sort(key=lambda e: (e[0], e[1], e[2]))
+        caps = {gid: self._cap(gid) for gid in self.cands}
+        taken = dict.fromkeys(self.cands, 0)
+        order = []
+        for _, gid, _ in entries:
+            if taken[gid] < caps[gid]:
+                taken[gid] += 1
+                order.append(gid)
+        return order
+
+    def _global_count(self, ratio: float, order: list[int] | None = None) -> dict[int, int]:
+        order = self._global_order() if order is None else order
+        total = sum(len(u) for u in self.cands.values())
+        return self._counts_from(order, int(ratio * total + 1e-9))
+
+    def _counts_from(self, order: list[int], n: int) -> dict[int, int]:
+        counts = dict.fromkeys(self.cands, 0)
+        for gid in order[:n]:
+            counts[gid] += 1
+        return {gid: self._round(gid, k) for gid, k in counts.items()}
+
+    def _cost(self, counts: dict[int, int], what: str) -> float:
+        cost = self.ctx.analysis().cost
+        groups = self.ctx.analysis().groups
+        masks = {}
+        for gid, k in counts.items():
+            m = np.zeros(groups[gid].n_units)
+            m[self._lowest(gid, k)] = 1.0
+            masks[gid] = m
+        return getattr(cost.totals(masks), what)
+
+    def _reach(self, what: str, keep: float) -> dict[int, int]:
+        total = getattr(self.ctx.analysis().cost.totals(), what)
+        goal = keep * total
+        if self.opts["scope"] == "local":
+            make = self._local
+            lo, hi = 0.0, 1.0
+            for _ in range(30):
+                mid = (lo + hi) / 2
+                if self._cost(make(mid), what) <= goal:
+                    hi = mid
+                else:
+                    lo = mid
+            best = make(hi)
+        else:
+            order = self._global_order()
+            lo, hi = 0, len(order)
+            while lo < hi:
+                mid = (lo + hi) // 2
+                if self._cost(self._counts_from(order, mid), what) <= goal:
+                    hi = mid
+                else:
+                    lo = mid + 1
+            best = self._counts_from(order, lo)
+        reached = self._cost(best, what)
+        if reached > goal * (1 + 1e-6):
+            raise BadInput(
+                f"select: cannot reach {what}={keep:g}; the most this model allows with "
+                f"these constraints is {what}={reached / total:.3f}"
+            )
+        return best
