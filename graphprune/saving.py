@@ -60,6 +60,7 @@ def save_model(model: ir.Model, out_path: str, input_path: str | None = None,
             _rewrite_locations(tmp, tmp_data, data_name)
             os.replace(os.path.join(folder, tmp_data), os.path.join(folder, data_name))
         else:
+            _inline_external(model)
             ir.save(model, tmp, format="protobuf")
             if before_commit is not None:
                 before_commit(tmp)
@@ -69,6 +70,15 @@ def save_model(model: ir.Model, out_path: str, input_path: str | None = None,
             if os.path.exists(leftover):
                 os.unlink(leftover)
         raise
+
+
+def _inline_external(model: ir.Model) -> None:
+    """Read tensors still stored in the input's external data into memory, so a model
+    written as one file does not point at the input's data file."""
+    for value in model.graph.initializers.values():
+        t = value.const_value
+        if isinstance(t, ir.ExternalTensor):
+            value.const_value = ir.tensor(t.numpy(), name=value.name)
 
 
 def _rewrite_locations(model_file: str, old: str, new: str) -> None:

@@ -1,0 +1,69 @@
+"""The exactness oracles of the design notes, as helpers the tests share.
+
+- `prune_to_file`: run a pipeline through the public API and verify the result.
+- `inert_removal_diff`: choose units in every prunable group, make them inert (zero every
+  weight slice, bias and normalization parameter they own), then remove exactly those
+  units; the outputs must not change.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import onnx_ir as ir
+
+from graphprune.context import Context
+from graphprune.loading import load_model
+from graphprune.pipeline import Options, prune, run_passes
+from graphprune.saving import save_model
+from graphprune.verify import probe_inputs, session
+
+INERT_ROLES = ("out", "in", "bias", "bn_scale", "bn_shift", "slope")
+
+
+def run_model(path: str, feeds=None, optimize=False):
+    sess = session(path, optimize=optimize)
+    feeds = feeds if feeds is not None else probe_inputs(sess)
+    return feeds, sess.run(None, feeds)
+
+
+def prune_to_file(path: str, out: str, passes: list[str]) -> dict:
+    return prune(path, Options(passes=passes, output=out))
+
+
+def make_inert(model: ir.Model, ctx: Context) -> int:
+    """Zero every role-carrying constant slice of the planned units; return slices zeroed."""
+    analysis = ctx.analysis()
+    count = 0
+    for gid, units in ctx.plan.items():
+        g = analysis.groups[gid]
+        for key, role, _ in g.roles:
+            if role not in INERT_ROLES:
+                continue
+            value = model.graph.initializers[key[0]]
+            arr = value.const_value.numpy().copy()
+            positions = g.positions(key, units)
+            index = [slice(None)] * arr.ndim
+            index[key[1]] = positions
+            arr[tuple(index)] = 0
+            value.const_value = ir.tensor(arr, name=key[0])
+            count += 1
+    return count
+
+
+def inert_removal_diff(path: str, tmp, ratio: float = 0.5, seed: int = 0):
+    """(max abs diff, groups pruned, units removed) of removing inert units."""
+    model = load_model(path)
+    ctx = Context(model)
+    run_passes(ctx, ["normalize", f"random:seed={seed}", f"select:ratio={ratio}"])
+    make_inert(model, ctx)
+    ref_path, out_path = str(tmp / "inert.onnx"), str(tmp / "removed.onnx")
+    save_model(model, ref_path)
+    feeds, ref = run_model(ref_path)
+    groups, units = len(ctx.plan), sum(len(u) for u in ctx.plan.values())
+    run_passes(ctx, ["remove", "cleanup"])
+    save_model(model, out_path)
+    _, got = run_model(out_path, feeds)
+    assert [a.shape for a in ref] == [b.shape for b in got]
+    diff = max(float(np.max(np.abs(a - b))) for a, b in zip(ref, got))
+    scale = max(float(np.max(np.abs(a))) for a in ref)
+    return diff / max(scale, 1e-6), groups, units
