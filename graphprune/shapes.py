@@ -57,3 +57,24 @@ def infer_exact_shapes(model: ir.Model) -> None:
             init.shape = ir.Shape(init.const_value.shape)
             init.dtype = init.const_value.dtype
     ShapeInferencePass(strict_mode=False, data_prop=True)(model)
+    _fill_shape_preserving(graph)
+
+
+# Ops whose first output has the shape of their first input; ONNX's inference misses some
+# (function ops such as GroupNormalization), and an unknown shape pins the whole node.
+SHAPE_PRESERVING = {
+    "GroupNormalization", "LayerNormalization", "InstanceNormalization", "BatchNormalization",
+    "RMSNormalization", "LRN", "Softmax", "LogSoftmax", "Relu", "Gelu", "Mish", "HardSwish",
+    "Sigmoid", "Tanh", "Elu", "Selu", "Celu", "LeakyRelu", "PRelu", "Softplus", "Swish",
+}
+
+
+def _fill_shape_preserving(graph: ir.Graph) -> None:
+    for node in graph:
+        if node.op_type not in SHAPE_PRESERVING or node.domain not in ("", "ai.onnx"):
+            continue
+        x, y = node.inputs[0], node.outputs[0]
+        if y.shape is None and x is not None and x.shape is not None:
+            y.shape = ir.Shape(list(x.shape))
+            if y.dtype is None:
+                y.dtype = x.dtype

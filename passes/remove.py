@@ -15,7 +15,7 @@ import onnx_ir as ir
 from graphprune.analysis.flow import DimKey
 from graphprune.analysis.rules import RULES
 from graphprune.registry import PrunePass, register
-from graphprune.shapes import const_array, opset_of, shape_of
+from graphprune.shapes import const_array, infer_exact_shapes, opset_of, shape_of
 
 
 class Edit:
@@ -113,6 +113,7 @@ class RemovePass(PrunePass):
                 edit.node = node
                 rule.rewrite(node, edit)
         sliced = self._slice_constants(model, kept)
+        infer_exact_shapes(model)  # the model is valid after this pass, not only after cleanup
         self.stats = {
             "units_removed": int(sum(len(u) for u in self.ctx.plan.values())),
             "tensors_sliced": sliced,

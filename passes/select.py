@@ -5,8 +5,10 @@ units), one global ratio (`scope=global`, the lowest-scored units of the whole m
 a target (`macs=0.5` / `params=0.6`: the fraction kept), reached with a uniform ratio
 (`scope=local`) or a global ranking (`scope=global`); the cost of a plan is computed
 exactly from the graph. Constraints: `round_to` (kept units a multiple of it),
-`min_keep` units per group, `max_ratio` of a group's units, and `exclude` (glob patterns
-of node or tensor names, separated by `|`) which leaves matching groups whole.
+`min_keep` units per group, `max_ratio` of a group's units, `exclude` and `include`
+(glob patterns separated by `|`, matched against the names of the weights that produce
+a group and of their nodes): excluded groups stay whole; with `include`, only matching
+groups are pruned.
 """
 
 from __future__ import annotations
@@ -20,13 +22,20 @@ from graphprune.errors import BadInput
 from graphprune.registry import PrunePass, register
 
 
+def producer_names(group) -> set[str]:
+    """Names of the weights whose rows make the group's channels, and of their nodes."""
+    names = {key[0] for key, role, _ in group.roles if role == "out"}
+    names |= {node for _, role, node in group.roles if role == "out" and node}
+    return names or {key[0] for key in group.members}
+
+
 @register
 class SelectPass(PrunePass):
     name = "select"
     kind = "select"
     summary = "choose units by ratio (local/global) or by a macs=/params= target"
     options = {"ratio": None, "macs": None, "params": None, "scope": "local",
-               "round_to": 1, "min_keep": 1, "max_ratio": 1.0, "exclude": ""}
+               "round_to": 1, "min_keep": 1, "max_ratio": 1.0, "exclude": "", "include": ""}
 
     def run(self, model: ir.Model) -> bool:
         o = self.opts
@@ -62,13 +71,16 @@ class SelectPass(PrunePass):
 
     # -- candidates and limits ---------------------------------------------------------
     def _candidates(self, groups) -> dict[int, np.ndarray]:
-        patterns = [p for p in self.opts["exclude"].split("|") if p]
+        exclude = [p for p in self.opts["exclude"].split("|") if p]
+        include = [p for p in self.opts["include"].split("|") if p]
         cands = {}
         for g in groups:
             if g.id not in self.ctx.scores or g.n_units <= 1:
                 continue
-            names = {k[0] for k in g.members} | {node for _, _, node in g.roles}
-            if any(fnmatch.fnmatchcase(n, p) for n in names for p in patterns):
+            names = producer_names(g)
+            if any(fnmatch.fnmatchcase(n, p) for n in names for p in exclude):
+                continue
+            if include and not any(fnmatch.fnmatchcase(n, p) for n in names for p in include):
                 continue
             units = g.prunable
             if len(units):

@@ -1,0 +1,110 @@
+"""The command line: pipelines, listing, dry runs, reports, exit codes, --verify-each."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import onnx_ir as ir
+import pytest
+
+from graphprune.cli import main
+from graphprune.pipeline import complete_pipeline
+
+
+def _cli(*args):
+    return subprocess.run([sys.executable, "-m", "graphprune", *args], capture_output=True, text=True, timeout=300)
+
+
+def test_list_passes(capsys):
+    assert main(["--list-passes"]) == 0
+    out = capsys.readouterr().out
+    for name in ("normalize", "l1", "l2", "bn-scale", "random", "select", "remove", "cleanup"):
+        assert f"\n{name} " in "\n" + out
+
+
+def test_default_pipeline_and_completion():
+    assert complete_pipeline([]) == ["normalize", "l1", "select:ratio=0.3", "remove", "cleanup"]
+    assert complete_pipeline(["l2"]) == ["normalize", "l2", "select:ratio=0.3", "remove", "cleanup"]
+    assert complete_pipeline(["select:macs=0.5"]) == ["normalize", "l1", "select:macs=0.5", "remove", "cleanup"]
+
+
+def test_run_with_report_and_verbose(zoo, tmp_path):
+    out, rep = tmp_path / "p.onnx", tmp_path / "r.json"
+    r = _cli(zoo["resnetish"], "-o", str(out), "--pass", "l2", "--pass", "select:macs=0.6",
+             "--report", str(rep), "-v")
+    assert r.returncode == 0, r.stderr
+    assert "MACs" in r.stdout and "verified" in r.stdout and "units" in r.stdout
+    report = json.loads(rep.read_text())
+    assert report["pipeline"][1] == "l2"
+    assert report["after"]["macs"] <= 0.6 * report["before"]["macs"] * 1.0001
+    assert report["after"]["macs"] > 0.5 * report["before"]["macs"]
+    assert report["verification"]["checker"] == "passed"
+    assert any(g["removed"] for g in report["groups"])
+    assert [p["pass"].split(":")[0] for p in report["passes"]] == ["normalize", "l2", "select", "remove", "cleanup"]
+
+
+def test_dry_run_writes_no_model(zoo, tmp_path):
+    out = tmp_path / "p.onnx"
+    r = _cli(zoo["simple_cnn"], "-o", str(out), "--dry-run", "--report", str(tmp_path / "r.json"))
+    assert r.returncode == 0, r.stderr
+    assert not out.exists() and (tmp_path / "r.json").exists()
+    assert "dry run" in r.stdout
+
+
+def test_bench_prints_latency(zoo, tmp_path):
+    r = _cli(zoo["simple_cnn"], "-o", str(tmp_path / "p.onnx"), "--bench", "--bench-repeats", "5")
+    assert r.returncode == 0, r.stderr
+    assert "latency" in r.stdout and "ms" in r.stdout
+
+
+@pytest.mark.parametrize("args,needle", [
+    (["--pass", "nope"], "unknown pass 'nope'"),
+    (["--pass", "select:ratio=abc"], "between 0 and 1"),
+    (["--pass", "select:round_to=x"], "not a valid int"),
+    (["--pass", "select:bogus=1"], "unknown option 'bogus'"),
+    (["--pass", "select:ratio=0.3,macs=0.5"], "give one of"),
+    (["--pass", "select:ratio=1.5"], "between 0 and 1"),
+    (["--pass", "select:macs=0.0001"], "cannot reach macs"),
+])
+def test_bad_options_exit_2(zoo, tmp_path, args, needle):
+    r = _cli(zoo["simple_cnn"], "-o", str(tmp_path / "p.onnx"), *args)
+    assert r.returncode == 2, (r.returncode, r.stderr)
+    assert needle in r.stderr and len(r.stderr.strip().splitlines()) == 1
+    assert not (tmp_path / "p.onnx").exists()
+
+
+def test_usage_errors_exit_2(tmp_path):
+    assert _cli().returncode == 2
+    assert _cli("m.onnx").returncode == 2  # neither -o nor --dry-run
+    assert _cli("--frobnicate").returncode == 2
+
+
+def test_verify_each_names_the_breaking_pass(zoo, tmp_path):
+    """A pass that corrupts the model is named by --verify-each."""
+    from graphprune.pipeline import Options, prune
+    from graphprune.registry import PrunePass, _REGISTRY, register
+    from graphprune.errors import VerificationError
+
+    @register
+    class Vandal(PrunePass):
+        name = "test-vandal"
+        kind = "compensate"
+        options = {}
+
+        def run(self, model):
+            conv = next(n for n in model.graph if n.op_type == "Conv")
+            w = conv.inputs[1]
+            arr = w.const_value.numpy()[:, :-1]  # drop an input column: shapes no longer fit
+            w.const_value = ir.tensor(arr.copy(), name=w.name)
+            w.shape = ir.Shape(arr.shape)
+            return True
+
+    try:
+        with pytest.raises(VerificationError, match="after pass test-vandal"):
+            prune(zoo["simple_cnn"], Options(passes=["l1", "select:ratio=0.2", "remove", "test-vandal"],
+                                             output=str(tmp_path / "p.onnx"), verify_each=True))
+        assert not (tmp_path / "p.onnx").exists()
+    finally:
+        _REGISTRY.pop("test-vandal")

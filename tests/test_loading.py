@@ -1,0 +1,192 @@
+"""Bad files get one clear line and exit code 2; nothing is written; the input is untouched."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import subprocess
+import sys
+
+import numpy as np
+import onnx
+import pytest
+from onnx import TensorProto, helper, numpy_helper
+
+from graphprune.errors import BadInput
+from graphprune.loading import load_model
+
+
+def _conv_model(external: dict | None = None, opset=17, ir_version=8):
+    w = np.ones((4, 3, 1, 1), np.float32)
+    tensor = numpy_helper.from_array(w, "w")
+    if external is not None:
+        tensor.ClearField("raw_data")
+        tensor.data_location = TensorProto.EXTERNAL
+        for k, v in external.items():
+            tensor.external_data.add(key=k, value=str(v))
+    graph = helper.make_graph(
+        [helper.make_node("Conv", ["x", "w"], ["y"])], "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 2, 2])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4, 2, 2])], [tensor])
+    m = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)])
+    m.ir_version = ir_version
+    return m
+
+
+def _cli(*args):
+    return subprocess.run([sys.executable, "-m", "graphprune", *args], capture_output=True, text=True, timeout=120)
+
+
+def _save(m, path):
+    with open(path, "wb") as f:
+        f.write(m.SerializeToString())
+    return str(path)
+
+
+def _refused(path, tmp_path, needle):
+    out = tmp_path / "out.onnx"
+    r = _cli(str(path), "-o", str(out))
+    assert r.returncode == 2, r.stderr
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 1 and "Traceback" not in r.stderr, r.stderr
+    assert needle in lines[0], lines[0]
+    assert not out.exists()
+    assert not [p for p in os.listdir(tmp_path) if p.startswith(".out")]  # no temp left
+
+
+def test_missing_file(tmp_path):
+    _refused(tmp_path / "nope.onnx", tmp_path, "no such file")
+
+
+def test_not_onnx(tmp_path):
+    p = tmp_path / "m.onnx"
+    p.write_bytes(b"\x00\xffnot a protobuf at all" * 10)
+    _refused(p, tmp_path, "not an ONNX model")
+
+
+def test_truncated(tmp_path):
+    data = _conv_model().SerializeToString()
+    for cut in (len(data) // 3, len(data) - 5):
+        p = tmp_path / f"t{cut}.onnx"
+        p.write_bytes(data[:cut])
+        with pytest.raises(BadInput):
+            load_model(str(p))
+    p = tmp_path / "t.onnx"
+    p.write_bytes(data[: len(data) // 2])
+    _refused(p, tmp_path, "")
+
+
+def test_empty_file(tmp_path):
+    p = tmp_path / "m.onnx"
+    p.write_bytes(b"")
+    _refused(p, tmp_path, "empty file")
+
+
+@pytest.mark.parametrize("opset,needle", [(5, "opset 5 is not supported"), (99, "opset 99 is not supported")])
+def test_unsupported_opset(tmp_path, opset, needle):
+    _refused(_save(_conv_model(opset=opset), tmp_path / "m.onnx"), tmp_path, needle)
+
+
+def test_unsupported_ir_version(tmp_path):
+    _refused(_save(_conv_model(ir_version=99), tmp_path / "m.onnx"), tmp_path, "IR version 99")
+
+
+def test_stored_length_mismatch(tmp_path):
+    m = _conv_model()
+    m.graph.initializer[0].raw_data = m.graph.initializer[0].raw_data[:-4]
+    _refused(_save(m, tmp_path / "m.onnx"), tmp_path, "initializer 'w'")
+
+
+def test_dangling_input(tmp_path):
+    m = _conv_model()
+    m.graph.node[0].input[0] = "ghost"
+    _refused(_save(m, tmp_path / "m.onnx"), tmp_path, "'ghost'")
+
+
+def _data_file(folder, name="w.bin", size=48):
+    path = folder / name
+    path.write_bytes(np.ones(size // 4, np.float32).tobytes())
+    return path
+
+
+@pytest.mark.parametrize("location,needle", [
+    ("../w.bin", "leaves the model folder"),
+    ("sub/../../w.bin", "leaves the model folder"),
+    ("/etc/passwd", "absolute path"),
+])
+def test_external_data_escaping_the_folder(tmp_path, location, needle):
+    model_dir = tmp_path / "m"
+    model_dir.mkdir()
+    _data_file(tmp_path)
+    path = _save(_conv_model({"location": location, "offset": 0, "length": 48}), model_dir / "m.onnx")
+    _refused(path, model_dir, needle)
+
+
+def test_external_data_through_symlink(tmp_path):
+    model_dir = tmp_path / "m"
+    model_dir.mkdir()
+    target = _data_file(tmp_path)
+    os.symlink(target, model_dir / "w.bin")
+    path = _save(_conv_model({"location": "w.bin", "length": 48}), model_dir / "m.onnx")
+    _refused(path, model_dir, "symlink")
+
+
+def test_external_data_hardlink(tmp_path):
+    model_dir = tmp_path / "m"
+    model_dir.mkdir()
+    target = _data_file(tmp_path)
+    os.link(target, model_dir / "w.bin")
+    path = _save(_conv_model({"location": "w.bin", "length": 48}), model_dir / "m.onnx")
+    _refused(path, model_dir, "hard link")
+
+
+def test_external_data_fifo(tmp_path):
+    os.mkfifo(tmp_path / "w.bin")
+    path = _save(_conv_model({"location": "w.bin", "length": 48}), tmp_path / "m.onnx")
+    _refused(path, tmp_path, "not a regular file")
+
+
+@pytest.mark.parametrize("ext,needle", [
+    ({"location": "w.bin", "offset": 16, "length": 48}, "runs past the end"),
+    ({"location": "w.bin", "length": 40}, "needs 48"),
+    ({"location": "w.bin", "length": 48, "sneaky": 1}, "unknown external-data keys"),
+    ({"location": "*/_ORT_MEM_ADDR_/*", "offset": 0, "length": 48}, "process memory"),
+])
+def test_external_data_bounds_and_keys(tmp_path, ext, needle):
+    _data_file(tmp_path)
+    path = _save(_conv_model(ext), tmp_path / "m.onnx")
+    _refused(path, tmp_path, needle)
+
+
+def test_valid_external_data_loads_and_prunes(tmp_path):
+    _data_file(tmp_path)
+    path = _save(_conv_model({"location": "w.bin", "offset": 0, "length": 48}), tmp_path / "m.onnx")
+    model = load_model(path)
+    assert model.graph.initializers["w"].const_value.numpy().shape == (4, 3, 1, 1)
+
+
+def test_refuses_to_overwrite_input_and_keeps_it(zoo, tmp_path):
+    src = tmp_path / "m.onnx"
+    src.write_bytes(open(zoo["simple_cnn"], "rb").read())
+    digest = hashlib.sha256(src.read_bytes()).hexdigest()
+    r = _cli(str(src), "-o", str(src))
+    assert r.returncode == 2 and "over the input" in r.stderr
+    r = _cli(str(src), "-o", str(tmp_path / "p.onnx"))
+    assert r.returncode == 0, r.stderr
+    assert hashlib.sha256(src.read_bytes()).hexdigest() == digest
+
+
+def test_failed_verification_writes_nothing(zoo, tmp_path, monkeypatch):
+    from graphprune import verify
+    from graphprune.errors import VerificationError
+    from graphprune.pipeline import Options, prune
+
+    def broken(*a, **k):
+        raise VerificationError("simulated")
+
+    monkeypatch.setattr("graphprune.pipeline.verify_file", broken)
+    out = tmp_path / "p.onnx"
+    with pytest.raises(VerificationError):
+        prune(zoo["simple_cnn"], Options(output=str(out)))
+    assert not out.exists() and os.listdir(tmp_path) == []
+    del verify
