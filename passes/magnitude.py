@@ -1,8 +1,9 @@
 """l1 / l2: magnitude criteria. A unit's score is the sum over its weight slices of
 |w|^p (p = 1 or 2), combined over the group's member layers and normalized per group.
 
-By default both the producer's rows ('out') and the consumers' columns ('in') count,
-as in Torch-Pruning's group magnitude importance.
+By default the producer's rows ('out'), the consumers' columns ('in') and the scales of
+BatchNorm-like layers ('bn_scale', |gamma|^p) count, averaged over the members, as in
+Torch-Pruning's group magnitude importance; `roles=out` scores the producer alone.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from graphprune.scoring import combine, normalize, per_unit, position_norms, wei
 class _Magnitude(PrunePass):
     kind = "score"
     p = 1.0
-    options = {"reduce": "mean", "normalize": "mean", "roles": "out+in"}
+    options = {"reduce": "mean", "normalize": "mean", "roles": "out+in+bn_scale"}
 
     def run(self, model: ir.Model) -> bool:
         analysis = self.ctx.analysis()

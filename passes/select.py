@@ -132,8 +132,11 @@ class SelectPass(PrunePass):
 
     # -- modes --------------------------------------------------------------------------
     def _local(self, ratio: float) -> dict[int, int]:
+        # A group of n units keeps int(n * (1 - ratio)) of them, Torch-Pruning's convention,
+        # so the same ratio removes the same channels in both tools.
         groups = self.ctx.analysis().groups
-        return {gid: self._round(gid, int(ratio * groups[gid].n_units + 1e-9)) for gid in self.cands}
+        return {gid: self._round(gid, groups[gid].n_units - int(groups[gid].n_units * (1 - ratio) + 1e-9))
+                for gid in self.cands}
 
     def _global_order(self) -> list[int]:
         """Group id of each successive removal when units go in global score order."""
