@@ -30,6 +30,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--report", metavar="FILE.json", help="write the full report as JSON")
     p.add_argument("--bench", action="store_true", help="measure ONNX Runtime latency before/after")
     p.add_argument("--bench-repeats", type=int, default=30, metavar="N")
+    p.add_argument("--bench-batch", type=int, default=16, metavar="N",
+                   help="batch size for --bench where the model's batch axis is symbolic (default 16)")
     p.add_argument("--inputs", metavar="FILE.npz", help="inputs for verification (default: random probes)")
     p.add_argument("--eval", dest="eval_data", metavar="FILE.npz",
                    help="labelled data (model inputs + 'labels'): report top-1 before/after")
@@ -95,7 +97,8 @@ def _run(args) -> int:
     opts = Options(passes=args.passes, output=None if args.dry_run else args.output,
                    dry_run=args.dry_run, verify=not args.no_verify, verify_each=args.verify_each,
                    inputs=args.inputs, eval_data=args.eval_data, bench=args.bench,
-                   bench_repeats=args.bench_repeats, report=args.report)
+                   bench_repeats=args.bench_repeats, bench_batch=args.bench_batch,
+                   report=args.report)
     report = prune(args.model, opts)
     if args.report:
         reporting.write_json(report, args.report)

@@ -46,6 +46,7 @@ class Options:
     eval_data: str | None = None
     bench: bool = False
     bench_repeats: int = 30
+    bench_batch: int = 16
     report: str | None = None
 
 
@@ -127,9 +128,12 @@ def prune(model_path: str, opts: Options) -> dict[str, Any]:
     if opts.bench:
         from graphprune.bench import latency_pair
 
-        before, after = latency_pair(model_path, opts.output, feeds, repeats=opts.bench_repeats)
+        bench_feeds = probe_inputs(ref_sess, batch=opts.bench_batch)
+        before, after = latency_pair(model_path, opts.output, bench_feeds, repeats=opts.bench_repeats)
         ctx.report["before"]["latency_ms"] = before * 1e3
         ctx.report["after"]["latency_ms"] = after * 1e3
+        ctx.report["bench"] = {"batch": int(next(iter(bench_feeds.values())).shape[0]),
+                               "repeats": opts.bench_repeats, "statistic": "median, interleaved runs"}
     return ctx.report
 
 

@@ -181,6 +181,19 @@ def tp_at_macs(model, shape, criterion, keep, ignored):
     return best, torch_macs(best, shape) / dense, hi
 
 
+def tp_all_groups(name, model, shape, x, y):
+    """Torch-Pruning allowed to touch the residual streams (only the classifier ignored)."""
+    row = dict(model=name, tool="torch-prune (all groups)", criterion="l1", target=None)
+    try:
+        pruned = tp_prune(model, shape, "l1", 0.3, ["linear"])
+        row["top1_500"] = torch_accuracy(pruned, x, y)
+        print(f"torch-prune on every group at ratio 0.3: runs, top-1 {row['top1_500'] * 100:.2f}% on 500 images")
+    except Exception as e:  # noqa: BLE001 - the failure is the measurement
+        row["error"] = f"{type(e).__name__}: {' '.join(str(e).split())[:160]}"
+        print(f"torch-prune on every group at ratio 0.3 fails: {row['error']}")
+    return row
+
+
 # -- graphprune ------------------------------------------------------------------------
 def gp_run(path, out, criterion, keep, include):
     from graphprune.pipeline import Options, prune
@@ -235,6 +248,8 @@ def bench_model(name, args, tmp, rows):
         ignored = ["conv1", "linear"] + [n for n, _ in model.named_modules() if n.endswith(".conv2")]
     dense_acc = ort_accuracy(onnx_path, x, y)
     print(f"\n{name}: dense top-1 {dense_acc * 100:.2f}% on {len(y)} images", flush=True)
+    if include and not args.no_tp:
+        rows.append(tp_all_groups(name, model, shape, x[:500], y[:500]))
     print(f"{'tool':12} {'crit':9} {'MACx':>5} {'target':>6} {'top-1':>7} {'time s':>7} {'lat ms':>15}")
     for target in args.targets:
         keep = 1.0 / target

@@ -169,7 +169,7 @@ def resize_rewrite(node, edit) -> None:
 
 
 _POOLS = ("MaxPool", "AveragePool", "LpPool", "GlobalAveragePool", "GlobalMaxPool",
-          "GlobalLpPool", "MaxRoiPool")
+          "GlobalLpPool")
 _REDUCE = ("ReduceMean", "ReduceSum", "ReduceMax", "ReduceMin", "ReduceProd", "ReduceL1",
            "ReduceL2", "ReduceLogSum", "ReduceLogSumExp", "ReduceSumSquare")
 
