@@ -72,13 +72,13 @@ def _convert(pass_name: str, key: str, raw: str, default: Any) -> Any:
             raise ValueError(raw)
         if isinstance(default, int):
             return int(raw)
-        if isinstance(default, float) or default is None:
-            if default is None:
-                try:
-                    return float(raw)
-                except ValueError:
-                    return raw
+        if isinstance(default, float):
             return float(raw)
+        if default is None:  # optional number (e.g. select's ratio=); passes validate it
+            try:
+                return float(raw)
+            except ValueError:
+                return raw
         return raw
     except ValueError:
         raise BadInput(f"pass {pass_name}: option {key}={raw!r} is not a valid {type(default).__name__}") from None

@@ -108,3 +108,17 @@ def test_verify_each_names_the_breaking_pass(zoo, tmp_path):
         assert not (tmp_path / "p.onnx").exists()
     finally:
         _REGISTRY.pop("test-vandal")
+
+
+@pytest.mark.parametrize("name", ["old_opset7", "resnetish", "cifar_resnet20_dynamo"])
+def test_verify_each_accepts_clean_pipelines(zoo, tmp_path, name):
+    from graphprune.pipeline import Options, prune
+
+    report = prune(zoo[name], Options(passes=["l2", "select:ratio=0.3"], output=str(tmp_path / "p.onnx"),
+                                      verify_each=True))
+    assert report["verification"]["checker"] == "passed"
+
+
+def test_no_verify_still_runs_the_checker(zoo, tmp_path):
+    r = _cli(zoo["simple_cnn"], "-o", str(tmp_path / "p.onnx"), "--no-verify")
+    assert r.returncode == 0 and "ONNX checker passed" in r.stdout

@@ -177,7 +177,6 @@ def test_refuses_to_overwrite_input_and_keeps_it(zoo, tmp_path):
 
 
 def test_failed_verification_writes_nothing(zoo, tmp_path, monkeypatch):
-    from graphprune import verify
     from graphprune.errors import VerificationError
     from graphprune.pipeline import Options, prune
 
@@ -189,4 +188,3 @@ def test_failed_verification_writes_nothing(zoo, tmp_path, monkeypatch):
     with pytest.raises(VerificationError):
         prune(zoo["simple_cnn"], Options(output=str(out)))
     assert not out.exists() and os.listdir(tmp_path) == []
-    del verify

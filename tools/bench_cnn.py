@@ -63,20 +63,16 @@ def mnist_split(limit: int | None):
 # -- models ----------------------------------------------------------------------------
 def mnist_torch(onnx_path: str):
     """mnist-8 rebuilt in torch from its own ONNX weights, so both tools prune the same."""
-    import onnx
     import torch
     import torch.nn as nn
-    from onnx import numpy_helper
 
     from graphprune.context import Context
     from graphprune.loading import load_model
     from graphprune.pipeline import run_passes
 
-    del onnx
     ctx = Context(load_model(onnx_path))
     run_passes(ctx, ["normalize"])
     inits = {k: v.const_value.numpy() for k, v in ctx.model.graph.initializers.items()}
-    del numpy_helper
 
     class Mnist8(nn.Module):
         def __init__(self):

@@ -10,7 +10,7 @@ from graphprune.analysis.rules.base import Rule, broadcast
 
 def _axes(node, b, attr_input: int):
     """Axes given as an attribute (old opsets) or as a constant input (new opsets)."""
-    axes = b.attr("axes") if hasattr(b, "attr") else None
+    axes = b.attr("axes")
     if axes is None and len(node.inputs) > attr_input and node.inputs[attr_input] is not None:
         arr = b.const(node.inputs[attr_input])
         if arr is None:
