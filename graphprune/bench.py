@@ -17,7 +17,8 @@ from graphprune.verify import session
 def latency_pair(path_a: str, path_b: str, feeds: dict[str, np.ndarray], repeats: int = 30,
                  warmup: int = 3, threads: int = 0) -> tuple[float, float]:
     """Median seconds per run of model a and model b (interleaved)."""
-    sa, sb = session(path_a, optimize=True, threads=threads), session(path_b, optimize=True, threads=threads)
+    sa = session(path_a, optimize=True, threads=threads, spinning=False)
+    sb = session(path_b, optimize=True, threads=threads, spinning=False)
     for _ in range(warmup):
         sa.run(None, feeds)
         sb.run(None, feeds)

@@ -18,7 +18,7 @@ def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="graphprune",
         description="Structurally prune an ONNX model: fewer channels, same interface, verified.",
-        epilog="Default pipeline: normalize, l1, select:ratio=0.3, remove, cleanup. "
+        epilog="Default pipeline: normalize, l1, select:ratio=0.3,round_to=auto, remove, cleanup. "
                "Example: graphprune m.onnx -o small.onnx --pass l2 --pass select:macs=0.5",
     )
     p.add_argument("model", nargs="?", help="input ONNX file (never modified)")
@@ -113,6 +113,10 @@ def _run(args) -> int:
             print(f"verified: checker passed, ONNX Runtime ran, output shapes kept; max |diff| "
                   f"{v['max_abs_diff']:.4g}, cosine {v['cosine']:.4f}"
                   + (f", top-1 agreement {top1 * 100:.1f}%" if top1 is not None else ""))
+        b, a = report.get("before", {}), report.get("after", {})
+        if "latency_ms" in b and a["latency_ms"] > b["latency_ms"]:
+            print("hint: the pruned model is slower; ONNX Runtime's CPU convolutions want channel "
+                  "counts in multiples of 8 or 16: add round_to=auto to the select pass")
         for line in report.get("pins", [])[:8]:
             print(f"pinned: {line}")
         if args.verbose:

@@ -4,7 +4,8 @@
          -> save to a temporary file -> verify (checker, ONNX Runtime, outputs) -> rename
          -> [latency benchmark] -> report
 
-Passes the user leaves out are filled in with defaults (`l1`, `select:ratio=0.3`), so
+Passes the user leaves out are filled in with defaults (`l1`,
+`select:ratio=0.3,round_to=auto`, which keeps channel counts on ONNX Runtime's CPU block), so
 `--pass l2` alone is a complete pipeline. With `verify_each`, the model is checked after
 every pass that changed it: exact passes (normalize, cleanup) must keep outputs
 identical, pruning passes must keep the model valid; the first pass that breaks it is
@@ -29,8 +30,9 @@ from graphprune.registry import KINDS, parse_spec
 from graphprune.saving import save_model
 from graphprune.verify import check_only, load_inputs, probe_inputs, session, verify_file
 
-DEFAULT_PIPELINE = ["normalize", "l1", "select:ratio=0.3", "remove", "cleanup"]
-_DEFAULT_FOR_KIND = {"normalize": "normalize", "score": "l1", "select": "select:ratio=0.3",
+DEFAULT_SELECT = "select:ratio=0.3,round_to=auto"
+DEFAULT_PIPELINE = ["normalize", "l1", DEFAULT_SELECT, "remove", "cleanup"]
+_DEFAULT_FOR_KIND = {"normalize": "normalize", "score": "l1", "select": DEFAULT_SELECT,
                      "remove": "remove", "cleanup": "cleanup"}
 _EXACT_KINDS = ("normalize", "cleanup")
 

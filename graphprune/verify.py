@@ -23,9 +23,14 @@ _NP = {
 }
 
 
-def session(path: str, optimize: bool = False, threads: int = 0) -> ort.InferenceSession:
+def session(path: str, optimize: bool = False, threads: int = 0,
+            spinning: bool = True) -> ort.InferenceSession:
     opts = ort.SessionOptions()
     opts.log_severity_level = 3
+    if not spinning:
+        # Idle worker threads otherwise spin after a run and steal cores from the next
+        # session's run, which skews interleaved latency measurements.
+        opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
     if not optimize:
         opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
     if threads:

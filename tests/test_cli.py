@@ -25,8 +25,9 @@ def test_list_passes(capsys):
 
 
 def test_default_pipeline_and_completion():
-    assert complete_pipeline([]) == ["normalize", "l1", "select:ratio=0.3", "remove", "cleanup"]
-    assert complete_pipeline(["l2"]) == ["normalize", "l2", "select:ratio=0.3", "remove", "cleanup"]
+    sel = "select:ratio=0.3,round_to=auto"
+    assert complete_pipeline([]) == ["normalize", "l1", sel, "remove", "cleanup"]
+    assert complete_pipeline(["l2"]) == ["normalize", "l2", sel, "remove", "cleanup"]
     assert complete_pipeline(["select:macs=0.5"]) == ["normalize", "l1", "select:macs=0.5", "remove", "cleanup"]
 
 
@@ -62,7 +63,7 @@ def test_bench_prints_latency(zoo, tmp_path):
 @pytest.mark.parametrize("args,needle", [
     (["--pass", "nope"], "unknown pass 'nope'"),
     (["--pass", "select:ratio=abc"], "between 0 and 1"),
-    (["--pass", "select:round_to=x"], "not a valid int"),
+    (["--pass", "select:round_to=x"], "positive integer or auto"),
     (["--pass", "select:bogus=1"], "unknown option 'bogus'"),
     (["--pass", "select:ratio=0.3,macs=0.5"], "give one of"),
     (["--pass", "select:ratio=1.5"], "between 0 and 1"),

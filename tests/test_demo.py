@@ -14,7 +14,7 @@ def test_readme_main_job(tmp_path):
     out, rep = tmp_path / "digits_small.onnx", tmp_path / "r.json"
     r = subprocess.run(
         [sys.executable, "-m", "graphprune", os.path.join(ROOT, "models", "digits_cnn.onnx"), "-o", str(out),
-         "--pass", "bn-scale", "--pass", "select:macs=0.5,scope=global",
+         "--pass", "bn-scale", "--pass", "select:macs=0.5,scope=global,round_to=auto",
          "--eval", os.path.join(ROOT, "models", "digits_eval.npz"), "--bench", "--bench-repeats", "5",
          "--report", str(rep)], capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stderr

@@ -60,6 +60,16 @@ def test_round_to_and_min_keep(zoo):
         assert kept % 4 == 0 and kept >= 6
 
 
+def test_round_to_auto_is_the_ort_block(zoo):
+    from graphprune.passes.select import ort_channel_block
+
+    ctx = plan_for(zoo["resnetish"], "l1", "select:ratio=0.5,round_to=auto")
+    block = ort_channel_block()
+    assert block in (4, 8, 16)
+    for gid, units in ctx.plan.items():
+        assert (ctx.analysis().groups[gid].n_units - len(units)) % block == 0
+
+
 def test_exclude_by_name(zoo):
     ctx = plan_for(zoo["simple_cnn"], "l1", "select:ratio=0.5")
     excluded = plan_for(zoo["simple_cnn"], "l1", "select:ratio=0.5,exclude=c1.*|fc1.*")

@@ -28,11 +28,11 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 class DigitsCNN(nn.Module):
     def __init__(self):
         super().__init__()
-        self.conv1, self.bn1 = nn.Conv2d(1, 32, 3, padding=1, bias=False), nn.BatchNorm2d(32)
-        self.conv2, self.bn2 = nn.Conv2d(32, 64, 3, padding=1, bias=False), nn.BatchNorm2d(64)
-        self.conv3, self.bn3 = nn.Conv2d(64, 64, 3, padding=1, bias=False), nn.BatchNorm2d(64)
-        self.conv4, self.bn4 = nn.Conv2d(64, 64, 3, padding=1, bias=False), nn.BatchNorm2d(64)
-        self.fc = nn.Linear(64, 10)
+        self.conv1, self.bn1 = nn.Conv2d(1, 64, 3, padding=1, bias=False), nn.BatchNorm2d(64)
+        self.conv2, self.bn2 = nn.Conv2d(64, 128, 3, padding=1, bias=False), nn.BatchNorm2d(128)
+        self.conv3, self.bn3 = nn.Conv2d(128, 128, 3, padding=1, bias=False), nn.BatchNorm2d(128)
+        self.conv4, self.bn4 = nn.Conv2d(128, 128, 3, padding=1, bias=False), nn.BatchNorm2d(128)
+        self.fc = nn.Linear(128, 10)
 
     def forward(self, x):
         x = F.relu(self.bn1(self.conv1(x)))
