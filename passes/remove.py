@@ -66,7 +66,7 @@ class Edit:
         self.rewritten += 1
 
     def set_input(self, node: ir.Node, index: int, array: np.ndarray) -> None:
-        old = node.inputs[index]
+        old = node.inputs[index] if index < len(node.inputs) else None
         graph = self.model.graph
         base = (old.name if old is not None and old.name else f"{node.name}_in{index}") + "_pruned"
         name, n = base, 0
@@ -78,6 +78,8 @@ class Edit:
                          type=ir.TensorType(ir.DataType.from_numpy(array.dtype)),
                          const_value=ir.tensor(array, name=name))
         graph.register_initializer(value)
+        if len(node.inputs) <= index:  # an optional input the node did not have yet
+            node.resize_inputs(index + 1)
         node.replace_input_with(index, value)
         self.rewritten += 1
 

@@ -165,3 +165,26 @@ def test_most_groups_are_prunable(zoo, name):
     an = analyse(zoo[name])
     prunable = [g for g in an.groups if not g.pinned.all()]
     assert len(prunable) >= 2
+
+
+@pytest.mark.parametrize("opset,attrs", [(13, {}), (18, {"num_outputs": 2})])
+def test_equal_split_becomes_explicit_after_pruning(tmp_path, opset, attrs):
+    """A Split without sizes (equal halves) gets explicit sizes once its halves differ."""
+    rng = np.random.default_rng(0)
+    inits = {"w1": rng.standard_normal((8, 3, 1, 1)).astype(np.float32),
+             "wa": rng.standard_normal((4, 4, 1, 1)).astype(np.float32),
+             "wb": rng.standard_normal((4, 4, 1, 1)).astype(np.float32)}
+    nodes = [helper.make_node("Conv", ["x", "w1"], ["a"]),
+             helper.make_node("Split", ["a"], ["p", "q"], axis=1, **attrs),
+             helper.make_node("Conv", ["p", "wa"], ["pa"]),
+             helper.make_node("Conv", ["q", "wb"], ["qb"]),
+             helper.make_node("Add", ["pa", "qb"], ["y"])]
+    path = str(tmp_path / "m.onnx")
+    onnx.save(_tiny(nodes, inits, [1, 3, 4, 4], [1, 4, 4, 4], opset=opset), path)
+    from oracles import inert_removal_diff, prune_to_file
+
+    for seed in range(3):
+        diff, groups, units = inert_removal_diff(path, tmp_path, ratio=0.4, seed=seed)
+        assert groups >= 1 and diff < 1e-5
+    report = prune_to_file(path, str(tmp_path / "p.onnx"), ["random:seed=1", "select:ratio=0.4"])
+    assert report["verification"]["checker"] == "passed"

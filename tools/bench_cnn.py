@@ -8,6 +8,7 @@ latency before/after (median of interleaved runs), for:
   graphprune   block-internal channels only (the ones Torch-Pruning can prune here),
                each group losing the same fraction; the MAC target is met exactly
   graphprune+  every group, the residual streams through the Slice+Pad shortcuts too
+  gp-auto      every group with round_to=auto (channel counts on ONNX Runtime's CPU block)
   torch-prune  Torch-Pruning on the same weights and budget (ratio searched to the MACs)
 
 MACs are those of Conv/Gemm/MatMul, counted the same way for both tools.
@@ -191,10 +192,10 @@ def tp_all_groups(name, model, shape, x, y):
 
 
 # -- graphprune ------------------------------------------------------------------------
-def gp_run(path, out, criterion, keep, include):
+def gp_run(path, out, criterion, keep, include, extra=""):
     from graphprune.pipeline import Options, prune
 
-    select = f"select:macs={keep}" + (f",include={include}" if include else "")
+    select = f"select:macs={keep}" + (f",include={include}" if include else "") + extra
     t0 = time.perf_counter()
     report = prune(path, Options(passes=[criterion, select], output=out))
     return report, time.perf_counter() - t0
@@ -250,13 +251,14 @@ def bench_model(name, args, tmp, rows):
     for target in args.targets:
         keep = 1.0 / target
         for crit in args.criteria:
-            variants = [("graphprune", include)] + ([("graphprune+", "")] if include else [])
-            for tool, inc in variants:
+            variants = [("graphprune", include, "")] + ([("graphprune+", "", "")] if include else [])
+            variants.append(("gp-auto", "", ",round_to=auto"))
+            for tool, inc, extra in variants:
                 out = os.path.join(tmp, f"{name}_{crit}_{target}_{tool}.onnx")
                 try:
-                    report, secs = gp_run(onnx_path, out, crit, keep, inc)
+                    report, secs = gp_run(onnx_path, out, crit, keep, inc, extra)
                 except Exception as e:  # noqa: BLE001 - a failed configuration is a row too
-                    print(f"{tool:12} {crit:9} failed: {e}")
+                    print(f"{tool:12} {crit:9} {'-':>5} {target:6.1f} not reached: {' '.join(str(e).split())[:90]}")
                     continue
                 acc = ort_accuracy(out, x, y)
                 la, lb = latency(onnx_path, out, lat_shape, in_name)
