@@ -9,7 +9,8 @@ latency before/after (median of interleaved runs), for:
                each group losing the same fraction; the MAC target is met exactly
   graphprune+  every group, the residual streams through the Slice+Pad shortcuts too
   gp-auto      every group with round_to=auto (channel counts on ONNX Runtime's CPU block)
-  torch-prune  Torch-Pruning on the same weights and budget (ratio searched to the MACs)
+  torch-prune  Torch-Pruning on the same weights and budget (ratio searched to the MACs;
+               its time includes that search), exported to ONNX for the latency column
 
 MACs are those of Conv/Gemm/MatMul, counted the same way for both tools.
 Needs torch and torch-pruning (benchmark environment only):
@@ -274,10 +275,14 @@ def bench_model(name, args, tmp, rows):
             pruned, kept, ratio_used = tp_at_macs(model, shape, crit, keep, ignored)
             secs = time.perf_counter() - t0
             acc = torch_accuracy(pruned, x, y)
+            tp_path = export_onnx(pruned, shape, os.path.join(tmp, f"{name}_{crit}_{target}_tp.onnx"))
+            dense_for_lat = onnx_path if name != "mnist8" else export_onnx(model, shape, os.path.join(tmp, "m8.onnx"))
+            la, lb = latency(dense_for_lat, tp_path, lat_shape, "x")
             rows.append(dict(model=name, tool="torch-prune", criterion=crit, target=target, mac_reduction=1 / kept,
-                             top1=acc, dense_top1=dense_acc, seconds=secs, tp_ratio=ratio_used))
+                             top1=acc, dense_top1=dense_acc, seconds=secs, tp_ratio=ratio_used,
+                             latency_dense_ms=la, latency_pruned_ms=lb))
             print(f"{'torch-prune':12} {crit:9} {1 / kept:5.2f} {target:6.1f} {acc * 100:6.2f}% {secs:7.2f} "
-                  f"{'(search incl.)':>15}", flush=True)
+                  f"{la:6.2f}->{lb:6.2f}", flush=True)
 
 
 def main():
