@@ -75,7 +75,7 @@ def run_passes(ctx: Context, specs: list[str], check=None) -> list[dict[str, Any
     for spec in specs:
         cls, opts = parse_spec(spec)
         p = cls(ctx, **opts)
-        if p.kind == "remove" and ctx.plan:
+        if p.kind == "remove":
             ctx.report["groups"] = reporting.describe_groups(ctx)
         t0 = time.perf_counter()
         result = p(ctx.model)

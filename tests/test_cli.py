@@ -123,3 +123,24 @@ def test_verify_each_accepts_clean_pipelines(zoo, tmp_path, name):
 def test_no_verify_still_runs_the_checker(zoo, tmp_path):
     r = _cli(zoo["simple_cnn"], "-o", str(tmp_path / "p.onnx"), "--no-verify")
     assert r.returncode == 0 and "ONNX checker passed" in r.stdout
+
+
+def test_report_names_the_node_that_pins(tmp_path):
+    import numpy as np
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    rng = np.random.default_rng(0)
+    inits = [numpy_helper.from_array(rng.standard_normal((8, 3, 1, 1)).astype(np.float32), "w1"),
+             numpy_helper.from_array(rng.standard_normal((4, 2, 1, 1)).astype(np.float32), "w2")]
+    graph = helper.make_graph(
+        [helper.make_node("Conv", ["x", "w1"], ["a"]),
+         helper.make_node("DepthToSpace", ["a"], ["b"], blocksize=2, name="d2s"),
+         helper.make_node("Conv", ["b", "w2"], ["y"])], "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 4, 4])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4, 8, 8])], inits)
+    path = tmp_path / "m.onnx"
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), str(path))
+    r = _cli(str(path), "--dry-run")
+    assert r.returncode == 0, r.stderr
+    assert "pinned: node d2s (op DepthToSpace) pins 1 group: no channel rule for DepthToSpace" in r.stdout
