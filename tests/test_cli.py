@@ -143,4 +143,5 @@ def test_report_names_the_node_that_pins(tmp_path):
     onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), str(path))
     r = _cli(str(path), "--dry-run")
     assert r.returncode == 0, r.stderr
-    assert "pinned: node d2s (op DepthToSpace) pins 1 group: no channel rule for DepthToSpace" in r.stdout
+    # Both the group it reads (conv w1 rows) and the one it writes (conv w2 columns).
+    assert "pinned: node d2s (op DepthToSpace) pins 2 groups: no channel rule for DepthToSpace" in r.stdout
