@@ -24,7 +24,7 @@ import onnx_ir as ir
 
 from graphprune import report as reporting
 from graphprune.context import Context
-from graphprune.errors import VerificationError
+from graphprune.errors import BadInput, VerificationError
 from graphprune.loading import load_model
 from graphprune.registry import KINDS, parse_spec
 from graphprune.saving import save_model
@@ -98,9 +98,7 @@ def prune(model_path: str, opts: Options) -> dict[str, Any]:
     specs = complete_pipeline(opts.passes)
     ctx.report.update({"input": model_path, "output": opts.output, "pipeline": specs})
 
-    ref_sess = session(model_path)
-    feeds = load_inputs(opts.inputs, ref_sess) if opts.inputs else probe_inputs(ref_sess)
-    ref_out = ref_sess.run(None, feeds)
+    ref_sess, feeds, ref_out = _reference(model_path, opts)
 
     check = _make_check(model_path, feeds, ref_out) if opts.verify_each else None
     ctx.report["passes"] = run_passes(ctx, specs, check)
@@ -139,6 +137,25 @@ def prune(model_path: str, opts: Options) -> dict[str, Any]:
         ctx.report["bench"] = {"batch": int(next(iter(bench_feeds.values())).shape[0]),
                                "repeats": opts.bench_repeats, "statistic": "median, interleaved runs"}
     return ctx.report
+
+
+def _reference(model_path: str, opts: Options):
+    """The original model in ONNX Runtime (unoptimized), its probe inputs and outputs."""
+    try:
+        ref_sess = session(model_path)
+    except Exception as e:  # noqa: BLE001 - ORT raises several types
+        raise BadInput(f"{model_path}: ONNX Runtime cannot load the input model ({_first_line(e)})") from None
+    feeds = load_inputs(opts.inputs, ref_sess) if opts.inputs else probe_inputs(ref_sess)
+    try:
+        ref_out = ref_sess.run(None, feeds)
+    except Exception as e:  # noqa: BLE001
+        raise BadInput(f"{model_path}: ONNX Runtime cannot run the input model ({_first_line(e)})") from None
+    return ref_sess, feeds, ref_out
+
+
+def _first_line(e: Exception) -> str:
+    text = str(e).strip().splitlines()
+    return text[0][:300] if text else type(e).__name__
 
 
 def _make_check(model_path: str, feeds, ref_out):
