@@ -34,7 +34,7 @@ def load_model(path: str | os.PathLike) -> ir.Model:
     check_model_proto(proto, path)
     base_dir = os.path.dirname(os.path.abspath(path))
     for tensor, where in iter_tensors(proto.graph):
-        check_tensor(tensor, where, base_dir)
+        check_tensor(tensor, f"{path}: {where}", base_dir)
     _check_with_onnx(proto, path)
     try:
         model = ir.serde.deserialize_model(proto)
@@ -146,14 +146,14 @@ def iter_tensors(graph: onnx.GraphProto, prefix: str = "") -> Iterator[tuple[onn
                 yield from iter_tensors(g, f"{prefix}{label}/")
 
 
-def expected_nbytes(tensor: onnx.TensorProto) -> int | None:
+def expected_nbytes(tensor: onnx.TensorProto, where: str = "") -> int | None:
     """Bytes that a tensor of this dtype and shape must hold; None for strings/unknown."""
     if tensor.data_type in (onnx.TensorProto.STRING, onnx.TensorProto.UNDEFINED):
         return None
     count = 1
     for d in tensor.dims:
         if d < 0:
-            raise BadInput(f"tensor {tensor.name!r} declares a negative dimension {d}")
+            raise BadInput(f"{where or 'tensor ' + repr(tensor.name)}: declares a negative dimension {d}")
         count *= d
     try:
         bits = ir.DataType(tensor.data_type).bitwidth
@@ -175,7 +175,7 @@ _TYPED_FIELD = {
 
 def check_tensor(tensor: onnx.TensorProto, where: str, base_dir: str) -> None:
     """Refuse a tensor whose data escapes the model folder or does not match its shape."""
-    nbytes = expected_nbytes(tensor)
+    nbytes = expected_nbytes(tensor, where)
     if tensor.data_location == onnx.TensorProto.EXTERNAL:
         _check_external(tensor, where, base_dir, nbytes)
         return

@@ -145,7 +145,10 @@ def _reference(model_path: str, opts: Options):
         ref_sess = session(model_path)
     except Exception as e:  # noqa: BLE001 - ORT raises several types
         raise BadInput(f"{model_path}: ONNX Runtime cannot load the input model ({_first_line(e)})") from None
-    feeds = load_inputs(opts.inputs, ref_sess) if opts.inputs else probe_inputs(ref_sess)
+    try:
+        feeds = load_inputs(opts.inputs, ref_sess) if opts.inputs else probe_inputs(ref_sess)
+    except BadInput as e:
+        raise BadInput(f"{model_path}: {e}") from None
     try:
         ref_out = ref_sess.run(None, feeds)
     except Exception as e:  # noqa: BLE001

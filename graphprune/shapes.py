@@ -2,11 +2,18 @@
 
 from __future__ import annotations
 
+import logging
+
 import numpy as np
 import onnx_ir as ir
 from onnx_ir.passes.common import ShapeInferencePass
 
 Dim = int | str | None
+
+# When ONNX shape inference fails, onnx-ir logs the exception with its traceback. Failure
+# is visible to us as values without shapes (which pin the nodes that touch them), so keep
+# the traceback off the user's terminal.
+logging.getLogger("onnx_ir.passes.common.shape_inference").setLevel(logging.CRITICAL)
 
 
 def shape_of(value: ir.Value | None) -> tuple[Dim, ...] | None:

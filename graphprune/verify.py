@@ -38,17 +38,26 @@ def session(path: str, optimize: bool = False, threads: int = 0,
     return ort.InferenceSession(path, opts, providers=["CPUExecutionProvider"])
 
 
+# Probe inputs are generated in memory; a declared shape beyond this is refused.
+PROBE_BUDGET_BYTES = 1 << 30
+
+
 def probe_inputs(sess: ort.InferenceSession, batch: int = 2, seed: int = 0) -> dict[str, np.ndarray]:
     """Random inputs matching the model's declared inputs; symbolic dims become `batch`
     for the first axis and 1 elsewhere."""
     rng = np.random.default_rng(seed)
     feeds = {}
+    total = 0
     for inp in sess.get_inputs():
         shape = [d if isinstance(d, int) and d > 0 else (batch if i == 0 else 1)
                  for i, d in enumerate(inp.shape)]
         dtype = _NP.get(inp.type)
         if dtype is None:
             raise BadInput(f"input {inp.name!r} has type {inp.type}, which probes cannot fill; pass --inputs")
+        total += int(np.prod(shape, dtype=np.float64)) * np.dtype(dtype).itemsize
+        if total > PROBE_BUDGET_BYTES:
+            raise BadInput(f"input {inp.name!r} declares shape {shape}, too large for probe inputs "
+                           f"(over {PROBE_BUDGET_BYTES >> 20} MiB); pass --inputs")
         if np.issubdtype(dtype, np.floating):
             feeds[inp.name] = rng.standard_normal(shape).astype(dtype)
         elif dtype == np.bool_:

@@ -11,6 +11,16 @@ from graphprune.registry import PrunePass, register
 from graphprune.shapes import infer_exact_shapes
 
 
+def remove_dead_code(model: ir.Model) -> None:
+    """onnx-ir's unused-node removal, keeping each node's input count: it trims trailing
+    empty optional inputs, and some ops (Loop's `cond`) require the empty slot to stay."""
+    counts = {id(n): len(n.inputs) for n in model.graph}
+    common.RemoveUnusedNodesPass()(model)
+    for node in model.graph:
+        if len(node.inputs) < counts.get(id(node), 0):
+            node.resize_inputs(counts[id(node)])
+
+
 @register
 class CleanupPass(PrunePass):
     name = "cleanup"
@@ -20,7 +30,7 @@ class CleanupPass(PrunePass):
 
     def run(self, model: ir.Model) -> bool:
         before = len(model.graph)
-        common.RemoveUnusedNodesPass()(model)
+        remove_dead_code(model)
         common.TopologicalSortPass()(model)
         if model.ir_version < 4:
             # IR versions before 4 require every initializer to be a graph input too.

@@ -13,6 +13,7 @@ from onnx_ir.passes import common
 
 from graphprune.registry import PrunePass, register
 from graphprune.shapes import infer_exact_shapes
+from graphprune.passes.cleanup import remove_dead_code
 from graphprune.passes.fold_constants import fold_constants
 
 
@@ -82,7 +83,7 @@ class NormalizePass(PrunePass):
         identities = common.IdentityEliminationPass()(model).modified
         dropouts = drop_dropout(graph)
         sums = split_sum(graph)
-        common.RemoveUnusedNodesPass()(model)
+        remove_dead_code(model)
         common.TopologicalSortPass()(model)
         infer_exact_shapes(model)
         self.stats = {"folded": folded, "dropout_removed": dropouts, "sum_split": sums,

@@ -76,7 +76,7 @@ class SelectPass(PrunePass):
         for k in targets:
             if not isinstance(o[k], float) or not 0.0 <= o[k] <= 1.0:
                 raise BadInput(f"select: {k} must be a number between 0 and 1, not {o[k]!r}")
-        if not self.ctx.scores:
+        if self.ctx.score_name is None:
             raise BadInput("select: no scores; put a score pass (l1, l2, bn-scale, random) before it")
         self.round_to = parse_round_to(o["round_to"])
         analysis = self.ctx.analysis()
