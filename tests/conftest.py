@@ -13,6 +13,15 @@ ROOT = os.path.dirname(HERE)
 ASSETS = os.path.join(ROOT, "..", "shared", "assets")
 sys.path[:0] = [HERE, os.path.join(ROOT, "tools")]
 
+# Counts the robustness suites report at the end of the run (pytest hides test output).
+SUITE_COUNTS: dict[str, str] = {}
+
+
+def pytest_terminal_summary(terminalreporter):
+    for name, line in SUITE_COUNTS.items():
+        terminalreporter.write_line(f"{name}: {line}")
+
+
 # Models exported with the dynamo exporter as well (it is slower; a few suffice).
 DYNAMO = ("resnetish", "mobilenetish", "misc_ops", "cifar_resnet20")
 

@@ -12,6 +12,7 @@ import sys
 
 import onnx
 
+from conftest import SUITE_COUNTS
 from fuzz_cases import cases
 from handmade import HANDMADE
 from random_nets import build
@@ -85,7 +86,7 @@ def test_fuzz_mutated_models(tmp_path):
     finally:
         worker.close()
     total = outcomes["ok"] + outcomes["refused"] + len(findings)
-    print(f"\nfuzz suite: {total} mutated models, {outcomes['ok']} pruned, {outcomes['refused']} refused "
-          f"with one line, {len(findings)} findings")
+    SUITE_COUNTS["fuzz suite"] = (f"{total} mutated models, {outcomes['ok']} pruned, {outcomes['refused']} "
+                                  f"refused with one line, {len(findings)} tracebacks/hangs/partial outputs")
     assert total == N_CASES
     assert not findings, "\n".join(findings[:20])

