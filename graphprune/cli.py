@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import argparse
 import os
+import signal
 import sys
+import threading
 
 from graphprune import __version__
 from graphprune.errors import BadInput, GraphpruneError
@@ -57,9 +59,16 @@ def list_passes() -> str:
     return "\n".join(lines)
 
 
+def _terminate(signum, frame):
+    # Unwind like Ctrl-C so that temporary files are removed and nothing half-written stays.
+    raise KeyboardInterrupt
+
+
 def main(argv: list[str] | None = None) -> int:
-    args = _parser().parse_args(argv)
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, _terminate)
     try:
+        args = _parser().parse_args(argv)
         return _run(args)
     except GraphpruneError as e:
         print(f"graphprune: error: {_one_line(e)}", file=sys.stderr)

@@ -48,10 +48,11 @@ def save_model(model: ir.Model, out_path: str, input_path: str | None = None,
     out_abs = os.path.abspath(out_path)
     folder, name = os.path.split(out_abs)
     external = tensor_bytes(model) > EXTERNAL_DATA_THRESHOLD
-    fd, tmp = tempfile.mkstemp(prefix=f".{name}.", suffix=".tmp", dir=folder)
+    remove_stale_temporaries(folder, name)
+    fd, tmp = tempfile.mkstemp(prefix=f".{name}.{os.getpid()}.", suffix=".tmp", dir=folder)
     os.close(fd)
     data_name = f"{name}.data"
-    tmp_data = f".{data_name}.{os.path.basename(tmp)}.tmp"
+    tmp_data = f".{name}.{os.getpid()}.data.{os.path.basename(tmp)}.tmp"
     try:
         if external:
             ir.save(model, tmp, format="protobuf", external_data=tmp_data)
@@ -70,6 +71,31 @@ def save_model(model: ir.Model, out_path: str, input_path: str | None = None,
             if os.path.exists(leftover):
                 os.unlink(leftover)
         raise
+
+
+def remove_stale_temporaries(folder: str, name: str) -> None:
+    """Delete temporary files a killed run left for this output (their pid is gone).
+    A run killed with SIGKILL cannot clean up after itself; the next one does."""
+    prefix = f".{name}."
+    for entry in os.listdir(folder):
+        if not (entry.startswith(prefix) and entry.endswith(".tmp")):
+            continue
+        pid = entry[len(prefix):].split(".", 1)[0]
+        if pid.isdigit() and not _alive(int(pid)):
+            try:
+                os.unlink(os.path.join(folder, entry))
+            except OSError:
+                pass
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 def _inline_external(model: ir.Model) -> None:
