@@ -63,8 +63,12 @@ def infer_exact_shapes(model: ir.Model) -> None:
         if init.const_value is not None:
             init.shape = ir.Shape(init.const_value.shape)
             init.dtype = init.const_value.dtype
-    ShapeInferencePass(strict_mode=False, data_prop=True)(model)
-    _fill_shape_preserving(graph)
+    for _ in range(4):
+        ShapeInferencePass(strict_mode=False, data_prop=True)(model)
+        # ONNX's inference stops at ops it does not know; where we know the shape, fill it
+        # in and infer again so it flows on past them.
+        if not _fill_shape_preserving(graph):
+            break
 
 
 # Ops whose first output has the shape of their first input; ONNX's inference misses some
@@ -76,12 +80,21 @@ SHAPE_PRESERVING = {
 }
 
 
-def _fill_shape_preserving(graph: ir.Graph) -> None:
+# ONNX Runtime's contrib activations of the same kind (unknown to ONNX's inference).
+SHAPE_PRESERVING_CONTRIB = {"Gelu", "FastGelu", "BiasGelu", "QuickGelu", "BiasSoftmax"}
+
+
+def _fill_shape_preserving(graph: ir.Graph) -> int:
+    filled = 0
     for node in graph:
-        if node.op_type not in SHAPE_PRESERVING or node.domain not in ("", "ai.onnx"):
+        known = (node.op_type in SHAPE_PRESERVING and node.domain in ("", "ai.onnx")) or (
+            node.op_type in SHAPE_PRESERVING_CONTRIB and node.domain == "com.microsoft")
+        if not known or not node.inputs:
             continue
         x, y = node.inputs[0], node.outputs[0]
         if y.shape is None and x is not None and x.shape is not None:
             y.shape = ir.Shape(list(x.shape))
             if y.dtype is None:
                 y.dtype = x.dtype
+            filled += 1
+    return filled

@@ -77,8 +77,13 @@ def _reference_fold(node: ir.Node, args: list[np.ndarray | None], opset: int):
     return ReferenceEvaluator(model).run(None, feeds)
 
 
+# Quantization ops are the model's numerics, not weight construction: folding a
+# DequantizeLinear of constant int8 weights would silently turn a quantized model float.
+_NEVER_FOLD = {"Constant", "QuantizeLinear", "DequantizeLinear", "DynamicQuantizeLinear"}
+
+
 def _foldable(node: ir.Node) -> bool:
-    if node.domain not in ("", "ai.onnx") or node.op_type in ("Constant",):
+    if node.domain not in ("", "ai.onnx") or node.op_type in _NEVER_FOLD:
         return False
     if any(a.type in (ir.AttributeType.GRAPH, ir.AttributeType.GRAPHS) for a in node.attributes.values()):
         return False

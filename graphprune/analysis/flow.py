@@ -161,14 +161,14 @@ class FlowBuilder:
         values = [v for v in (*node.inputs, *node.outputs) if v is not None]
         rule = RULES.get(node.op_type) if node.domain in ("", "ai.onnx") else None
         unknown = [v.name for v in values if shape_of(v) is None]
-        if unknown:
-            # A rule cannot couple axes it cannot see; pin everything rather than guess.
-            for v in values:
-                self.pin_value(v, f"shape of {unknown[0]} is unknown")
-        elif rule is None:
+        if rule is None:
             op = node.op_type if node.domain in ("", "ai.onnx") else f"{node.domain}::{node.op_type}"
             for v in values:
                 self.pin_value(v, f"no channel rule for {op}")
+        elif unknown:
+            # A rule cannot couple axes it cannot see; pin everything rather than guess.
+            for v in values:
+                self.pin_value(v, f"shape of {unknown[0]} is unknown")
         else:
             rule.couple(node, self)
             for v in values:
