@@ -20,6 +20,9 @@ from google.protobuf.message import DecodeError
 from graphprune.errors import BadInput
 
 MIN_OPSET = 7
+# One tensor may declare at most this many bytes (a guard against crafted shapes backed
+# by sparse files); raise it with GRAPHPRUNE_MAX_TENSOR_BYTES.
+MAX_TENSOR_BYTES = int(os.environ.get("GRAPHPRUNE_MAX_TENSOR_BYTES", str(1 << 36)))
 _EXTERNAL_KEYS = {"location", "offset", "length", "checksum"}
 
 
@@ -176,6 +179,9 @@ _TYPED_FIELD = {
 def check_tensor(tensor: onnx.TensorProto, where: str, base_dir: str) -> None:
     """Refuse a tensor whose data escapes the model folder or does not match its shape."""
     nbytes = expected_nbytes(tensor, where)
+    if nbytes is not None and nbytes > MAX_TENSOR_BYTES:
+        raise BadInput(f"{where}: declares {nbytes} bytes, over the {MAX_TENSOR_BYTES}-byte limit per tensor "
+                       "(GRAPHPRUNE_MAX_TENSOR_BYTES)")
     if tensor.data_location == onnx.TensorProto.EXTERNAL:
         _check_external(tensor, where, base_dir, nbytes)
         return
@@ -229,8 +235,9 @@ def _check_external(tensor: onnx.TensorProto, where: str, base_dir: str, nbytes:
         if os.path.islink(current):
             raise BadInput(f"{where}: external-data location {location!r} goes through a symlink")
     full = os.path.realpath(current)
+    # Unreachable when the checks above hold; kept as a last line of defence.
     if os.path.commonpath([full, os.path.realpath(base_dir)]) != os.path.realpath(base_dir):
-        raise BadInput(f"{where}: external-data location {location!r} leaves the model folder")
+        raise BadInput(f"{where}: external-data location {location!r} resolves outside the model folder")
     try:
         st = os.lstat(full)
     except OSError:

@@ -188,3 +188,68 @@ def test_failed_verification_writes_nothing(zoo, tmp_path, monkeypatch):
     with pytest.raises(VerificationError):
         prune(zoo["simple_cnn"], Options(output=str(out)))
     assert not out.exists() and os.listdir(tmp_path) == []
+
+
+def test_external_data_through_a_symlinked_folder(tmp_path):
+    model_dir = tmp_path / "m"
+    (model_dir / "real").mkdir(parents=True)
+    _data_file(model_dir / "real")
+    os.symlink(model_dir / "real", model_dir / "sub")  # stays inside the folder, still refused
+    path = _save(_conv_model({"location": "sub/w.bin", "length": 48}), model_dir / "m.onnx")
+    _refused(path, model_dir, "symlink")
+
+
+def test_external_data_symlink_inside_the_folder(tmp_path):
+    _data_file(tmp_path, "real.bin")
+    os.symlink(tmp_path / "real.bin", tmp_path / "w.bin")
+    path = _save(_conv_model({"location": "w.bin", "length": 48}), tmp_path / "m.onnx")
+    _refused(path, tmp_path, "symlink")
+
+
+def test_external_data_device_file(tmp_path):
+    import stat as st
+
+    try:
+        os.mknod(tmp_path / "w.bin", 0o600 | st.S_IFCHR, os.makedev(1, 5))  # like /dev/zero
+    except (PermissionError, OSError):
+        pytest.skip("cannot create a device node here")
+    path = _save(_conv_model({"location": "w.bin", "length": 48}), tmp_path / "m.onnx")
+    _refused(path, tmp_path, "not a regular file")
+
+
+def test_declared_size_over_the_memory_budget(tmp_path):
+    # A sparse file makes the claimed 128 GiB cheap to fake; the declared size is refused.
+    big = 1 << 37
+    with open(tmp_path / "w.bin", "wb") as f:
+        f.truncate(big)
+    m = _conv_model({"location": "w.bin", "length": big})
+    t = m.graph.initializer[0]
+    del t.dims[:]
+    t.dims.extend([1 << 33, 4, 1, 1])
+    _refused(_save(m, tmp_path / "m.onnx"), tmp_path, "limit per tensor")
+
+
+def test_external_data_without_location(tmp_path):
+    _data_file(tmp_path)
+    path = _save(_conv_model({"offset": 0, "length": 48}), tmp_path / "m.onnx")
+    _refused(path, tmp_path, "without a location")
+
+
+def test_external_data_negative_offset(tmp_path):
+    _data_file(tmp_path)
+    path = _save(_conv_model({"location": "w.bin", "offset": -4, "length": 48}), tmp_path / "m.onnx")
+    _refused(path, tmp_path, "negative external-data offset")
+
+
+def test_typed_data_count_mismatch(tmp_path):
+    m = _conv_model()
+    t = m.graph.initializer[0]
+    t.ClearField("raw_data")
+    t.float_data.extend([1.0] * 11)  # the shape needs 12
+    _refused(_save(m, tmp_path / "m.onnx"), tmp_path, "stores 11 values")
+
+
+def test_shape_without_data(tmp_path):
+    m = _conv_model()
+    m.graph.initializer[0].ClearField("raw_data")
+    _refused(_save(m, tmp_path / "m.onnx"), tmp_path, "stores no data")
