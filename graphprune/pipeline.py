@@ -28,7 +28,8 @@ from graphprune.errors import BadInput, VerificationError
 from graphprune.loading import load_model
 from graphprune.registry import KINDS, parse_spec
 from graphprune.saving import save_model
-from graphprune.verify import check_only, load_inputs, probe_inputs, session, verify_file
+from graphprune.verify import (Reference, check_only, input_meta, load_inputs, probe_inputs, session,
+                               verify_file)
 
 DEFAULT_SELECT = "select:ratio=0.3,round_to=auto"
 DEFAULT_PIPELINE = ["normalize", "l1", DEFAULT_SELECT, "remove", "cleanup"]
@@ -98,9 +99,9 @@ def prune(model_path: str, opts: Options) -> dict[str, Any]:
     specs = complete_pipeline(opts.passes)
     ctx.report.update({"input": model_path, "output": opts.output, "pipeline": specs})
 
-    ref_sess, feeds, ref_out = _reference(model_path, opts)
+    ref = _reference(model_path, opts)
 
-    check = _make_check(model_path, feeds, ref_out) if opts.verify_each else None
+    check = _make_check(ref) if opts.verify_each else None
     ctx.report["passes"] = run_passes(ctx, specs, check)
     totals = ctx.analysis().cost.totals()
     ctx.report["after"] = {"params": int(totals.params), "macs": int(totals.macs)}
@@ -115,7 +116,7 @@ def prune(model_path: str, opts: Options) -> dict[str, Any]:
 
     def _verify(tmp_path: str) -> None:
         if opts.verify:
-            verification.update(verify_file(tmp_path, model_path, feeds, ref_out))
+            verification.update(verify_file(tmp_path, ref))
         else:
             verification.update(check_only(tmp_path))
 
@@ -130,7 +131,7 @@ def prune(model_path: str, opts: Options) -> dict[str, Any]:
     if opts.bench:
         from graphprune.bench import latency_pair
 
-        bench_feeds = probe_inputs(ref_sess, batch=opts.bench_batch)
+        bench_feeds = probe_inputs(ref.inputs, batch=opts.bench_batch)
         before, after = latency_pair(model_path, opts.output, bench_feeds, repeats=opts.bench_repeats)
         ctx.report["before"]["latency_ms"] = before * 1e3
         ctx.report["after"]["latency_ms"] = after * 1e3
@@ -139,21 +140,23 @@ def prune(model_path: str, opts: Options) -> dict[str, Any]:
     return ctx.report
 
 
-def _reference(model_path: str, opts: Options):
-    """The original model in ONNX Runtime (unoptimized), its probe inputs and outputs."""
+def _reference(model_path: str, opts: Options) -> Reference:
+    """Run the original model once in ONNX Runtime (unoptimized) on the verification
+    inputs; its session is dropped before pruning, so it does not hold the weights."""
     try:
-        ref_sess = session(model_path)
+        sess = session(model_path)
     except Exception as e:  # noqa: BLE001 - ORT raises several types
         raise BadInput(f"{model_path}: ONNX Runtime cannot load the input model ({_first_line(e)})") from None
+    inputs = input_meta(sess)
     try:
-        feeds = load_inputs(opts.inputs, ref_sess) if opts.inputs else probe_inputs(ref_sess)
+        feeds = load_inputs(opts.inputs, inputs) if opts.inputs else probe_inputs(inputs)
     except BadInput as e:
         raise BadInput(f"{model_path}: {e}") from None
     try:
-        ref_out = ref_sess.run(None, feeds)
+        outputs = sess.run(None, feeds)
     except Exception as e:  # noqa: BLE001
         raise BadInput(f"{model_path}: ONNX Runtime cannot run the input model ({_first_line(e)})") from None
-    return ref_sess, feeds, ref_out
+    return Reference([o.name for o in sess.get_outputs()], inputs, feeds, outputs)
 
 
 def _first_line(e: Exception) -> str:
@@ -161,10 +164,10 @@ def _first_line(e: Exception) -> str:
     return text[0][:300] if text else type(e).__name__
 
 
-def _make_check(model_path: str, feeds, ref_out):
+def _make_check(ref: Reference):
     """After each pass: the model must be valid; an exact pass (normalize, cleanup) must
     also leave the outputs of the step before it unchanged."""
-    previous = {"outputs": ref_out}
+    previous = {"ref": ref}
 
     def check(p, exact: bool) -> None:
         model = p.ctx.model
@@ -178,14 +181,16 @@ def _make_check(model_path: str, feeds, ref_out):
                 save_model(model, path)
             finally:
                 model.ir_version = ir_version
+            last = previous["ref"]
             try:
-                result = verify_file(path, model_path, feeds, previous["outputs"])
+                result = verify_file(path, last)
             except VerificationError as e:
                 raise VerificationError(f"after pass {p.spec()}: {e}") from None
-            scale = 1 + max(float(abs(o).max()) for o in previous["outputs"])
+            scale = 1 + max(float(abs(o).max()) for o in last.outputs)
             if exact and result["max_abs_diff"] > 1e-4 * scale:
                 raise VerificationError(
                     f"after pass {p.spec()}: outputs changed by {result['max_abs_diff']:.3g} "
                     "in a pass that must not change them")
-            previous["outputs"] = session(path).run(None, feeds)
+            outputs = session(path).run(None, last.feeds)
+            previous["ref"] = Reference(last.output_names, last.inputs, last.feeds, outputs)
     return check

@@ -62,7 +62,17 @@ def weight_slices(group: Group, constants: dict, roles: tuple[str, ...]):
             yield key, constants[key[0]]
 
 
-def position_norms(arr: np.ndarray, axis: int, p: float) -> np.ndarray:
-    """sum |w|^p over every axis but `axis`, per position of `axis`."""
-    moved = np.moveaxis(np.abs(arr.astype(np.float64)), axis, 0).reshape(arr.shape[axis], -1)
-    return (moved ** p).sum(1) if p != 1 else moved.sum(1)
+def position_norms(arr: np.ndarray, axis: int, p: float, chunk_bytes: int = 1 << 26) -> np.ndarray:
+    """sum |w|^p over every axis but `axis`, per position of `axis`.
+
+    Works through the tensor in slices of about `chunk_bytes`, so a memory-mapped weight
+    of gigabytes never gets a full-size temporary copy."""
+    moved = np.moveaxis(arr, axis, 0)
+    n = moved.shape[0]
+    per_row = max(moved[0].nbytes if n else 1, 1)
+    step = max(1, chunk_bytes // per_row)
+    out = np.empty(n, dtype=np.float64)
+    for s in range(0, n, step):
+        block = np.abs(np.asarray(moved[s:s + step], dtype=np.float32)).reshape(min(step, n - s), -1)
+        out[s:s + step] = (block.astype(np.float64) ** p).sum(1) if p != 1 else block.sum(1, dtype=np.float64)
+    return out

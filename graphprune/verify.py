@@ -9,6 +9,7 @@ against what the model file itself says.
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass
 
 import numpy as np
 import onnx
@@ -41,38 +42,53 @@ def session(path: str, optimize: bool = False, threads: int = 0,
 # Probe inputs are generated in memory; a declared shape beyond this is refused.
 PROBE_BUDGET_BYTES = 1 << 30
 
+InputMeta = list[tuple[str, list, str]]  # (name, shape, type) of each model input
 
-def probe_inputs(sess: ort.InferenceSession, batch: int = 2, seed: int = 0) -> dict[str, np.ndarray]:
+
+@dataclass
+class Reference:
+    """What verification needs of the original model, so its session can be dropped."""
+
+    output_names: list[str]
+    inputs: InputMeta
+    feeds: dict[str, np.ndarray]
+    outputs: list[np.ndarray]
+
+
+def input_meta(sess: ort.InferenceSession) -> InputMeta:
+    return [(i.name, list(i.shape), i.type) for i in sess.get_inputs()]
+
+
+def probe_inputs(inputs: InputMeta, batch: int = 2, seed: int = 0) -> dict[str, np.ndarray]:
     """Random inputs matching the model's declared inputs; symbolic dims become `batch`
     for the first axis and 1 elsewhere."""
     rng = np.random.default_rng(seed)
     feeds = {}
     total = 0
-    for inp in sess.get_inputs():
-        shape = [d if isinstance(d, int) and d > 0 else (batch if i == 0 else 1)
-                 for i, d in enumerate(inp.shape)]
-        dtype = _NP.get(inp.type)
+    for name, dims, type_ in inputs:
+        shape = [d if isinstance(d, int) and d > 0 else (batch if i == 0 else 1) for i, d in enumerate(dims)]
+        dtype = _NP.get(type_)
         if dtype is None:
-            raise BadInput(f"input {inp.name!r} has type {inp.type}, which probes cannot fill; pass --inputs")
+            raise BadInput(f"input {name!r} has type {type_}, which probes cannot fill; pass --inputs")
         total += int(np.prod(shape, dtype=np.float64)) * np.dtype(dtype).itemsize
         if total > PROBE_BUDGET_BYTES:
-            raise BadInput(f"input {inp.name!r} declares shape {shape}, too large for probe inputs "
+            raise BadInput(f"input {name!r} declares shape {shape}, too large for probe inputs "
                            f"(over {PROBE_BUDGET_BYTES >> 20} MiB); pass --inputs")
         if np.issubdtype(dtype, np.floating):
-            feeds[inp.name] = rng.standard_normal(shape).astype(dtype)
+            feeds[name] = rng.standard_normal(shape).astype(dtype)
         elif dtype == np.bool_:
-            feeds[inp.name] = rng.random(shape) < 0.5
+            feeds[name] = rng.random(shape) < 0.5
         else:
-            feeds[inp.name] = rng.integers(0, 10, size=shape).astype(dtype)
+            feeds[name] = rng.integers(0, 10, size=shape).astype(dtype)
     return feeds
 
 
-def load_inputs(path: str, sess: ort.InferenceSession) -> dict[str, np.ndarray]:
+def load_inputs(path: str, inputs: InputMeta) -> dict[str, np.ndarray]:
     try:
         data = np.load(path, allow_pickle=False)
     except (OSError, ValueError) as e:
         raise BadInput(f"{path}: cannot read inputs ({e})") from None
-    names = [i.name for i in sess.get_inputs()]
+    names = [name for name, _, _ in inputs]
     missing = [n for n in names if n not in data.files]
     if missing:
         raise BadInput(f"{path}: no array for model input(s) {', '.join(missing)} (has {', '.join(data.files)})")
@@ -99,10 +115,6 @@ def compare(ref: list[np.ndarray], got: list[np.ndarray]) -> dict:
     }
 
 
-def run(sess: ort.InferenceSession, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
-    return sess.run(None, feeds)
-
-
 def check_only(path: str) -> dict:
     """The ONNX checker alone (for --no-verify)."""
     try:
@@ -112,31 +124,25 @@ def check_only(path: str) -> dict:
     return {"checker": "passed", "numeric": "skipped"}
 
 
-def verify_file(path: str, reference_path: str, feeds: dict[str, np.ndarray] | None = None,
-                reference_outputs: list[np.ndarray] | None = None) -> dict:
-    """Check `path` and compare it with `reference_path`; raise VerificationError if broken."""
+def verify_file(path: str, ref: Reference) -> dict:
+    """Check `path` against the reference run; raise VerificationError if it is broken."""
     check_only(path)
     try:
         sess = session(path, optimize=True)
     except Exception as e:  # noqa: BLE001
         raise VerificationError(f"ONNX Runtime cannot load the result: {_first_line(e)}") from None
-    ref_sess = None
-    if feeds is None or reference_outputs is None:
-        ref_sess = session(reference_path)
-        feeds = feeds if feeds is not None else probe_inputs(ref_sess)
-    ref_names = [o.name for o in (ref_sess or session(reference_path)).get_outputs()]
     names = [o.name for o in sess.get_outputs()]
-    if names != ref_names:
-        raise VerificationError(f"output names changed: {ref_names} -> {names}")
+    if names != ref.output_names:
+        raise VerificationError(f"output names changed: {ref.output_names} -> {names}")
     try:
-        got = run(sess, feeds)
+        got = sess.run(None, ref.feeds)
     except Exception as e:  # noqa: BLE001
         raise VerificationError(f"ONNX Runtime fails to run the result: {_first_line(e)}") from None
-    ref = reference_outputs if reference_outputs is not None else run(ref_sess, feeds)
-    for name, a, b in zip(names, ref, got):
+    del sess
+    for name, a, b in zip(names, ref.outputs, got):
         if a.shape != b.shape:
             raise VerificationError(f"output {name!r} changed shape: {list(a.shape)} -> {list(b.shape)}")
-    result = compare(ref, got)
+    result = compare(ref.outputs, got)
     result["checker"] = "passed"
     result["file_bytes"] = os.path.getsize(path)
     return result
