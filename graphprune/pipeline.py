@@ -27,7 +27,7 @@ from graphprune.context import Context
 from graphprune.errors import BadInput, VerificationError
 from graphprune.loading import load_model
 from graphprune.registry import KINDS, parse_spec
-from graphprune.saving import save_model
+from graphprune.saving import model_bytes, save_model, uses_external_data
 from graphprune.verify import (Reference, check_only, input_meta, load_inputs, probe_inputs, session,
                                verify_file)
 
@@ -95,18 +95,24 @@ def prune(model_path: str, opts: Options) -> dict[str, Any]:
     """Load, prune, verify, save and report; returns the report."""
     t_start = time.perf_counter()
     model = load_model(model_path)
+    # A model that came with external data leaves with external data (streamed out, and
+    # memory-mapped again when verified) whatever its size after pruning.
+    external = uses_external_data(model)
     ctx = Context(model, source=model_path)
     specs = complete_pipeline(opts.passes)
     ctx.report.update({"input": model_path, "output": opts.output, "pipeline": specs})
 
-    ref = _reference(model_path, opts)
+    # The reference run also proves ORT can run the input; --no-verify (with no
+    # --verify-each or --bench) skips it and only checks the result's structure.
+    needs_reference = opts.verify or opts.verify_each or opts.bench
+    ref = _reference(model_path, opts) if needs_reference else None
 
     check = _make_check(ref) if opts.verify_each else None
     ctx.report["passes"] = run_passes(ctx, specs, check)
     totals = ctx.analysis().cost.totals()
     ctx.report["after"] = {"params": int(totals.params), "macs": int(totals.macs)}
     ctx.report["pins"] = reporting.pin_summary(ctx)
-    ctx.report["before"]["file_bytes"] = os.path.getsize(model_path)
+    ctx.report["before"]["file_bytes"] = model_bytes(model_path)
 
     if opts.dry_run or opts.output is None:
         ctx.report["seconds"] = round(time.perf_counter() - t_start, 3)
@@ -120,9 +126,9 @@ def prune(model_path: str, opts: Options) -> dict[str, Any]:
         else:
             verification.update(check_only(tmp_path))
 
-    save_model(model, opts.output, model_path, before_commit=_verify)
+    save_model(model, opts.output, model_path, before_commit=_verify, external=external)
     ctx.report["verification"] = verification
-    ctx.report["after"]["file_bytes"] = os.path.getsize(opts.output)
+    ctx.report["after"]["file_bytes"] = model_bytes(opts.output)
     ctx.report["seconds"] = round(time.perf_counter() - t_start, 3)
     if opts.eval_data:
         from graphprune.evaluate import accuracy_pair
@@ -144,7 +150,7 @@ def _reference(model_path: str, opts: Options) -> Reference:
     """Run the original model once in ONNX Runtime (unoptimized) on the verification
     inputs; its session is dropped before pruning, so it does not hold the weights."""
     try:
-        sess = session(model_path)
+        sess = session(model_path, lean=True)
     except Exception as e:  # noqa: BLE001 - ORT raises several types
         raise BadInput(f"{model_path}: ONNX Runtime cannot load the input model ({_first_line(e)})") from None
     inputs = input_meta(sess)

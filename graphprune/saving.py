@@ -39,20 +39,38 @@ def check_output_path(out_path: str, input_path: str | None) -> None:
             raise BadInput(f"{out_path}: refusing to write over the input model")
 
 
+def model_bytes(path: str) -> int:
+    """Size of a model file plus the external-data files it references."""
+    import onnx
+
+    total = os.path.getsize(path)
+    proto = onnx.load(path, load_external_data=False)
+    folder = os.path.dirname(os.path.abspath(path))
+    locations = {e.value for t in proto.graph.initializer for e in t.external_data if e.key == "location"}
+    return total + sum(os.path.getsize(os.path.join(folder, loc)) for loc in locations
+                       if os.path.isfile(os.path.join(folder, loc)))
+
+
+def uses_external_data(model: ir.Model) -> bool:
+    return any(isinstance(v.const_value, ir.ExternalTensor) for v in model.graph.initializers.values())
+
+
 def save_model(model: ir.Model, out_path: str, input_path: str | None = None,
-               before_commit: Callable[[str], None] | None = None) -> None:
+               before_commit: Callable[[str], None] | None = None, external: bool | None = None) -> None:
     """Write `model` to `out_path` atomically (temporary file + rename).
 
+    `external`: write tensors to `<out>.data` (default: only past the protobuf limit).
     `before_commit(tmp_path)` may inspect the written file and raise to abandon it."""
     check_output_path(out_path, input_path)
     out_abs = os.path.abspath(out_path)
     folder, name = os.path.split(out_abs)
-    external = tensor_bytes(model) > EXTERNAL_DATA_THRESHOLD
+    external = bool(external) or tensor_bytes(model) > EXTERNAL_DATA_THRESHOLD
     remove_stale_temporaries(folder, name)
     fd, tmp = tempfile.mkstemp(prefix=f".{name}.{os.getpid()}.", suffix=".tmp", dir=folder)
     os.close(fd)
     data_name = f"{name}.data"
-    tmp_data = f".{name}.{os.getpid()}.data.{os.path.basename(tmp)}.tmp"
+    # No ".." anywhere in the name: the checker reads it as leaving the folder.
+    tmp_data = os.path.basename(tmp)[: -len(".tmp")] + ".data.tmp"
     try:
         if external:
             ir.save(model, tmp, format="protobuf", external_data=tmp_data)
