@@ -18,6 +18,7 @@ from hypothesis import strategies as st
 from conftest import SUITE_COUNTS
 from oracles import inert_removal_diff, prune_to_file
 from random_nets import build, recipes
+from random_seq import build_seq, seq_recipes
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 REGRESSIONS = os.path.join(HERE, "regressions")
@@ -56,11 +57,35 @@ def test_random_architectures(tmp_path_factory, recipe, ratio, criterion):
     CHECKED["n"] += 1
 
 
+@settings(max_examples=max(EXAMPLES // 2, 1), deadline=None, derandomize=not RANDOM,
+          suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
+@given(recipe=seq_recipes, ratio=st.sampled_from([0.25, 0.5, 0.75]),
+       criterion=st.sampled_from(["l1", "l2", "random"]))
+def test_random_attention_models(tmp_path_factory, recipe, ratio, criterion):
+    """Attention (with and without grouped-query K/V sharing), MLPs, norms: heads found in
+    the graph are units; removing inert ones is exact."""
+    model = build_seq(recipe)
+    tmp = tmp_path_factory.mktemp("seq")
+    path = str(tmp / "m.onnx")
+    onnx.save(model, path)
+    try:
+        rel, _, _ = inert_removal_diff(path, tmp, ratio=ratio, seed=recipe[2])
+        assert rel < 1e-4, f"inert removal changed outputs by {rel:.3g} (relative)"
+        report = prune_to_file(path, str(tmp / "p.onnx"), [criterion, f"select:ratio={ratio}"])
+        assert report["verification"]["checker"] == "passed"
+    except BaseException:
+        _save_failure(model, recipe)
+        raise
+    CHECKED["seq"] = CHECKED.get("seq", 0) + 1
+
+
 def test_zz_report_count():
     """Reports how many random architectures the property test checked (run after it)."""
     if CHECKED["n"] == 0:
         pytest.skip("property test not run in this session")
-    SUITE_COUNTS["property suite"] = f"{CHECKED['n']} random architectures pruned and verified, 0 failures"
+    SUITE_COUNTS["property suite"] = (f"{CHECKED['n'] + CHECKED.get('seq', 0)} random architectures pruned and "
+                                      f"verified ({CHECKED['n']} CNN-style, {CHECKED.get('seq', 0)} with attention), "
+                                      "0 failures")
     assert CHECKED["n"] >= min(EXAMPLES, 200)
 
 
