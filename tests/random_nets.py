@@ -18,6 +18,8 @@ ACTS = ("Relu", "LeakyRelu", "Sigmoid", "HardSwish", "Tanh", "Clip", "PRelu", "S
 block = st.one_of(
     st.tuples(st.just("conv"), st.integers(2, 12), st.sampled_from([1, 3]), st.sampled_from(["plain", "depthwise", "grouped"])),
     st.tuples(st.just("bn")),
+    # GroupNormalization is tested in test_rules: ONNX's own shape inference cannot type it.
+    st.tuples(st.just("norm"), st.just("InstanceNormalization")),
     st.tuples(st.just("act"), st.sampled_from(ACTS)),
     st.tuples(st.just("residual"), st.sampled_from([1, 3])),
     st.tuples(st.just("gate")),
@@ -102,6 +104,10 @@ def _apply(net: _Net, b) -> None:
             net.rng.standard_normal(c) + 1, net.rng.standard_normal(c) * 0.1,
             net.rng.standard_normal(c) * 0.1, net.rng.random(c) + 0.5)]
         net.x = net.node("BatchNormalization", [x, *p])
+    elif kind == "norm":
+        scale = net.const("ns", (net.rng.standard_normal(c) + 1).astype(np.float32))
+        shift = net.const("nb", (net.rng.standard_normal(c) * 0.1).astype(np.float32))
+        net.x = net.node("InstanceNormalization", [x, scale, shift])
     elif kind == "act":
         act = b[1]
         if act == "LeakyRelu":
