@@ -38,11 +38,13 @@ def load_model(path: str | os.PathLike) -> ir.Model:
     base_dir = os.path.dirname(os.path.abspath(path))
     for tensor, where in iter_tensors(proto.graph):
         check_tensor(tensor, f"{path}: {where}", base_dir)
+    _check_text(proto, path)
     _check_with_onnx(proto, path)
     try:
         model = ir.serde.deserialize_model(proto)
     except Exception as e:  # noqa: BLE001 - a model onnx-ir cannot represent is bad input
         raise BadInput(f"{path}: cannot read the graph ({_first_line(e)})") from None
+    _check_names(model, path)
     ir.external_data.set_base_dir(model.graph, base_dir)
     return model
 
@@ -71,6 +73,48 @@ def _check_with_onnx(proto: onnx.ModelProto, path: str) -> None:
         onnx.checker.check_model(stripped)
     except Exception as e:  # noqa: BLE001 - checker errors come in several types
         raise BadInput(f"{path}: not a valid ONNX model ({_first_line(e)})") from None
+
+
+def _check_text(msg, path: str) -> None:
+    """Every text field (names, op types, string attributes, metadata) must be valid UTF-8:
+    protobuf lets invalid bytes through, and such a model could not be written back."""
+    from google.protobuf.descriptor import FieldDescriptor as F
+
+    if isinstance(msg, onnx.TensorProto):  # only its name: listing its fields would copy the data
+        if not isinstance(msg.name, str):
+            raise BadInput(f"{path}: a tensor name is not valid UTF-8 text")
+        return
+    for fd, value in msg.ListFields():
+        repeated = fd.is_repeated if hasattr(fd, "is_repeated") else fd.label == F.LABEL_REPEATED
+        items = value if repeated else [value]
+        if fd.type == F.TYPE_STRING:
+            if any(not isinstance(v, str) for v in items):
+                raise BadInput(f"{path}: field {fd.name!r} of a {msg.DESCRIPTOR.name} is not valid UTF-8 text")
+        elif fd.type == F.TYPE_MESSAGE:
+            for item in items:
+                _check_text(item, path)
+    if isinstance(msg, onnx.AttributeProto) and msg.type in (onnx.AttributeProto.STRING, onnx.AttributeProto.STRINGS):
+        try:
+            for s in [msg.s, *msg.strings]:
+                s.decode("utf-8")
+        except UnicodeDecodeError:
+            raise BadInput(f"{path}: string attribute {msg.name!r} is not valid UTF-8 text") from None
+
+
+def _check_names(model: ir.Model, path: str) -> None:
+    """Names must be text: protobuf lets invalid UTF-8 through, and such a model could
+    not be written back."""
+    def bad(name) -> bool:
+        return name is not None and not isinstance(name, str)
+
+    graph = model.graph
+    values = [*graph.inputs, *graph.outputs, *graph.initializers.values()]
+    for node in ir.traversal.RecursiveGraphIterator(graph):
+        if bad(node.name) or bad(node.op_type) or bad(node.domain):
+            raise BadInput(f"{path}: a node has a name, op type or domain that is not valid UTF-8 text")
+        values.extend(v for v in (*node.inputs, *node.outputs) if v is not None)
+    if any(bad(v.name) for v in values):
+        raise BadInput(f"{path}: a tensor name is not valid UTF-8 text")
 
 
 def _parse(path: str) -> onnx.ModelProto:

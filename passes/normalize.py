@@ -17,6 +17,20 @@ from graphprune.passes.cleanup import remove_dead_code
 from graphprune.passes.fold_constants import fold_constants
 
 
+def drop_identity(graph: ir.Graph) -> int:
+    """Remove Identity nodes of the main graph whose output is not a graph output.
+    (Identity inside subgraphs stays: it has a rule, and rewiring there is not needed.)"""
+    count = 0
+    outputs = {id(v) for v in graph.outputs}
+    for node in list(graph):
+        if node.op_type != "Identity" or node.domain not in ("", "ai.onnx") or id(node.outputs[0]) in outputs:
+            continue
+        node.outputs[0].replace_all_uses_with(node.inputs[0])
+        graph.remove(node, safe=True)
+        count += 1
+    return count
+
+
 def drop_dropout(graph: ir.Graph) -> int:
     """Inference-time Dropout is the identity on its first output; drop it when its mask
     is unused and training_mode is not set."""
@@ -80,12 +94,12 @@ class NormalizePass(PrunePass):
         common.NameFixPass()(model)
         infer_exact_shapes(model)
         folded = fold_constants(model) if self.opts["fold"] else 0
-        identities = common.IdentityEliminationPass()(model).modified
+        identities = drop_identity(graph)
         dropouts = drop_dropout(graph)
         sums = split_sum(graph)
         remove_dead_code(model)
         common.TopologicalSortPass()(model)
         infer_exact_shapes(model)
         self.stats = {"folded": folded, "dropout_removed": dropouts, "sum_split": sums,
-                      "identity_removed": bool(identities)}
+                      "identity_removed": identities}
         return True

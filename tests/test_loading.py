@@ -253,3 +253,16 @@ def test_shape_without_data(tmp_path):
     m = _conv_model()
     m.graph.initializer[0].ClearField("raw_data")
     _refused(_save(m, tmp_path / "m.onnx"), tmp_path, "stores no data")
+
+
+@pytest.mark.parametrize("field", ["name", "attribute"])
+def test_invalid_utf8_text_is_refused(tmp_path, field):
+    m = _conv_model()
+    if field == "name":
+        m.graph.node[0].name = "zzzz"
+    else:
+        m.graph.node[0].attribute.append(helper.make_attribute("auto_pad", "zzzz"))
+    data = m.SerializeToString().replace(b"zzzz", b"z\xc0zz")  # protobuf lets invalid UTF-8 through
+    p = tmp_path / "m.onnx"
+    p.write_bytes(data)
+    _refused(p, tmp_path, "not valid UTF-8")
