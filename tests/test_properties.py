@@ -38,23 +38,26 @@ def _save_failure(model: onnx.ModelProto, recipe) -> None:
         f.write(repr(recipe) + "\n")
 
 
-@settings(max_examples=EXAMPLES, deadline=None, derandomize=not RANDOM,
-          suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
-@given(recipe=recipes, ratio=st.sampled_from([0.2, 0.4, 0.6, 0.9]),
-       criterion=st.sampled_from(["l1", "l2", "bn-scale", "random"]))
-def test_random_architectures(tmp_path_factory, recipe, ratio, criterion):
-    model = build(recipe)
-    tmp = tmp_path_factory.mktemp("prop")
+def _check(model, recipe, seed, ratio, criterion, tmp) -> None:
+    """The oracles for one generated model; a failing model is saved for the regressions."""
     path = str(tmp / "m.onnx")
     onnx.save(model, path)
     try:
-        rel, _, _ = inert_removal_diff(path, tmp, ratio=ratio, seed=recipe[3])
+        rel, _, _ = inert_removal_diff(path, tmp, ratio=ratio, seed=seed)
         assert rel < 1e-4, f"inert removal changed outputs by {rel:.3g} (relative)"
         report = prune_to_file(path, str(tmp / "p.onnx"), [criterion, f"select:ratio={ratio}"])
         assert report["verification"]["checker"] == "passed"
     except BaseException:
         _save_failure(model, recipe)
         raise
+
+
+@settings(max_examples=EXAMPLES, deadline=None, derandomize=not RANDOM,
+          suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
+@given(recipe=recipes, ratio=st.sampled_from([0.2, 0.4, 0.6, 0.9]),
+       criterion=st.sampled_from(["l1", "l2", "bn-scale", "random"]))
+def test_random_architectures(tmp_path_factory, recipe, ratio, criterion):
+    _check(build(recipe), recipe, recipe[3], ratio, criterion, tmp_path_factory.mktemp("prop"))
     CHECKED["n"] += 1
 
 
@@ -65,18 +68,7 @@ def test_random_architectures(tmp_path_factory, recipe, ratio, criterion):
 def test_random_attention_models(tmp_path_factory, recipe, ratio, criterion):
     """Attention (with and without grouped-query K/V sharing), MLPs, norms: heads found in
     the graph are units; removing inert ones is exact."""
-    model = build_seq(recipe)
-    tmp = tmp_path_factory.mktemp("seq")
-    path = str(tmp / "m.onnx")
-    onnx.save(model, path)
-    try:
-        rel, _, _ = inert_removal_diff(path, tmp, ratio=ratio, seed=recipe[2])
-        assert rel < 1e-4, f"inert removal changed outputs by {rel:.3g} (relative)"
-        report = prune_to_file(path, str(tmp / "p.onnx"), [criterion, f"select:ratio={ratio}"])
-        assert report["verification"]["checker"] == "passed"
-    except BaseException:
-        _save_failure(model, recipe)
-        raise
+    _check(build_seq(recipe), recipe, recipe[2], ratio, criterion, tmp_path_factory.mktemp("seq"))
     CHECKED["seq"] = CHECKED.get("seq", 0) + 1
 
 
