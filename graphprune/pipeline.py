@@ -155,7 +155,12 @@ def _reference(model_path: str, opts: Options) -> Reference:
         raise BadInput(f"{model_path}: ONNX Runtime cannot load the input model ({_first_line(e)})") from None
     inputs = input_meta(sess)
     try:
-        feeds = load_inputs(opts.inputs, inputs) if opts.inputs else probe_inputs(inputs)
+        if opts.inputs:
+            feeds = load_inputs(opts.inputs, inputs)
+        elif opts.eval_data:  # real samples say more than random probes
+            feeds = _first_rows(load_inputs(opts.eval_data, inputs), inputs)
+        else:
+            feeds = probe_inputs(inputs)
     except BadInput as e:
         raise BadInput(f"{model_path}: {e}") from None
     try:
@@ -163,6 +168,15 @@ def _reference(model_path: str, opts: Options) -> Reference:
     except Exception as e:  # noqa: BLE001
         raise BadInput(f"{model_path}: ONNX Runtime cannot run the input model ({_first_line(e)})") from None
     return Reference([o.name for o in sess.get_outputs()], inputs, feeds, outputs)
+
+
+def _first_rows(feeds: dict, inputs, limit: int = 64) -> dict:
+    """The first rows of each input: the declared batch where it is fixed, else `limit`."""
+    out = {}
+    for name, dims, _ in inputs:
+        n = dims[0] if dims and isinstance(dims[0], int) and dims[0] > 0 else limit
+        out[name] = feeds[name][:n]
+    return out
 
 
 def _first_line(e: Exception) -> str:

@@ -4,10 +4,11 @@ Modes: a ratio per group (`scope=local`, each group loses the same fraction of i
 units), one global ratio (`scope=global`, the lowest-scored units of the whole model), or
 a target (`macs=0.5` / `params=0.6`: the fraction kept), reached with a uniform ratio
 (`scope=local`) or a global ranking (`scope=global`); the cost of a plan is computed
-exactly from the graph. Constraints: `round_to` (kept units a multiple of it; `auto` is
+exactly from the graph. Constraints: `round_to` (kept units a multiple of it; `auto` uses
 the channel block of ONNX Runtime's blocked CPU convolutions on this machine, 16 with
-AVX-512 and 8 otherwise: counts off that block make ORT fall back to slower kernels, and a
-pruned model can then run slower than the dense one),
+AVX-512 and 8 otherwise, for the groups whose size is a multiple of it today: counts off
+that block make ORT fall back to slower kernels, and a pruned model can then run slower
+than the dense one; groups already off the block are not constrained),
 `min_keep` units per group, `max_ratio` of a group's units, `exclude` and `include`
 (glob patterns separated by `|`, matched against the names of the weights that produce
 a group and of their nodes): excluded groups stay whole; with `include`, only matching
@@ -79,6 +80,7 @@ class SelectPass(PrunePass):
         if self.ctx.score_name is None:
             raise BadInput("select: no scores; put a score pass (l1, l2, bn-scale, random) before it")
         self.round_to = parse_round_to(o["round_to"])
+        self.auto = str(o["round_to"]).strip().lower() == "auto"
         analysis = self.ctx.analysis()
         self._memo: dict = {}
         self._owned_cache: dict = {}
@@ -125,7 +127,10 @@ class SelectPass(PrunePass):
         return max(cap, 0)
 
     def _round(self, gid: int, k: int) -> int:
-        n, r = self.ctx.analysis().groups[gid].n_units, self.round_to
+        n = self.ctx.analysis().groups[gid].n_units
+        r = self.round_to
+        if self.auto and n % r:  # already off ORT's channel block: nothing to keep
+            r = 1
         k = min(k, self._cap(gid))
         while k > 0 and (n - k) % r:
             k -= 1
