@@ -48,10 +48,14 @@ class Context:
         self.plan = {}
 
     def removed_masks(self) -> dict[int, np.ndarray]:
-        groups = self.analysis().groups
-        masks = {}
-        for gid, units in self.plan.items():
-            m = np.zeros(groups[gid].n_units)
-            m[units] = 1.0
-            masks[gid] = m
-        return masks
+        return unit_masks(self.analysis().groups, self.plan)
+
+
+def unit_masks(groups: list[Group], plan: dict[int, np.ndarray]) -> dict[int, np.ndarray]:
+    """group id -> 0/1 mask over its units (1: removed), the form the cost model takes."""
+    masks = {}
+    for gid, units in plan.items():
+        m = np.zeros(groups[gid].n_units)
+        m[units] = 1.0
+        masks[gid] = m
+    return masks

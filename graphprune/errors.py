@@ -8,6 +8,12 @@ internal error (exit code 1).
 from __future__ import annotations
 
 
+def first_line(e: BaseException) -> str:
+    """The first line of an exception's message, for one-line error reports."""
+    text = str(e).strip().splitlines()
+    return text[0][:300] if text else type(e).__name__
+
+
 class GraphpruneError(Exception):
     """Base class of the errors graphprune raises on purpose."""
 

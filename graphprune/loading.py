@@ -17,7 +17,7 @@ import onnx
 import onnx_ir as ir
 from google.protobuf.message import DecodeError
 
-from graphprune.errors import BadInput
+from graphprune.errors import BadInput, first_line
 
 MIN_OPSET = 7
 # One tensor may declare at most this many bytes (a guard against crafted shapes backed
@@ -43,15 +43,11 @@ def load_model(path: str | os.PathLike) -> ir.Model:
     try:
         model = ir.serde.deserialize_model(proto)
     except Exception as e:  # noqa: BLE001 - a model onnx-ir cannot represent is bad input
-        raise BadInput(f"{path}: cannot read the graph ({_first_line(e)})") from None
+        raise BadInput(f"{path}: cannot read the graph ({first_line(e)})") from None
     _check_names(model, path)
     ir.external_data.set_base_dir(model.graph, base_dir)
     return model
 
-
-def _first_line(e: Exception) -> str:
-    text = str(e).strip().splitlines()
-    return text[0][:300] if text else type(e).__name__
 
 
 def _check_with_onnx(proto: onnx.ModelProto, path: str) -> None:
@@ -72,7 +68,7 @@ def _check_with_onnx(proto: onnx.ModelProto, path: str) -> None:
     try:
         onnx.checker.check_model(stripped)
     except Exception as e:  # noqa: BLE001 - checker errors come in several types
-        raise BadInput(f"{path}: not a valid ONNX model ({_first_line(e)})") from None
+        raise BadInput(f"{path}: not a valid ONNX model ({first_line(e)})") from None
 
 
 def _check_text(msg, path: str) -> None:

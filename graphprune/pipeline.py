@@ -24,7 +24,7 @@ import onnx_ir as ir
 
 from graphprune import report as reporting
 from graphprune.context import Context
-from graphprune.errors import BadInput, VerificationError
+from graphprune.errors import BadInput, VerificationError, first_line
 from graphprune.loading import load_model
 from graphprune.registry import KINDS, parse_spec
 from graphprune.saving import model_bytes, save_model, uses_external_data
@@ -152,7 +152,7 @@ def _reference(model_path: str, opts: Options) -> Reference:
     try:
         sess = session(model_path, lean=True)
     except Exception as e:  # noqa: BLE001 - ORT raises several types
-        raise BadInput(f"{model_path}: ONNX Runtime cannot load the input model ({_first_line(e)})") from None
+        raise BadInput(f"{model_path}: ONNX Runtime cannot load the input model ({first_line(e)})") from None
     inputs = input_meta(sess)
     try:
         if opts.inputs:
@@ -166,7 +166,7 @@ def _reference(model_path: str, opts: Options) -> Reference:
     try:
         outputs = sess.run(None, feeds)
     except Exception as e:  # noqa: BLE001
-        raise BadInput(f"{model_path}: ONNX Runtime cannot run the input model ({_first_line(e)})") from None
+        raise BadInput(f"{model_path}: ONNX Runtime cannot run the input model ({first_line(e)})") from None
     return Reference([o.name for o in sess.get_outputs()], inputs, feeds, outputs)
 
 
@@ -178,10 +178,6 @@ def _first_rows(feeds: dict, inputs, limit: int = 64) -> dict:
         out[name] = feeds[name][:n]
     return out
 
-
-def _first_line(e: Exception) -> str:
-    text = str(e).strip().splitlines()
-    return text[0][:300] if text else type(e).__name__
 
 
 def _make_check(ref: Reference):

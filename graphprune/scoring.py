@@ -53,13 +53,13 @@ def normalize(scores: np.ndarray, how: str) -> np.ndarray:
     return scores / d if d > 0 else scores
 
 
-def weight_slices(group: Group, constants: dict, roles: tuple[str, ...]):
+def weight_slices(group: Group, initializers, roles: tuple[str, ...]):
     """(key, array) for every member axis of the group that has one of `roles`."""
     seen = set()
     for key, role, _ in group.roles:
-        if role in roles and key not in seen and key[0] in constants:
+        if role in roles and key not in seen and key[0] in initializers:
             seen.add(key)
-            yield key, constants[key[0]]
+            yield key, initializers[key[0]].const_value.numpy()
 
 
 def position_norms(arr: np.ndarray, axis: int, p: float, chunk_bytes: int = 1 << 26) -> np.ndarray:

@@ -15,7 +15,7 @@ import numpy as np
 import onnx
 import onnxruntime as ort
 
-from graphprune.errors import BadInput, VerificationError
+from graphprune.errors import BadInput, VerificationError, first_line
 
 _NP = {
     "tensor(float)": np.float32, "tensor(double)": np.float64, "tensor(float16)": np.float16,
@@ -126,7 +126,7 @@ def check_only(path: str) -> dict:
     try:
         onnx.checker.check_model(path)
     except Exception as e:  # noqa: BLE001 - checker errors come in several types
-        raise VerificationError(f"the ONNX checker rejects the result: {_first_line(e)}") from None
+        raise VerificationError(f"the ONNX checker rejects the result: {first_line(e)}") from None
     return {"checker": "passed", "numeric": "skipped"}
 
 
@@ -136,14 +136,14 @@ def verify_file(path: str, ref: Reference) -> dict:
     try:
         sess = session(path, optimize=True, lean=True)
     except Exception as e:  # noqa: BLE001
-        raise VerificationError(f"ONNX Runtime cannot load the result: {_first_line(e)}") from None
+        raise VerificationError(f"ONNX Runtime cannot load the result: {first_line(e)}") from None
     names = [o.name for o in sess.get_outputs()]
     if names != ref.output_names:
         raise VerificationError(f"output names changed: {ref.output_names} -> {names}")
     try:
         got = sess.run(None, ref.feeds)
     except Exception as e:  # noqa: BLE001
-        raise VerificationError(f"ONNX Runtime fails to run the result: {_first_line(e)}") from None
+        raise VerificationError(f"ONNX Runtime fails to run the result: {first_line(e)}") from None
     del sess
     for name, a, b in zip(names, ref.outputs, got):
         if a.shape != b.shape:
@@ -153,6 +153,3 @@ def verify_file(path: str, ref: Reference) -> dict:
     return result
 
 
-def _first_line(e: Exception) -> str:
-    text = str(e).strip().splitlines()
-    return text[0][:300] if text else type(e).__name__

@@ -21,17 +21,16 @@ class BNScalePass(PrunePass):
     def run(self, model: ir.Model) -> bool:
         analysis = self.ctx.analysis()
         inits = model.graph.initializers
-        constants = {k[0]: inits[k[0]].const_value.numpy() for g in analysis.groups for k, _, _ in g.roles}
         fallback = 0
         for g in analysis.groups:
             if g.n_units == 0:
                 continue
             parts = [per_unit(g, key, position_norms(arr, key[1], 1.0))
-                     for key, arr in weight_slices(g, constants, ("bn_scale",))]
+                     for key, arr in weight_slices(g, inits, ("bn_scale",))]
             if not parts:
                 fallback += 1
                 parts = [per_unit(g, key, position_norms(arr, key[1], 1.0))
-                         for key, arr in weight_slices(g, constants, ("out", "in"))]
+                         for key, arr in weight_slices(g, inits, ("out", "in"))]
             raw = combine(parts, self.opts["reduce"], g.n_units)
             self.ctx.scores[g.id] = normalize(raw, self.opts["normalize"])
         self.ctx.score_name = self.name

@@ -22,16 +22,12 @@ class _Magnitude(PrunePass):
     def run(self, model: ir.Model) -> bool:
         analysis = self.ctx.analysis()
         roles = tuple(self.opts["roles"].split("+"))
-        constants = {}
-        for g in analysis.groups:
-            for key, role, _ in g.roles:
-                if role in roles and key[0] not in constants:
-                    constants[key[0]] = model.graph.initializers[key[0]].const_value.numpy()
+        inits = model.graph.initializers
         for g in analysis.groups:
             if g.n_units == 0:
                 continue
             parts = [per_unit(g, key, position_norms(arr, key[1], self.p))
-                     for key, arr in weight_slices(g, constants, roles)]
+                     for key, arr in weight_slices(g, inits, roles)]
             raw = combine(parts, self.opts["reduce"], g.n_units)
             self.ctx.scores[g.id] = normalize(raw, self.opts["normalize"])
         self.ctx.score_name = self.name

@@ -22,6 +22,7 @@ import fnmatch
 import numpy as np
 import onnx_ir as ir
 
+from graphprune.context import unit_masks
 from graphprune.errors import BadInput
 from graphprune.registry import PrunePass, register
 
@@ -187,8 +188,8 @@ class SelectPass(PrunePass):
                 order.append(gid)
         return order
 
-    def _global_count(self, ratio: float, order: list[int] | None = None) -> dict[int, int]:
-        order = self._global_order() if order is None else order
+    def _global_count(self, ratio: float) -> dict[int, int]:
+        order = self._global_order()
         total = sum(len(u) for u in self.cands.values())
         return self._counts_from(order, int(ratio * total + 1e-9))
 
@@ -199,14 +200,9 @@ class SelectPass(PrunePass):
         return {gid: self._round(gid, k) for gid, k in counts.items()}
 
     def _cost(self, counts: dict[int, int], what: str) -> float:
-        cost = self.ctx.analysis().cost
-        groups = self.ctx.analysis().groups
-        masks = {}
-        for gid, k in counts.items():
-            m = np.zeros(groups[gid].n_units)
-            m[self._lowest(gid, k)] = 1.0
-            masks[gid] = m
-        return getattr(cost.totals(masks), what)
+        analysis = self.ctx.analysis()
+        plan = {gid: self._lowest(gid, k) for gid, k in counts.items()}
+        return getattr(analysis.cost.totals(unit_masks(analysis.groups, plan)), what)
 
     def _reach(self, what: str, keep: float) -> dict[int, int]:
         total = getattr(self.ctx.analysis().cost.totals(), what)
