@@ -1,5 +1,9 @@
 import sys
 
-from graphprune.cli import main
+try:  # Ctrl-C while the imports run is still a clean interrupt, not a traceback
+    from graphprune.cli import main
+except KeyboardInterrupt:
+    sys.stderr.write("graphprune: interrupted; nothing was written\n")
+    sys.exit(130)
 
 sys.exit(main())

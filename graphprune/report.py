@@ -21,6 +21,7 @@ def describe_groups(ctx: Context) -> list[dict[str, Any]]:
         rows.append({
             "id": g.id,
             "label": g.label(),
+            "kind": g.kind,
             "units": g.n_units,
             "pinned_units": int(g.pinned.sum()),
             "removed": int(len(removed)),
@@ -114,9 +115,9 @@ def summary_table(report: dict[str, Any]) -> str:
 
 def groups_table(report: dict[str, Any]) -> str:
     rows = report.get("groups", [])
-    lines = [f"{'id':>4} {'group':40} {'units':>6} {'pinned':>6} {'removed':>7} {'MACs/unit':>10}  pinned by"]
+    lines = [f"{'id':>4} {'group':40} {'kind':8} {'units':>6} {'pinned':>6} {'removed':>7} {'MACs/unit':>10}  pinned by"]
     for r in rows:
         pin = r["pins"][0] if r["pins"] and r["pinned_units"] else ""
-        lines.append(f"{r['id']:>4} {r['label'][:40]:40} {r['units']:>6} {r['pinned_units']:>6} "
+        lines.append(f"{r['id']:>4} {r['label'][:40]:40} {r.get('kind', ''):8} {r['units']:>6} {r['pinned_units']:>6} "
                      f"{r['removed']:>7} {_human(r['macs_per_unit']):>10}  {pin[:70]}")
     return "\n".join(lines)

@@ -69,6 +69,7 @@ def infer_exact_shapes(model: ir.Model) -> None:
         # in and infer again so it flows on past them.
         if not _fill_shape_preserving(graph):
             break
+    _refine_symbolic(model)
 
 
 # Ops whose first output has the shape of their first input; ONNX's inference misses some
@@ -98,3 +99,57 @@ def _fill_shape_preserving(graph: ir.Graph) -> int:
                 y.dtype = x.dtype
             filled += 1
     return filled
+
+
+
+def _dynamic(model: ir.Model) -> bool:
+    return any(shape_of(v) is not None and not all(isinstance(d, int) for d in shape_of(v))
+               for v in model.graph.inputs)
+
+
+def _shape_proto(model: ir.Model):
+    """The model as a proto for shape inference: weights stay where they are (external
+    data is not read), small constants, which shape computations read, are inlined."""
+    import onnx
+
+    proto = ir.serde.serialize_model(model)
+    for init in proto.graph.initializer:
+        if init.data_location != onnx.TensorProto.EXTERNAL:
+            continue
+        value = model.graph.initializers.get(init.name)
+        arr = value.const_value if value is not None else None
+        if arr is not None and arr.size <= 4096:
+            init.CopyFrom(onnx.numpy_helper.from_array(arr.numpy(), init.name))
+    return proto
+
+
+def _refine_symbolic(model: ir.Model) -> None:
+    """Dynamic-axis exports build Reshape targets at run time, and ONNX's inference then
+    loses sizes (heads come out as 'unk__3', batch under several names). ONNX Runtime's
+    symbolic inference (sympy) computes them: take its shapes where it knows more."""
+    if not _dynamic(model):
+        return
+    try:
+        from onnxruntime.tools.symbolic_shape_infer import SymbolicShapeInference
+
+        proto = _shape_proto(model)
+        inferred = SymbolicShapeInference.infer_shapes(proto, auto_merge=True)
+    except Exception:  # noqa: BLE001 - optional refinement; ONNX's shapes stay
+        return
+    found = {}
+    for vi in inferred.graph.value_info:
+        if not vi.type.HasField("tensor_type") or not vi.type.tensor_type.HasField("shape"):
+            continue
+        dims = [d.dim_value if d.HasField("dim_value") else (d.dim_param or None)
+                for d in vi.type.tensor_type.shape.dim]
+        found[vi.name] = dims
+    keep = {id(v) for v in model.graph.outputs}
+    for node in model.graph:
+        for out in node.outputs:
+            dims = found.get(out.name)
+            if dims is None or id(out) in keep or None in dims:
+                continue
+            old = shape_of(out)
+            if old is not None and len(old) != len(dims):
+                continue
+            out.shape = ir.Shape(dims)

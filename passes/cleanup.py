@@ -25,12 +25,14 @@ def remove_dead_code(model: ir.Model) -> None:
 class CleanupPass(PrunePass):
     name = "cleanup"
     kind = "cleanup"
-    summary = "remove dead code, sort topologically, re-infer exact shapes"
+    summary = "remove dead code, merge equal constants, sort topologically, re-infer exact shapes"
     options = {}
 
     def run(self, model: ir.Model) -> bool:
         before = len(model.graph)
         remove_dead_code(model)
+        # normalize gave each reader of a small constant its own copy; merge equal ones.
+        common.DeduplicateInitializersPass(size_limit=1 << 22)(model)
         common.TopologicalSortPass()(model)
         if model.ir_version < 4:
             # IR versions before 4 require every initializer to be a graph input too.

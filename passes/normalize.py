@@ -15,6 +15,7 @@ from graphprune.registry import PrunePass, register
 from graphprune.shapes import infer_exact_shapes
 from graphprune.passes.cleanup import remove_dead_code
 from graphprune.passes.fold_constants import fold_constants
+from graphprune.passes.unshare import privatize_shape_targets, unshare_constants
 
 
 def drop_identity(graph: ir.Graph) -> int:
@@ -84,7 +85,8 @@ def split_sum(graph: ir.Graph) -> int:
 class NormalizePass(PrunePass):
     name = "normalize"
     kind = "normalize"
-    summary = "fold constants, drop Identity/Dropout, split Sum, name values, sort, infer shapes"
+    summary = ("fold constants, drop Identity/Dropout, split Sum, unshare small constants, "
+               "name values, sort, infer shapes")
     options = {"fold": True}
 
     def run(self, model: ir.Model) -> bool:
@@ -98,8 +100,11 @@ class NormalizePass(PrunePass):
         dropouts = drop_dropout(graph)
         sums = split_sum(graph)
         remove_dead_code(model)
+        unshared = unshare_constants(graph)
+        privatized = privatize_shape_targets(graph)
         common.TopologicalSortPass()(model)
         infer_exact_shapes(model)
         self.stats = {"folded": folded, "dropout_removed": dropouts, "sum_split": sums,
-                      "identity_removed": identities}
+                      "identity_removed": identities, "constants_unshared": unshared,
+                      "shape_targets_privatized": privatized}
         return True

@@ -1,7 +1,8 @@
 """select: choose the units to remove from the scores.
 
 Modes: a ratio per group (`scope=local`, each group loses the same fraction of its
-units), one global ratio (`scope=global`, the lowest-scored units of the whole model), or
+units; `heads=` and `channels=` give attention-head groups and all other groups their
+own ratio, e.g. `select:heads=0.25,channels=0.3`), one global ratio (`scope=global`, the lowest-scored units of the whole model), or
 a target (`macs=0.5` / `params=0.6`: the fraction kept), reached with a uniform ratio
 (`scope=local`) or a global ranking (`scope=global`); the cost of a plan is computed
 exactly from the graph. Constraints: `round_to` (kept units a multiple of it; `auto` uses
@@ -65,7 +66,7 @@ class SelectPass(PrunePass):
     name = "select"
     kind = "select"
     summary = "choose units by ratio (local/global) or by a macs=/params= target"
-    options = {"ratio": None, "macs": None, "params": None, "scope": "local",
+    options = {"ratio": None, "heads": None, "channels": None, "macs": None, "params": None, "scope": "local",
                "round_to": "1", "min_keep": 1, "max_ratio": 1.0, "exclude": "", "include": ""}
 
     def run(self, model: ir.Model) -> bool:
@@ -75,7 +76,11 @@ class SelectPass(PrunePass):
             raise BadInput(f"select: give one of ratio=, macs=, params= (got {', '.join(targets)})")
         if o["scope"] not in ("local", "global"):
             raise BadInput(f"select: scope must be local or global, not {o['scope']!r}")
-        for k in targets:
+        kinds = [k for k in ("heads", "channels") if o[k] is not None]
+        if kinds and (o["macs"] is not None or o["params"] is not None or o["scope"] != "local"):
+            raise BadInput("select: heads= and channels= are local ratios; they do not mix with "
+                           "macs=, params= or scope=global")
+        for k in targets + kinds:
             if not isinstance(o[k], float) or not 0.0 <= o[k] <= 1.0:
                 raise BadInput(f"select: {k} must be a number between 0 and 1, not {o[k]!r}")
         if self.ctx.score_name is None:
@@ -86,7 +91,9 @@ class SelectPass(PrunePass):
         self._memo: dict = {}
         self._owned_cache: dict = {}
         self.cands = self._candidates(analysis.groups)
-        if not targets or targets[0] == "ratio":
+        if kinds:
+            counts = self._local(o["ratio"] or 0.0, {k: o[k] for k in kinds})
+        elif not targets or targets[0] == "ratio":
             ratio = o["ratio"] if targets else 0.3
             counts = self._local(ratio) if o["scope"] == "local" else self._global_count(ratio)
         else:
@@ -168,12 +175,16 @@ class SelectPass(PrunePass):
         return self._owned_cache[gid]
 
     # -- modes --------------------------------------------------------------------------
-    def _local(self, ratio: float) -> dict[int, int]:
+    def _local(self, ratio: float, by_kind: dict[str, float] | None = None) -> dict[int, int]:
         # A group of n units keeps int(n * (1 - ratio)) of them, Torch-Pruning's convention,
         # so the same ratio removes the same channels in both tools.
         groups = self.ctx.analysis().groups
-        return {gid: self._round(gid, groups[gid].n_units - int(groups[gid].n_units * (1 - ratio) + 1e-9))
-                for gid in self.cands}
+        counts = {}
+        for gid in self.cands:
+            n = groups[gid].n_units
+            r = (by_kind or {}).get(groups[gid].kind, ratio)
+            counts[gid] = self._round(gid, n - int(n * (1 - r) + 1e-9))
+        return counts
 
     def _global_order(self) -> list[int]:
         """Group id of each successive removal when units go in global score order."""

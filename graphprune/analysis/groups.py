@@ -32,6 +32,25 @@ class Group:
     def prunable(self) -> np.ndarray:
         return np.flatnonzero(~self.pinned)
 
+    @property
+    def kind(self) -> str:
+        """'heads' when a unit is a block of consecutive rows of a producing weight (an
+        attention head: head_dim rows of Q, K and V), else 'channels' (a conv channel, an
+        MLP neuron, a hidden feature)."""
+        for key, role, _ in self.roles:
+            if role != "out":
+                continue
+            ids = self.members[key]
+            if len(ids) < 2:
+                continue
+            starts = np.flatnonzero(np.diff(ids)) + 1
+            runs = np.diff(np.concatenate([[0], starts, [len(ids)]]))
+            # Heads own runs of head_dim rows (one run each in Q, K and V, also when they
+            # come from one fused QKV weight); a grouped conv's units own single rows.
+            if runs.min() > 1 and runs.min() == runs.max():
+                return "heads"
+        return "channels"
+
     def label(self) -> str:
         """A short human name: the first weight axis with an 'out' role, else any member."""
         for (name, axis), role, _ in self.roles:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import numpy as np
 
 from graphprune.analysis.rules.base import Rule, broadcast
+from graphprune.analysis.shape_expr import Dim, Lit, entries, escaping_axes, write_literal
 
 
 def _axes(node, b, attr_input: int):
@@ -257,13 +258,33 @@ def pad_rewrite(node, edit) -> None:
 
 
 def expand(node, b) -> None:
-    broadcast(b, [node.inputs[0]], node.outputs[0])
+    y = node.outputs[0]
+    broadcast(b, [node.inputs[0]], y)
+    if b.const(node.inputs[1]) is not None:
+        return
+    found = entries(node, 1)
+    ry = b.rank(y)
+    if found is None or ry is None:
+        for a in range(ry or 0):
+            b.pin(y, a, "its size is computed at run time")
+        return
+    shift = ry - len(found)
+    for i, e in enumerate(found):
+        if isinstance(e, Dim):
+            b.tie(e.value, e.axis, y, i + shift)
+        elif e is None or (e.value > 1 and e.holder is None):
+            b.pin(y, i + shift, "its size is computed at run time")
 
 
 def expand_rewrite(node, edit) -> None:
     shape = edit.const(node.inputs[1])
     y = node.outputs[0]
     if shape is None:
+        found = entries(node, 1) or []
+        shift = len(edit.old_shape(y)) - len(found)
+        for i, e in enumerate(found):
+            if isinstance(e, Lit) and e.value > 1 and e.holder is not None and edit.kept(y, i + shift) is not None:
+                write_literal(edit, e, edit.new_size(y, i + shift))
         return
     new = shape.copy()
     shift = len(edit.old_shape(y)) - len(new)
@@ -300,10 +321,16 @@ def gather(node, b) -> None:
 
 
 def shape(node, b) -> None:
-    # Reading a shape at run time can carry a channel count anywhere: pin what it reads.
+    # A size read at run time may only flow into Reshape/Expand targets, whose rules tie
+    # it to the axis it was read from; anywhere else it could carry a channel count into
+    # arithmetic, so those axes are pinned.
     x = node.inputs[0]
+    escaping = escaping_axes(node)
     for a in range(b.rank(x) or 0):
-        b.pin(x, a, "its shape is read at run time")
+        if escaping is None or a in escaping:
+            b.pin(x, a, "its size is read at run time")
+        else:
+            b.carry(x, a)
 
 
 RULES = {

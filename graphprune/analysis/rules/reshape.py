@@ -12,33 +12,58 @@ import math
 
 import numpy as np
 
+from graphprune.analysis.rules import round_trip
 from graphprune.analysis.rules.base import Rule, block_map
+from graphprune.analysis.shape_expr import Dim, Lit, entries, write_literal
+from graphprune.shapes import const_array
+
+
+def _factor(d):
+    """A dimension as (integer coefficient, sorted symbol names), so that symbolic sizes
+    such as 'batch*seq' or '4*batch' multiply and compare; None when unknown."""
+    if isinstance(d, int):
+        return d, ()
+    if not isinstance(d, str) or not d:
+        return None
+    coef, syms = 1, []
+    for part in d.replace(" ", "").split("*"):
+        if part.isdigit():
+            coef *= int(part)
+        elif part.isidentifier():
+            syms.append(part)
+        else:
+            return None  # sums, quotients: opaque
+    return coef, tuple(sorted(syms))
+
+
+def _mul(a, b):
+    return a[0] * b[0], tuple(sorted(a[1] + b[1]))
 
 
 def align(ins, outs) -> list[tuple[list[int], list[int]]] | None:
-    """Split two shapes into runs of axes with equal products; None when impossible."""
+    """Split two shapes into runs of axes with equal products; None when impossible.
+    Symbolic sizes take part as factors ('batch', 'seq' merge into 'batch*seq')."""
+    fi, fo = [_factor(d) for d in ins], [_factor(d) for d in outs]
+    if None in fi or None in fo:
+        return None
     segs, i, j = [], 0, 0
     while i < len(ins) and j < len(outs):
-        if not isinstance(ins[i], int) or not isinstance(outs[j], int):
-            if ins[i] is not None and ins[i] == outs[j]:
-                segs.append(([i], [j]))
-                i, j = i + 1, j + 1
-                continue
-            return None
         si, sj = i, j
-        pi, pj = ins[i], outs[j]
+        pi, pj = fi[i], fo[j]
         i, j = i + 1, j + 1
-        while pi != pj:
-            if pi < pj:
-                if i >= len(ins) or not isinstance(ins[i], int):
-                    return None
-                pi *= ins[i]
-                i += 1
+        for _ in range(len(ins) + len(outs)):
+            if pi == pj:
+                break
+            # Grow the side whose product is "smaller": fewer symbols, then smaller coefficient.
+            grow_in = (len(pi[1]), pi[0]) < (len(pj[1]), pj[0])
+            if grow_in and i < len(ins):
+                pi, i = _mul(pi, fi[i]), i + 1
+            elif not grow_in and j < len(outs):
+                pj, j = _mul(pj, fo[j]), j + 1
             else:
-                if j >= len(outs) or not isinstance(outs[j], int):
-                    return None
-                pj *= outs[j]
-                j += 1
+                return None
+        if pi != pj:
+            return None
         segs.append((list(range(si, i)), list(range(sj, j))))
     rest_in, rest_out = list(range(i, len(ins))), list(range(j, len(outs)))
     if any(ins[a] != 1 for a in rest_in) or any(outs[a] != 1 for a in rest_out):
@@ -66,6 +91,8 @@ def couple_reshape_axes(b, x, y) -> None:
         big_out = [a for a in seg_out if sy[a] != 1]
         if len(big_in) == 1 and len(big_out) == 1:
             b.tie(x, big_in[0], y, big_out[0])
+        elif not all(isinstance(d, int) for d in (*(sx[a] for a in big_in), *(sy[a] for a in big_out))):
+            continue  # a symbolic size split or merged (batch*seq): left pinned
         elif len(big_in) == 1 and len(big_out) > 1:
             inner = math.prod(sy[a] for a in big_out[1:])
             outer_idx, flat = block_map(sy[big_out[0]], inner)
@@ -138,30 +165,64 @@ def reshape(node, b) -> None:
             for axis in range(b.rank(v) or 0):
                 b.carry(v, axis)
         return
-    if node.op_type == "Reshape" and b.const(node.inputs[1]) is None:
-        return  # target computed at run time: nothing can be rewritten, all pinned
-    couple_reshape_axes(b, x, y)
+    if node.op_type == "Flatten":
+        couple_reshape_axes(b, x, y)
+        return
+    found = _target(node)
+    if found is None:
+        return  # target unknown: nothing can be rewritten, all pinned
+    trip = round_trip.start_of(node)
+    if trip is not None:
+        k, last = trip
+        first = found[0]
+        if isinstance(first, Lit) and first.value > 0 and first.holder is None:
+            return  # the merged size is a shared run-time constant: all pinned
+        round_trip.couple_start(b, node, k, last)
+        return
+    trip = round_trip.end_of(node)
+    if trip is None:
+        couple_reshape_axes(b, x, y)
+    else:
+        round_trip.couple_end(b, node, trip[0])
+    for i, e in enumerate(found):
+        if isinstance(e, Dim):
+            # The size is read from that axis at run time: they shrink together.
+            b.tie(e.value, e.axis, y, i)
+        elif e is None:
+            b.pin(y, i, "its size is computed at run time")
+        elif e.value > 0 and e.holder is None and b.const(node.inputs[1]) is None:
+            b.pin(y, i, "its size comes from a shared run-time constant")
+
+
+def _target(node):
+    """The Reshape target's entries (a constant target is all private literals)."""
+    arr = const_array(node.inputs[1])
+    if arr is not None:
+        return [Lit(int(v), (node, 1, k)) for k, v in enumerate(arr.reshape(-1))]
+    return entries(node, 1)
 
 
 def reshape_rewrite(node, edit) -> None:
     if node.op_type != "Reshape":
         return
-    target = edit.const(node.inputs[1])
-    if target is None:
+    found = _target(node)
+    if found is None:
         return
-    new = target.copy()
     y = node.outputs[0]
-    found = shuffle_of(node)
-    if found is not None:
-        g = found[0]
-        if new[2] > 0:
-            new[2] = edit.new_size(node.inputs[0], 1) // g
-    else:
-        for axis in range(len(new)):
-            if new[axis] > 0 and edit.kept(y, axis) is not None:
-                new[axis] = edit.new_size(y, axis)
-    if not np.array_equal(new, target):
-        edit.set_input(node, 1, new)
+    shuffle = shuffle_of(node)
+    trip = round_trip.start_of(node)
+    for i, e in enumerate(found):
+        if not isinstance(e, Lit) or e.value <= 0 or e.holder is None:
+            continue
+        if shuffle is not None:
+            if i == 2:
+                write_literal(edit, e, edit.new_size(node.inputs[0], 1) // shuffle[0])
+        elif trip is not None:
+            if i == 0:
+                k = trip[0]
+                write_literal(edit, e, math.prod(edit.new_size(node.inputs[0], a) for a in range(k)))
+        elif edit.kept(y, i) is not None:
+            write_literal(edit, e, edit.new_size(y, i))
 
 
 RULES = {

@@ -1,0 +1,75 @@
+"""Undo sharing that couples what the model does not couple.
+
+Exporters deduplicate equal constants: a freshly initialised transformer has every bias
+at zero and every LayerNorm scale at one, and one initializer then feeds all of them.
+Through that constant every bias axis would be one group, and heads could not be pruned
+per layer. Small constants (vectors and scalars) get one copy per reader; a big shared
+matrix is real weight tying (an embedding used as the output head) and stays shared.
+`cleanup` merges equal constants again at the end.
+
+Shape targets built at run time (`Concat(Shape(x)[0:2], [4], [16])`) shared by several
+Reshapes get one Concat each, so a rewrite of one Reshape's head count is its own.
+"""
+
+from __future__ import annotations
+
+import onnx_ir as ir
+
+SMALL = 1 << 16  # elements; vectors of any length count as small
+
+
+def unshare_constants(graph: ir.Graph) -> int:
+    copies = 0
+    for value in list(graph.initializers.values()):
+        arr = value.const_value
+        if arr is None or value in graph.inputs or value in graph.outputs:
+            continue
+        uses = list(value.uses())
+        if len(uses) < 2 or (len(arr.shape) > 1 and arr.size > SMALL):
+            continue
+        for n, use in enumerate(uses[1:], start=1):
+            name = _free_name(graph, f"{value.name}_use{n}")
+            copy = ir.Value(name=name, shape=ir.Shape(arr.shape), type=value.type,
+                            const_value=ir.tensor(arr.numpy(), name=name))
+            graph.register_initializer(copy)
+            use.node.replace_input_with(use.idx, copy)
+            copies += 1
+    return copies
+
+
+def privatize_shape_targets(graph: ir.Graph) -> int:
+    """Give each Reshape/Expand its own Concat when a computed target is shared."""
+    clones = 0
+    for node in list(graph):
+        if node.op_type not in ("Reshape", "Expand") or len(node.inputs) < 2:
+            continue
+        target = node.inputs[1]
+        prod = target.producer() if target is not None else None
+        if prod is None or prod.op_type != "Concat" or len(list(target.uses())) < 2:
+            continue
+        clone = ir.node("Concat", list(prod.inputs), attributes={"axis": 0},
+                        name=f"{prod.name}_for_{node.name}")
+        graph.insert_after(prod, clone)
+        clone.outputs[0].name = _free_value_name(graph, f"{target.name}_for_{node.name}")
+        clone.outputs[0].shape = target.shape
+        clone.outputs[0].dtype = target.dtype
+        node.replace_input_with(1, clone.outputs[0])
+        clones += 1
+    return clones
+
+
+def _free_name(graph: ir.Graph, base: str) -> str:
+    name, n = base, 0
+    while name in graph.initializers:
+        n += 1
+        name = f"{base}_{n}"
+    return name
+
+
+def _free_value_name(graph: ir.Graph, base: str) -> str:
+    taken = {v.name for node in graph for v in node.outputs} | set(graph.initializers)
+    name, n = base, 0
+    while name in taken:
+        n += 1
+        name = f"{base}_{n}"
+    return name

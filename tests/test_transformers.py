@@ -1,0 +1,63 @@
+"""Transformers from `transformers` configs, exported as users export them (dynamo with
+dynamic batch and sequence; TorchScript for BERT, GPT-2 and T5): heads and MLP neurons
+are found from the ONNX file alone and pruned in one run, and the exactness oracles hold."""
+
+from __future__ import annotations
+
+import logging
+
+import numpy as np
+import pytest
+
+from oracles import inert_removal_diff, prune_to_file, run_model
+
+pytest.importorskip("transformers")
+import transformer_zoo  # noqa: E402
+
+CASES = [f"{name}_{'dynamo' if dyn else 'torchscript'}" for name, dyn in transformer_zoo.exports()]
+
+
+@pytest.fixture(scope="session")
+def tzoo(tmp_path_factory) -> dict[str, str]:
+    logging.getLogger("torch").setLevel(logging.ERROR)
+    folder = tmp_path_factory.mktemp("transformers")
+    return {f"{name}_{'dynamo' if dyn else 'torchscript'}":
+            transformer_zoo.export(name, str(folder / f"{name}_{int(dyn)}.onnx"), dynamo=dyn)
+            for name, dyn in transformer_zoo.exports()}
+
+
+@pytest.mark.parametrize("case", CASES)
+def test_heads_and_neurons_pruned_in_one_run(tzoo, tmp_path, case):
+    out = str(tmp_path / "p.onnx")
+    report = prune_to_file(tzoo[case], out, ["l1", "select:heads=0.25,channels=0.3"])
+    assert report["verification"]["checker"] == "passed"
+    removed = {"heads": 0, "channels": 0}
+    for g in report["groups"]:
+        removed[g["kind"]] += g["removed"]
+    assert removed["heads"] > 0, "no attention head was pruned"
+    assert removed["channels"] > 0, "no MLP neuron was pruned"
+    assert report["after"]["params"] < report["before"]["params"]
+    # Dynamic axes survive: the pruned model runs at another batch and sequence length.
+    feeds, ref = run_model(tzoo[case])
+    _, got = run_model(out, feeds, optimize=True)
+    assert [a.shape for a in ref] == [b.shape for b in got]
+    longer = {k: np.concatenate([v, v], axis=0) for k, v in feeds.items()}
+    _, got2 = run_model(out, longer)
+    assert got2[0].shape[0] == 2 * got[0].shape[0]
+
+
+@pytest.mark.parametrize("case", CASES)
+def test_pruning_nothing_is_a_noop(tzoo, tmp_path, case):
+    out = str(tmp_path / "same.onnx")
+    prune_to_file(tzoo[case], out, ["l1", "select:ratio=0"])
+    feeds, ref = run_model(tzoo[case])
+    _, got = run_model(out, feeds)
+    for a, b in zip(ref, got):
+        assert a.shape == b.shape and np.array_equal(a, b)
+
+
+@pytest.mark.parametrize("case", CASES)
+def test_inert_heads_and_neurons_removed_exactly(tzoo, tmp_path, case):
+    rel_diff, groups, units = inert_removal_diff(tzoo[case], tmp_path, ratio=0.5, seed=1)
+    assert groups >= 2 and units > 0
+    assert rel_diff < 1e-4
