@@ -28,7 +28,7 @@ from graphprune.errors import BadInput, VerificationError, first_line
 from graphprune.loading import load_model
 from graphprune.registry import KINDS, parse_spec
 from graphprune.saving import model_bytes, save_model, uses_external_data
-from graphprune.verify import (Reference, check_only, input_meta, load_inputs, probe_inputs, session,
+from graphprune.verify import (Reference, check_only, index_bounds, input_meta, load_inputs, probe_inputs, session,
                                verify_file)
 
 DEFAULT_SELECT = "select:ratio=0.3,round_to=auto"
@@ -137,7 +137,7 @@ def prune(model_path: str, opts: Options) -> dict[str, Any]:
     if opts.bench:
         from graphprune.bench import latency_pair
 
-        bench_feeds = probe_inputs(ref.inputs, batch=opts.bench_batch)
+        bench_feeds = probe_inputs(ref.inputs, batch=opts.bench_batch, bounds=index_bounds(model_path))
         before, after = latency_pair(model_path, opts.output, bench_feeds, repeats=opts.bench_repeats)
         ctx.report["before"]["latency_ms"] = before * 1e3
         ctx.report["after"]["latency_ms"] = after * 1e3
@@ -160,7 +160,7 @@ def _reference(model_path: str, opts: Options) -> Reference:
         elif opts.eval_data:  # real samples say more than random probes
             feeds = _first_rows(load_inputs(opts.eval_data, inputs), inputs)
         else:
-            feeds = probe_inputs(inputs)
+            feeds = probe_inputs(inputs, bounds=index_bounds(model_path))
     except BadInput as e:
         raise BadInput(f"{model_path}: {e}") from None
     try:

@@ -65,14 +65,47 @@ def input_meta(sess: ort.InferenceSession) -> InputMeta:
     return [(i.name, list(i.shape), i.type) for i in sess.get_inputs()]
 
 
-def probe_inputs(inputs: InputMeta, batch: int = 2, seed: int = 0) -> dict[str, np.ndarray]:
-    """Random inputs matching the model's declared inputs; symbolic dims become `batch`
-    for the first axis and 1 elsewhere."""
+def index_bounds(path: str) -> dict[str, int]:
+    """Graph inputs used as Gather indices into a constant table (token ids, token types):
+    input name -> table size, so probes stay inside it. External data is not read."""
+    import onnx
+
+    try:
+        proto = onnx.load(path, load_external_data=False)
+    except Exception:  # noqa: BLE001 - bounds are a convenience; the loader reports errors
+        return {}
+    tables = {t.name: list(t.dims) for t in proto.graph.initializer}
+    inputs = {i.name for i in proto.graph.input}
+    bounds: dict[str, int] = {}
+    for node in proto.graph.node:
+        if node.op_type != "Gather" or len(node.input) < 2 or node.input[1] not in inputs:
+            continue
+        dims = tables.get(node.input[0])
+        if not dims:
+            continue
+        axis = next((a.i for a in node.attribute if a.name == "axis"), 0)
+        size = int(dims[axis % len(dims)])
+        bounds[node.input[1]] = min(bounds.get(node.input[1], size), size)
+    return bounds
+
+
+def probe_inputs(inputs: InputMeta, batch: int = 2, seed: int = 0,
+                 bounds: dict[str, int] | None = None) -> dict[str, np.ndarray]:
+    """Random inputs matching the model's declared inputs. Symbolic dims become `batch` on
+    the first axis; other symbolic dims (a sequence) 16 when an integer input (token ids)
+    has them, else 1. Integers stay below `bounds` (Gather tables), else in {0, 1} (masks)."""
     rng = np.random.default_rng(seed)
+    bounds = bounds or {}
     feeds = {}
     total = 0
+    def integer(t) -> bool:
+        return _NP.get(t) is not None and np.issubdtype(_NP[t], np.integer)
+
+    token_dims = {d for _, dims, t in inputs if integer(t) for i, d in enumerate(dims[1:]) if isinstance(d, str)}
     for name, dims, type_ in inputs:
-        shape = [d if isinstance(d, int) and d > 0 else (batch if i == 0 else 1) for i, d in enumerate(dims)]
+        shape = [d if isinstance(d, int) and d > 0 else
+                 (batch if i == 0 else (16 if integer(type_) or d in token_dims else 1))
+                 for i, d in enumerate(dims)]
         dtype = _NP.get(type_)
         if dtype is None:
             raise BadInput(f"input {name!r} has type {type_}, which probes cannot fill; pass --inputs")
@@ -85,7 +118,7 @@ def probe_inputs(inputs: InputMeta, batch: int = 2, seed: int = 0) -> dict[str, 
         elif dtype == np.bool_:
             feeds[name] = rng.random(shape) < 0.5
         else:
-            feeds[name] = rng.integers(0, 10, size=shape).astype(dtype)
+            feeds[name] = rng.integers(0, min(bounds.get(name, 2), 10), size=shape).astype(dtype)
     return feeds
 
 

@@ -15,14 +15,14 @@ from graphprune.context import Context
 from graphprune.loading import load_model
 from graphprune.pipeline import Options, prune, run_passes
 from graphprune.saving import save_model
-from graphprune.verify import input_meta, probe_inputs, session
+from graphprune.verify import index_bounds, input_meta, probe_inputs, session
 
 INERT_ROLES = ("out", "in", "bias", "bn_scale", "bn_shift", "slope")
 
 
 def run_model(path: str, feeds=None, optimize=False):
     sess = session(path, optimize=optimize)
-    feeds = feeds if feeds is not None else probe_inputs(input_meta(sess))
+    feeds = feeds if feeds is not None else probe_inputs(input_meta(sess), bounds=index_bounds(path))
     return feeds, sess.run(None, feeds)
 
 
