@@ -81,8 +81,11 @@ SHAPE_PRESERVING = {
 }
 
 
-# ONNX Runtime's contrib activations of the same kind (unknown to ONNX's inference).
-SHAPE_PRESERVING_CONTRIB = {"Gelu", "FastGelu", "BiasGelu", "QuickGelu", "BiasSoftmax"}
+# ONNX Runtime's contrib ops of the same kind (unknown to ONNX's inference); fused
+# attention over separate Q, K, V returns the query's shape.
+SHAPE_PRESERVING_CONTRIB = {"Gelu", "FastGelu", "BiasGelu", "QuickGelu", "BiasSoftmax",
+                            "GroupQueryAttention", "MultiHeadAttention", "SkipLayerNormalization",
+                            "SkipSimplifiedLayerNormalization", "Inverse"}
 
 
 def _fill_shape_preserving(graph: ir.Graph) -> int:
@@ -124,10 +127,12 @@ def _shape_proto(model: ir.Model):
 
 
 def _refine_symbolic(model: ir.Model) -> None:
-    """Dynamic-axis exports build Reshape targets at run time, and ONNX's inference then
+    """ONNX's inference does not know ONNX Runtime's contrib ops (fused attention), and
+    dynamic-axis exports build Reshape targets at run time, and ONNX's inference then
     loses sizes (heads come out as 'unk__3', batch under several names). ONNX Runtime's
     symbolic inference (sympy) computes them: take its shapes where it knows more."""
-    if not _dynamic(model):
+    unknown = any(v.shape is None for node in model.graph for v in node.outputs if v is not None)
+    if not _dynamic(model) and not unknown:
         return
     try:
         from onnxruntime.tools.symbolic_shape_infer import SymbolicShapeInference
@@ -136,13 +141,14 @@ def _refine_symbolic(model: ir.Model) -> None:
         inferred = SymbolicShapeInference.infer_shapes(proto, auto_merge=True)
     except Exception:  # noqa: BLE001 - optional refinement; ONNX's shapes stay
         return
-    found = {}
+    found, types = {}, {}
     for vi in inferred.graph.value_info:
         if not vi.type.HasField("tensor_type") or not vi.type.tensor_type.HasField("shape"):
             continue
         dims = [d.dim_value if d.HasField("dim_value") else (d.dim_param or None)
                 for d in vi.type.tensor_type.shape.dim]
         found[vi.name] = dims
+        types[vi.name] = vi.type.tensor_type.elem_type
     keep = {id(v) for v in model.graph.outputs}
     for node in model.graph:
         for out in node.outputs:
@@ -153,3 +159,5 @@ def _refine_symbolic(model: ir.Model) -> None:
             if old is not None and len(old) != len(dims):
                 continue
             out.shape = ir.Shape(dims)
+            if out.dtype is None and types.get(out.name):
+                out.dtype = ir.DataType(types[out.name])

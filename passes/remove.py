@@ -13,7 +13,7 @@ import numpy as np
 import onnx_ir as ir
 
 from graphprune.analysis.flow import DimKey
-from graphprune.analysis.rules import RULES
+from graphprune.analysis.rules import rule_for
 from graphprune.registry import PrunePass, register
 from graphprune.shapes import const_array, infer_exact_shapes, opset_of, shape_of
 
@@ -110,7 +110,7 @@ class RemovePass(PrunePass):
         kept = kept_positions(analysis, self.ctx.plan)
         edit = Edit(model, kept)
         for node in list(model.graph):
-            rule = RULES.get(node.op_type) if node.domain in ("", "ai.onnx") else None
+            rule = rule_for(node)
             if rule is not None and rule.rewrite is not None:
                 edit.node = node
                 rule.rewrite(node, edit)

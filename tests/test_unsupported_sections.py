@@ -59,16 +59,17 @@ def test_if_subgraph_pins_what_it_reads_and_the_rest_prunes(tmp_path):
 
 def test_custom_domain_op_is_pinned_and_named(tmp_path):
     pytest.importorskip("onnxruntime")
-    # com.microsoft Gelu runs in ONNX Runtime; graphprune has no rule for it (yet).
+    # com.microsoft Inverse (per-channel 6x6 matrix inverses) runs in ONNX Runtime;
+    # graphprune has no rule for it.
     nodes = [helper.make_node("Conv", ["x", "w1"], ["a"]),
-             helper.make_node("Gelu", ["a"], ["g"], domain="com.microsoft", name="msgelu"),
+             helper.make_node("Inverse", ["a"], ["g"], domain="com.microsoft", name="msinv"),
              helper.make_node("Conv", ["g", "w2"], ["b"]), helper.make_node("Relu", ["b"], ["br"]),
              helper.make_node("Conv", ["br", "w3"], ["y"])]
     inits = {"w1": w(8, 3, 1, 1), "w2": w(6, 8, 1, 1), "w3": w(4, 6, 1, 1)}
     path = _save(nodes, inits, tmp_path / "m.onnx", [1, 4, 6, 6], opsets=(("", 17), ("com.microsoft", 1)))
     groups = _groups(path)
     assert groups[("w1", 0)].pinned.all()
-    assert any("msgelu" in r and "com.microsoft::Gelu" in r for r in groups[("w1", 0)].pin_reasons)
+    assert any("msinv" in r and "com.microsoft::Inverse" in r for r in groups[("w1", 0)].pin_reasons)
     assert not groups[("w2", 0)].pinned.any()
     report = prune_to_file(path, str(tmp_path / "p.onnx"), ["l1", "select:ratio=0.5"])
     assert report["after"]["macs"] < report["before"]["macs"]

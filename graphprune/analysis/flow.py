@@ -15,7 +15,7 @@ import networkx as nx
 import numpy as np
 import onnx_ir as ir
 
-from graphprune.analysis.rules import RULES
+from graphprune.analysis.rules import rule_for
 from graphprune.shapes import Dim, const_array, shape_of
 
 DimKey = tuple[str, int]
@@ -158,8 +158,11 @@ class FlowBuilder:
     def run_node(self, node: ir.Node) -> None:
         self.node = node
         self._mentioned = set()
-        values = [v for v in (*node.inputs, *node.outputs) if v is not None]
-        rule = RULES.get(node.op_type) if node.domain in ("", "ai.onnx") else None
+        # An output nobody reads (GroupQueryAttention's present key/value in a model without
+        # a cache) constrains nothing, also when its shape is unknown.
+        outputs = [v for v in node.outputs if v is not None and (v.uses() or v.is_graph_output())]
+        values = [v for v in node.inputs if v is not None] + outputs
+        rule = rule_for(node)
         unknown = [v.name for v in values if shape_of(v) is None]
         if rule is None:
             op = node.op_type if node.domain in ("", "ai.onnx") else f"{node.domain}::{node.op_type}"

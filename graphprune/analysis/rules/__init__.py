@@ -4,7 +4,7 @@ This is the one place that says how an op's channels behave. An op type missing 
 pins every axis it touches, and the report names the node.
 """
 
-from graphprune.analysis.rules import conv_linear, elementwise, layout, norm_pool, reshape
+from graphprune.analysis.rules import attention, conv_linear, elementwise, layout, norm_pool, reshape
 from graphprune.analysis.rules.base import Rule
 
 RULES: dict[str, Rule] = {
@@ -13,6 +13,30 @@ RULES: dict[str, Rule] = {
     **norm_pool.RULES,
     **reshape.RULES,
     **layout.RULES,
+    "Attention": Rule(attention.onnx_attention, attention.onnx_attention_rewrite),
 }
 
-__all__ = ["RULES", "Rule"]
+# ONNX Runtime's contrib ops, as its transformer optimizer writes them.
+CONTRIB_RULES: dict[str, Rule] = {
+    "Attention": Rule(attention.ms_attention, attention.ms_attention_rewrite),
+    "MultiHeadAttention": Rule(attention.ms_mha, attention.ms_mha_rewrite),
+    "GroupQueryAttention": Rule(attention.ms_gqa, attention.ms_gqa_rewrite),
+    "SkipLayerNormalization": Rule(attention.ms_skip_norm),
+    "SkipSimplifiedLayerNormalization": Rule(attention.ms_skip_norm),
+    "FastGelu": Rule(elementwise.nary),
+    "BiasGelu": Rule(elementwise.nary),
+    "Gelu": Rule(elementwise.unary),
+    "QuickGelu": Rule(elementwise.unary),
+    "BiasAdd": Rule(elementwise.nary),
+}
+
+
+def rule_for(node) -> Rule | None:
+    """The rule of a node's op in its domain, or None (the op then pins what it touches)."""
+    if node.domain in ("", "ai.onnx"):
+        return RULES.get(node.op_type)
+    if node.domain == "com.microsoft":
+        return CONTRIB_RULES.get(node.op_type)
+    return None
+
+__all__ = ["CONTRIB_RULES", "RULES", "Rule", "rule_for"]

@@ -178,6 +178,8 @@ RULES = {
     "InstanceNormalization": Rule(instance_norm),
     "GroupNormalization": Rule(group_norm, group_norm_rewrite),
     "LayerNormalization": Rule(layer_norm),
+    "RMSNormalization": Rule(layer_norm),
+    "SimplifiedLayerNormalization": Rule(layer_norm),  # ONNX Runtime's RMSNorm
     "LRN": Rule(lrn),
     "Softmax": Rule(softmax),
     "LogSoftmax": Rule(softmax),
