@@ -128,6 +128,8 @@ def _run(args) -> int:
                   "counts in multiples of 8 or 16: add round_to=auto to the select pass")
         for line in report.get("pins", [])[:8]:
             print(f"pinned: {line}")
+        for line in report.get("warnings", []):
+            print(f"warning: {line}")
         if args.verbose:
             print(reporting.groups_table(report))
         if opts.output:

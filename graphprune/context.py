@@ -31,12 +31,13 @@ class Context:
     score_name: str | None = None
     plan: dict[int, np.ndarray] = field(default_factory=dict)  # group id -> units to remove
     report: dict[str, Any] = field(default_factory=dict)
+    flow_options: dict[str, Any] = field(default_factory=dict)  # set by "analysis" passes
     _analysis: Analysis | None = None
 
     def analysis(self) -> Analysis:
         """Dimension flow, groups and cost of the current graph (cached until it changes)."""
         if self._analysis is None:
-            flow = build_flow(self.model)
+            flow = build_flow(self.model, self.flow_options)
             groups = find_groups(flow)
             self._analysis = Analysis(flow, groups, CostModel(self.model, flow, groups))
         return self._analysis

@@ -1,6 +1,6 @@
 """What runs when you type `graphprune model.onnx --pass ...`, top to bottom.
 
-    load (checked) -> normalize -> score -> select -> remove -> [compensate] -> cleanup
+    load (checked) -> normalize -> [analysis options] -> score -> select -> remove -> [compensate] -> cleanup
          -> save to a temporary file -> verify (checker, ONNX Runtime, outputs) -> rename
          -> [latency benchmark] -> report
 
@@ -26,7 +26,7 @@ from graphprune import report as reporting
 from graphprune.context import Context
 from graphprune.errors import BadInput, VerificationError, first_line
 from graphprune.loading import load_model
-from graphprune.registry import KINDS, parse_spec
+from graphprune.registry import KINDS, OPT_IN_KINDS, parse_spec
 from graphprune.saving import model_bytes, save_model, uses_external_data
 from graphprune.verify import (Reference, check_only, index_bounds, input_meta, load_inputs, probe_inputs, session,
                                verify_file)
@@ -61,7 +61,7 @@ def complete_pipeline(specs: list[str]) -> list[str]:
     out = list(specs)
     out_kinds = list(kinds)
     for kind in KINDS:
-        if kind == "compensate" or kind in out_kinds:
+        if kind in OPT_IN_KINDS or kind in out_kinds:
             continue
         rank = KINDS.index(kind)
         pos = next((i for i, k in enumerate(out_kinds) if KINDS.index(k) > rank), len(out))

@@ -14,7 +14,9 @@ import onnx_ir as ir
 from graphprune.context import Context
 from graphprune.errors import BadInput
 
-KINDS = ("normalize", "score", "select", "remove", "compensate", "cleanup")
+# "analysis" and "compensate" passes are opt-in: a pipeline gets none unless asked.
+KINDS = ("normalize", "analysis", "score", "select", "remove", "compensate", "cleanup")
+OPT_IN_KINDS = ("analysis", "compensate")
 
 _REGISTRY: dict[str, type[PrunePass]] = {}
 

@@ -3,6 +3,7 @@
 from graphprune.passes import (  # noqa: F401
     bn_scale,
     cleanup,
+    hidden,
     magnitude,
     normalize,
     random_score,

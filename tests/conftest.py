@@ -83,3 +83,18 @@ def asset(*parts) -> str:
     if not os.path.exists(path):
         pytest.skip(f"shared asset {os.path.join(*parts)} not available")
     return path
+
+
+@pytest.fixture(scope="session")
+def tzoo(tmp_path_factory) -> dict[str, str]:
+    """'<model>_<exporter>' -> path of every transformer of tests/transformer_zoo.py."""
+    pytest.importorskip("transformers")
+    import logging
+
+    import transformer_zoo
+
+    logging.getLogger("torch").setLevel(logging.ERROR)
+    folder = tmp_path_factory.mktemp("transformers")
+    return {f"{name}_{'dynamo' if dyn else 'torchscript'}":
+            transformer_zoo.export(name, str(folder / f"{name}_{int(dyn)}.onnx"), dynamo=dyn)
+            for name, dyn in transformer_zoo.exports()}

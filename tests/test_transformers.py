@@ -4,8 +4,6 @@ are found from the ONNX file alone and pruned in one run, and the exactness orac
 
 from __future__ import annotations
 
-import logging
-
 import numpy as np
 import pytest
 
@@ -15,15 +13,6 @@ pytest.importorskip("transformers")
 import transformer_zoo  # noqa: E402
 
 CASES = [f"{name}_{'dynamo' if dyn else 'torchscript'}" for name, dyn in transformer_zoo.exports()]
-
-
-@pytest.fixture(scope="session")
-def tzoo(tmp_path_factory) -> dict[str, str]:
-    logging.getLogger("torch").setLevel(logging.ERROR)
-    folder = tmp_path_factory.mktemp("transformers")
-    return {f"{name}_{'dynamo' if dyn else 'torchscript'}":
-            transformer_zoo.export(name, str(folder / f"{name}_{int(dyn)}.onnx"), dynamo=dyn)
-            for name, dyn in transformer_zoo.exports()}
 
 
 @pytest.mark.parametrize("case", CASES)

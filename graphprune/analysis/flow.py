@@ -45,8 +45,9 @@ class Flow:
 class FlowBuilder:
     """What a rule sees: shapes and constants, and the calls that record ties and pins."""
 
-    def __init__(self, model: ir.Model):
+    def __init__(self, model: ir.Model, options: dict | None = None):
         self.model = model
+        self.options = dict(options or {})
         self.sizes: dict[DimKey, Dim] = {}
         self.constant: set[str] = set()
         self.ties: list[Tie] = []
@@ -71,6 +72,10 @@ class FlowBuilder:
     def attr(self, name: str, default=None):
         attr = self.node.attributes.get(name)
         return default if attr is None else attr.value
+
+    def option(self, name: str) -> bool:
+        """An analysis option a pass turned on (e.g. `through_norms` from `hidden`)."""
+        return bool(self.options.get(name))
 
     # -- what rules record -----------------------------------------------------------
     def tie(self, a: ir.Value, a_axis: int, b: ir.Value, b_axis: int,
@@ -186,10 +191,10 @@ class FlowBuilder:
                     self.mac_terms)
 
 
-def build_flow(model: ir.Model) -> Flow:
+def build_flow(model: ir.Model, options: dict | None = None) -> Flow:
     """Run every node's rule over the main graph and return the dimension-flow graph."""
     graph = model.graph
-    b = FlowBuilder(model)
+    b = FlowBuilder(model, options)
     for v in graph.inputs:
         b.add_value(v)
     for v in graph.initializers.values():

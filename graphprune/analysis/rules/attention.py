@@ -253,4 +253,5 @@ def ms_skip_norm(node, b) -> None:
             for a in range(rank - 1):
                 b.tie(x, a, t, a)
             b.carry(t, rank - 1)
-    b.pin(x, rank - 1, "normalizes over it")
+    if not b.option("through_norms"):
+        b.pin(x, rank - 1, "normalizes over it")

@@ -69,6 +69,9 @@ def group_norm_rewrite(node, edit) -> None:
 
 
 def layer_norm(node, b) -> None:
+    """LayerNormalization / RMSNormalization: rows pass; the normalized axes are mixed and
+    pinned, unless the `hidden` pass asked to prune through norms (inexact: the statistics
+    then run over fewer features), where the last axis, its scale and bias are one axis."""
     x, y = node.inputs[0], node.outputs[0]
     rank = b.rank(x)
     if rank is None:
@@ -79,6 +82,15 @@ def layer_norm(node, b) -> None:
         for extra in node.outputs[1:]:
             if extra is not None and b.rank(extra) == rank:
                 b.tie(x, a, extra, a)
+    if b.option("through_norms") and axis == rank - 1:
+        b.tie(x, axis, y, axis)
+        for p in node.inputs[1:3]:
+            if p is not None and b.rank(p) == 1:
+                b.tie(p, 0, x, axis)
+                b.role(p, 0, "norm_scale" if p is node.inputs[1] else "bias")
+        for extra in node.outputs[1:]:
+            if extra is not None and b.rank(extra) == rank:
+                b.carry(extra, axis)
 
 
 def per_position(node, b) -> None:
@@ -132,9 +144,15 @@ def reduce(node, b) -> None:
         return
     axes = {a % rank for a in axes}
     keep = int(b.attr("keepdims", 1))
+    # With `hidden`, a mean over the last axis (RMSNorm and LayerNorm written out as
+    # primitive ops) lets that axis be pruned: the statistic then covers fewer features.
+    through = (b.option("through_norms") and node.op_type == "ReduceMean" and keep
+               and axes == {rank - 1})
     out = 0
     for a in range(rank):
         if a in axes:
+            if through:
+                b.carry(x, a)
             if keep:
                 b.carry(y, out)
                 out += 1

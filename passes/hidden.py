@@ -1,0 +1,34 @@
+"""hidden: let the hidden size (the residual stream of a transformer) be pruned.
+
+The residual stream runs through every LayerNorm/RMSNorm, which normalize over it, so by
+default it is pinned. This pass, given explicitly, turns on an analysis option under
+which a normalization over the last axis (LayerNormalization, RMSNormalization, ONNX
+Runtime's SkipLayerNormalization, and ReduceMean over the last axis as in RMSNorm written
+out) passes that axis through. The result is not exact even for inert channels: the
+norm's mean and variance then run over fewer features. The report says so.
+"""
+
+from __future__ import annotations
+
+import onnx_ir as ir
+
+from graphprune.registry import PrunePass, register
+
+WARNING = ("hidden-size pruning: normalizations now run over fewer features, so outputs "
+           "change even where removed channels were inert")
+
+
+@register
+class HiddenPass(PrunePass):
+    name = "hidden"
+    kind = "analysis"
+    summary = "opt-in: prune the hidden size through LayerNorm/RMSNorm (inexact; reported)"
+    options = {}
+
+    def run(self, model: ir.Model) -> bool:
+        self.ctx.flow_options["through_norms"] = True
+        self.ctx.graph_changed()
+        warnings = self.ctx.report.setdefault("warnings", [])
+        if WARNING not in warnings:
+            warnings.append(WARNING)
+        return False
