@@ -7,9 +7,9 @@ The ONNX model is written by tools/llama2c.py from the llama2.c checkpoint and c
 against its NumPy forward. Evaluation: the first 20,000 tokens of
 ../shared/assets/text/tinystories_val.txt in 256-token windows starting with BOS; NLL per
 token and perplexity. Budget: a share of the block parameters (attention and MLP weights
-and norms of the 5 blocks). graphprune reaches it with one uniform ratio over head groups
-(a KV head with its query heads) and MLP-neuron groups (`select:params=`), and also with
-MLP neurons alone (`select:channels=`), which is what Torch-Pruning does here: it does
+and norms of the 5 blocks). graphprune reaches it with heads and neurons (a quarter of the
+KV heads, each with its query heads, per 25% of budget, and MLP neurons for the rest:
+`select:heads=,channels=`), and also with MLP neurons alone (`select:channels=`), which is what Torch-Pruning does here: it does
 not prune this model's grouped-query heads (K/V repeated with repeat_interleave), so its
 MLP ratio is set to remove the same share. Torch-Pruning needs torch and torch-pruning;
 without them its rows are skipped.
@@ -173,11 +173,14 @@ def main() -> int:
         diff = float(np.abs(ort_logits(dense)(probe) - llama2c.forward_numpy(cfg, w, probe)).max())
         print(f"ONNX vs NumPy forward: max |diff| {diff:.2e} over 64 tokens")
         add("dense", "-", 0.0, 0.0, llama2c.nll_per_token(ort_logits(dense), windows))
-        all_params = prune(dense, Options(passes=["l1", "select:ratio=0"], dry_run=True))["before"]["params"]
         mlp = 3 * cfg["dim"] * cfg["hidden"] * cfg["layers"]
+        kv_head = 4 * cfg["head_dim"] * cfg["dim"] * cfg["heads"] // cfg["kv_heads"]  # q, k, v, o slices
         for budget in [float(r) for r in args.budgets.split(",")]:
             ratio = budget * total / mlp  # the MLP-only ratio that removes the same share
-            selects = {"graphprune": f"select:params={1 - budget * total / all_params:.6f}",
+            # Heads and neurons: a quarter of the KV heads per 25% of budget, neurons for the rest.
+            h = round(budget * 4) / 4
+            heads_removed = cfg["layers"] * (cfg["kv_heads"] - int(cfg["kv_heads"] * (1 - h) + 1e-9)) * kv_head
+            selects = {"graphprune": f"select:heads={h},channels={(budget * total - heads_removed) / mlp:.6f}",
                        "graphprune-mlp": f"select:channels={ratio:.6f}"}
             for crit in args.criteria.split(","):
                 for tool, select in selects.items():
