@@ -3,7 +3,7 @@
 from graphprune.passes import (  # noqa: F401
     bn_scale,
     cleanup,
-    hidden,
+    analysis_options,
     magnitude,
     normalize,
     random_score,

@@ -50,11 +50,12 @@ def make_inert(model: ir.Model, ctx: Context) -> int:
     return count
 
 
-def inert_removal_diff(path: str, tmp, ratio: float = 0.5, seed: int = 0):
-    """(max abs diff, groups pruned, units removed) of removing inert units."""
+def inert_removal_diff(path: str, tmp, ratio: float = 0.5, seed: int = 0, analysis: tuple = ()):
+    """(max abs diff, groups pruned, units removed) of removing inert units; `analysis`
+    names opt-in analysis passes (query-heads) to run first."""
     model = load_model(path)
     ctx = Context(model)
-    run_passes(ctx, ["normalize", f"random:seed={seed}", f"select:ratio={ratio}"])
+    run_passes(ctx, ["normalize", *analysis, f"random:seed={seed}", f"select:ratio={ratio}"])
     make_inert(model, ctx)
     ref_path, out_path = str(tmp / "inert.onnx"), str(tmp / "removed.onnx")
     save_model(model, ref_path)

@@ -46,3 +46,16 @@ def test_gqa_heads_and_neurons_prune_with_oracles(stories, tmp_path):
     assert len(heads) == 5 and all(g["units"] == 4 and g["removed"] == 2 for g in heads)  # KV heads
     rel_diff, groups, units = inert_removal_diff(path, tmp_path, ratio=0.5, seed=0)
     assert groups == 10 and rel_diff < 1e-4
+
+
+def test_query_heads_per_kv_group(stories, tmp_path):
+    """With query-heads, the r-th query head of every KV group goes; KV heads stay."""
+    _, _, path = stories
+    report = prune_to_file(path, str(tmp_path / "q.onnx"), ["query-heads", "l1", "select:heads=0.5"])
+    free = [g for g in report["groups"] if g["kind"] == "heads" and g["pinned_units"] == 0]
+    assert len(free) == 5 and all(g["units"] == 2 and g["removed"] == 1 for g in free)
+    pruned = onnx.load(str(tmp_path / "q.onnx"))
+    wk = {t.name: list(t.dims) for t in pruned.graph.initializer}
+    assert wk["l0_wk"] == [64, 32] and wk["l0_wq"] == [64, 32]  # 4 KV heads kept, 8 -> 4 query heads
+    rel_diff, groups, _ = inert_removal_diff(path, tmp_path, ratio=0.5, seed=1, analysis=("query-heads",))
+    assert groups >= 5 and rel_diff < 1e-4

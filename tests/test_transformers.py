@@ -50,3 +50,12 @@ def test_inert_heads_and_neurons_removed_exactly(tzoo, tmp_path, case):
     rel_diff, groups, units = inert_removal_diff(tzoo[case], tmp_path, ratio=0.5, seed=1)
     assert groups >= 2 and units > 0
     assert rel_diff < 1e-4
+
+
+@pytest.mark.parametrize("case", ["llama_dynamo", "qwen2_dynamo", "mistral_dynamo"])
+def test_query_heads_per_kv_group_on_gqa_models(tzoo, tmp_path, case):
+    report = prune_to_file(tzoo[case], str(tmp_path / "q.onnx"), ["query-heads", "l1", "select:heads=0.5"])
+    free = [g for g in report["groups"] if g["kind"] == "heads" and g["pinned_units"] == 0]
+    assert free and all(g["units"] == 2 and g["removed"] == 1 for g in free)  # n_rep 2 -> 1
+    rel_diff, groups, _ = inert_removal_diff(tzoo[case], tmp_path, ratio=0.5, seed=0, analysis=("query-heads",))
+    assert groups >= 2 and rel_diff < 1e-4

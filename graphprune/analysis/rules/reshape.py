@@ -97,10 +97,31 @@ def couple_reshape_axes(b, x, y) -> None:
             inner = math.prod(sy[a] for a in big_out[1:])
             outer_idx, flat = block_map(sy[big_out[0]], inner)
             b.tie(x, big_in[0], y, big_out[0], flat, outer_idx)
+        elif len(big_in) == 2 and len(big_out) == 1 and b.option("query_heads") and _expanded(x, big_in[1]):
+            # Grouped-query repeat (KV heads, n_rep) -> query heads, with the `query-heads`
+            # pass: a unit is the r-th query head of every KV group; KV heads stay.
+            n_rep = sx[big_in[1]]
+            flat = np.arange(sx[big_in[0]] * n_rep)
+            b.tie(x, big_in[1], y, big_out[0], flat % n_rep, flat)
+            b.pin(x, big_in[0], "KV heads stay (query-heads)")
         elif len(big_in) > 1 and len(big_out) == 1:
             inner = math.prod(sx[a] for a in big_in[1:])
             outer_idx, flat = block_map(sx[big_in[0]], inner)
             b.tie(x, big_in[0], y, big_out[0], outer_idx, flat)
+
+
+def _expanded(x, axis: int) -> bool:
+    """Whether `axis` of x was made by an Expand from size 1 (a repeat, as in GQA)."""
+    from graphprune.shapes import shape_of
+
+    prod = x.producer()
+    if prod is None or prod.op_type != "Expand":
+        return False
+    sx, si = shape_of(x), shape_of(prod.inputs[0])
+    if sx is None or si is None:
+        return False
+    shift = len(sx) - len(si)
+    return axis - shift < 0 or si[axis - shift] == 1
 
 
 def shuffle_of(node):

@@ -1,4 +1,6 @@
-"""hidden: let the hidden size (the residual stream of a transformer) be pruned.
+"""Opt-in analysis options.
+
+hidden: let the hidden size (the residual stream of a transformer) be pruned.
 
 The residual stream runs through every LayerNorm/RMSNorm, which normalize over it, so by
 default it is pinned. This pass, given explicitly, turns on an analysis option under
@@ -6,6 +8,10 @@ which a normalization over the last axis (LayerNormalization, RMSNormalization, 
 Runtime's SkipLayerNormalization, and ReduceMean over the last axis as in RMSNorm written
 out) passes that axis through. The result is not exact even for inert channels: the
 norm's mean and variance then run over fewer features. The report says so.
+
+query-heads: in grouped-query attention a unit is normally a KV head with all its query
+heads. With this pass the KV heads stay and a unit is the r-th query head of every KV
+group, so query heads are removed uniformly per group (n_rep shrinks).
 """
 
 from __future__ import annotations
@@ -31,4 +37,18 @@ class HiddenPass(PrunePass):
         warnings = self.ctx.report.setdefault("warnings", [])
         if WARNING not in warnings:
             warnings.append(WARNING)
+        return False
+
+
+@register
+class QueryHeadsPass(PrunePass):
+    name = "query-heads"
+    kind = "analysis"
+    summary = ("opt-in: in grouped-query attention, prune the r-th query head of every KV group "
+               "(KV heads kept) instead of whole KV groups")
+    options = {}
+
+    def run(self, model: ir.Model) -> bool:
+        self.ctx.flow_options["query_heads"] = True
+        self.ctx.graph_changed()
         return False
