@@ -174,7 +174,8 @@ def main() -> int:
         print(f"ONNX vs NumPy forward: max |diff| {diff:.2e} over 64 tokens")
         add("dense", "-", 0.0, 0.0, llama2c.nll_per_token(ort_logits(dense), windows))
         mlp = 3 * cfg["dim"] * cfg["hidden"] * cfg["layers"]
-        kv_head = 4 * cfg["head_dim"] * cfg["dim"] * cfg["heads"] // cfg["kv_heads"]  # q, k, v, o slices
+        n_rep = cfg["heads"] // cfg["kv_heads"]
+        kv_head = 2 * cfg["head_dim"] * cfg["dim"] * (n_rep + 1)  # q and o of its query heads, k, v
         for budget in [float(r) for r in args.budgets.split(",")]:
             ratio = budget * total / mlp  # the MLP-only ratio that removes the same share
             # Heads and neurons: a quarter of the KV heads per 25% of budget, neurons for the rest.
