@@ -12,6 +12,11 @@ norm's mean and variance then run over fewer features. The report says so.
 query-heads: in grouped-query attention a unit is normally a KV head with all its query
 heads. With this pass the KV heads stay and a unit is the r-th query head of every KV
 group, so query heads are removed uniformly per group (n_rep shrinks).
+
+head-dims: a unit is the j-th position of every head (Q and K positions together, V and
+the output projection's columns together); heads stay. Where rotary embeddings pair
+head_dim positions through tables or gathers, head_dim stays pinned (whole heads only).
+The softmax scale keeps its constant, as in Torch-Pruning's head-dim pruning.
 """
 
 from __future__ import annotations
@@ -50,5 +55,18 @@ class QueryHeadsPass(PrunePass):
 
     def run(self, model: ir.Model) -> bool:
         self.ctx.flow_options["query_heads"] = True
+        self.ctx.graph_changed()
+        return False
+
+
+@register
+class HeadDimsPass(PrunePass):
+    name = "head-dims"
+    kind = "analysis"
+    summary = "opt-in: prune the j-th position of every attention head (head_dim) instead of whole heads"
+    options = {}
+
+    def run(self, model: ir.Model) -> bool:
+        self.ctx.flow_options["head_dims"] = True
         self.ctx.graph_changed()
         return False

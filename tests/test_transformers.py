@@ -59,3 +59,16 @@ def test_query_heads_per_kv_group_on_gqa_models(tzoo, tmp_path, case):
     assert free and all(g["units"] == 2 and g["removed"] == 1 for g in free)  # n_rep 2 -> 1
     rel_diff, groups, _ = inert_removal_diff(tzoo[case], tmp_path, ratio=0.5, seed=0, analysis=("query-heads",))
     assert groups >= 2 and rel_diff < 1e-4
+
+
+@pytest.mark.parametrize("case", ["bert_dynamo", "gpt2_torchscript", "llama_dynamo"])
+def test_head_dims_when_nothing_forbids_it(tzoo, tmp_path, case):
+    """head-dims prunes the j-th position of every head; rotary embeddings (Llama) keep
+    the query/key head_dim whole, so only value/output positions go there."""
+    report = prune_to_file(tzoo[case], str(tmp_path / "d.onnx"), ["head-dims", "l1", "select:ratio=0.25"])
+    per_head = [g for g in report["groups"] if g["units"] in (16, 32) and g["removed"]]
+    assert per_head, "no head_dim position was pruned"
+    if case.startswith("llama"):
+        assert all(g["units"] == 16 for g in per_head) and len(per_head) == 2  # V/O of 2 layers
+    rel_diff, groups, _ = inert_removal_diff(tzoo[case], tmp_path, ratio=0.5, seed=0, analysis=("head-dims",))
+    assert groups >= 2 and rel_diff < 1e-4

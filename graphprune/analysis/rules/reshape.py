@@ -93,6 +93,17 @@ def couple_reshape_axes(b, x, y) -> None:
             b.tie(x, big_in[0], y, big_out[0])
         elif not all(isinstance(d, int) for d in (*(sx[a] for a in big_in), *(sy[a] for a in big_out))):
             continue  # a symbolic size split or merged (batch*seq): left pinned
+        elif len(big_in) == 1 and len(big_out) == 2 and b.option("head_dims"):
+            # `head-dims`: a unit is the j-th position of every head (heads stay).
+            inner = sy[big_out[1]]
+            flat = np.arange(sx[big_in[0]])
+            b.tie(x, big_in[0], y, big_out[1], flat, flat % inner)
+            b.pin(y, big_out[0], "heads stay (head-dims)")
+        elif len(big_in) == 2 and len(big_out) == 1 and b.option("head_dims") and not _expanded(x, big_in[1]):
+            inner = sx[big_in[1]]
+            flat = np.arange(sy[big_out[0]])
+            b.tie(x, big_in[1], y, big_out[0], flat % inner, flat)
+            b.pin(x, big_in[0], "heads stay (head-dims)")
         elif len(big_in) == 1 and len(big_out) > 1:
             inner = math.prod(sy[a] for a in big_out[1:])
             outer_idx, flat = block_map(sy[big_out[0]], inner)
