@@ -56,6 +56,17 @@ def ms_mha(seed=0):
     return _model(nodes, inits, [_x()], [B, S, H])
 
 
+def ms_mha_with_bias(seed=0):
+    """MultiHeadAttention with an additive attention bias (batch, heads, S, S): refused."""
+    m = ms_mha(seed)
+    node = next(n for n in m.graph.node if n.op_type == "MultiHeadAttention")
+    node.name = "mha_with_bias"
+    node.input.extend(["", "att_bias"])
+    bias = (np.random.default_rng(seed).standard_normal((1, HEADS, S, S)) * 0.1).astype(np.float32)
+    m.graph.initializer.append(onnx.numpy_helper.from_array(bias, "att_bias"))
+    return m
+
+
 def ms_gqa(seed=0):
     rng = np.random.default_rng(seed)
     d = H // HEADS

@@ -81,3 +81,20 @@ def test_inert_heads_removed_exactly(fused, tmp_path, case, seed):
     rel_diff, groups, units = inert_removal_diff(_path(fused, case), tmp_path, ratio=0.5, seed=seed)
     assert groups >= 2 and units > 0
     assert rel_diff < 1e-4
+
+
+def test_fused_attention_that_cannot_be_pruned_is_refused_by_name(tmp_path):
+    from fused_nets import ms_mha_with_bias
+    from graphprune.context import Context
+    from graphprune.loading import load_model
+    from graphprune.pipeline import run_passes
+
+    path = str(tmp_path / "mha_bias.onnx")
+    onnx.save(ms_mha_with_bias(), path)
+    ctx = Context(load_model(path))
+    run_passes(ctx, ["normalize"])
+    reasons = [r for g in ctx.analysis().groups for r in g.pin_reasons]
+    assert any("mha_with_bias" in r and "fused attention not pruned" in r for r in reasons)
+    assert not any(g.kind == "heads" and not g.pinned.all() for g in ctx.analysis().groups)
+    report = prune_to_file(path, str(tmp_path / "p.onnx"), ["l1", "select:ratio=0.3"])
+    assert report["after"]["params"] < report["before"]["params"]  # the MLP still prunes

@@ -9,10 +9,11 @@ against its NumPy forward. Evaluation: the first 20,000 tokens of
 token and perplexity. Budget: a share of the block parameters (attention and MLP weights
 and norms of the 5 blocks). graphprune reaches it with heads and neurons (a quarter of the
 KV heads, each with its query heads, per 25% of budget, and MLP neurons for the rest:
-`select:heads=,channels=`), and also with MLP neurons alone (`select:channels=`), which is what Torch-Pruning does here: it does
-not prune this model's grouped-query heads (K/V repeated with repeat_interleave), so its
-MLP ratio is set to remove the same share. Torch-Pruning needs torch and torch-pruning;
-without them its rows are skipped.
+`select:heads=,channels=`), and also with MLP neurons alone (`select:channels=`), which
+is what Torch-Pruning does here: it does not prune this model's grouped-query heads (K/V
+repeated with repeat_interleave), so its MLP ratio is set to remove the same share. The
+random baseline is the mean NLL over --seeds seeds in both tools. Torch-Pruning needs
+torch and torch-pruning; without them its rows are skipped.
 """
 
 from __future__ import annotations
@@ -150,6 +151,7 @@ def main() -> int:
     ap.add_argument("--tokens", type=int, default=20000)
     ap.add_argument("--json")
     ap.add_argument("--no-tp", action="store_true")
+    ap.add_argument("--seeds", type=int, default=3, help="random baseline: mean NLL over this many seeds")
     args = ap.parse_args()
     import onnx
 
@@ -185,29 +187,33 @@ def main() -> int:
                        "graphprune-mlp": f"select:channels={ratio:.6f}"}
             for crit in args.criteria.split(","):
                 for tool, select in selects.items():
-                    out = os.path.join(tmp, f"gp_{len(rows)}.onnx")
-                    rep = prune(dense, Options(passes=[crit.replace(";", ","), select], output=out))
-                    removed = (rep["before"]["params"] - rep["after"]["params"]) / total
-                    add(tool, crit, budget, removed, llama2c.nll_per_token(ort_logits(out), windows))
+                    nlls = []
+                    for seed in range(args.seeds if crit == "random" else 1):
+                        out = os.path.join(tmp, f"gp_{len(rows)}.onnx")
+                        spec = f"random:seed={seed}" if crit == "random" else crit.replace(";", ",")
+                        rep = prune(dense, Options(passes=[spec, select], output=out))
+                        removed = (rep["before"]["params"] - rep["after"]["params"]) / total
+                        nlls.append(llama2c.nll_per_token(ort_logits(out), windows))
+                    add(tool, crit, budget, removed, float(np.mean(nlls)))
             if args.no_tp:
                 continue
             import torch
 
             for crit in ("l1", "l2", "random"):
-                try:
-                    model = tp_prune(cfg, w, crit, ratio)
-                except Exception as e:  # noqa: BLE001 - report what Torch-Pruning does
-                    print(f"torch-pruning {crit} {ratio}: failed: {type(e).__name__}: {e}".splitlines()[0])
-                    continue
-                kept = sum(p.numel() for b in model.layers for p in b.parameters())
-                with torch.no_grad():
-                    fn = lambda t: model(torch.from_numpy(t)[None])[0].numpy()  # noqa: E731
+                nlls = []
+                for seed in range(args.seeds if crit == "random" else 1):
+                    torch.manual_seed(seed)
                     try:
-                        nll = llama2c.nll_per_token(fn, windows)
-                    except Exception as e:  # noqa: BLE001
-                        print(f"torch-pruning {crit} {ratio}: pruned model fails: {type(e).__name__}: {e}".splitlines()[0])
-                        continue
-                add("torch-pruning", crit, budget, 1 - kept / total, nll)
+                        model = tp_prune(cfg, w, crit, ratio)
+                    except Exception as e:  # noqa: BLE001 - report what Torch-Pruning does
+                        print(f"torch-pruning {crit} {ratio}: failed: {type(e).__name__}: {e}".splitlines()[0])
+                        break
+                    kept = sum(p.numel() for b in model.layers for p in b.parameters())
+                    with torch.no_grad():
+                        fn = lambda t: model(torch.from_numpy(t)[None])[0].numpy()  # noqa: E731
+                        nlls.append(llama2c.nll_per_token(fn, windows))
+                if nlls:
+                    add("torch-pruning", crit, budget, 1 - kept / total, float(np.mean(nlls)))
     print(f"\n{'tool':15} {'criterion':12} {'budget':>6} {'block params removed':>20} {'NLL/token':>9} {'PPL':>7}")
     for r in rows:
         print(f"{r['tool']:15} {r['criterion']:12} {r['ratio']:>6.2f} {r['block_removed'] * 100:>19.1f}% "

@@ -49,6 +49,14 @@ def _used(v) -> bool:
     return v is not None and (bool(list(v.uses())) or v.is_graph_output())
 
 
+def _refuse(b, node, why: str) -> None:
+    """Pin everything the node touches, saying why its heads cannot be pruned."""
+    for v in (*node.inputs, *node.outputs):
+        if v is not None:
+            for a in range(b.rank(v) or 0):
+                b.pin(v, a, f"fused attention not pruned: {why}")
+
+
 def _batch_seq(b, pairs) -> None:
     for x, xa, y, ya in pairs:
         b.tie(x, xa, y, ya)
@@ -62,9 +70,9 @@ def ms_attention(node, b) -> None:
     sw = b.shape(w)
     heads = int(b.attr("num_heads", 0))
     if sw is None or not all(isinstance(d, int) for d in sw) or heads <= 0:
-        return
+        return _refuse(b, node, "weight shape or num_heads unknown")
     if _present(node, 4) or _present(node, 5) or any(_used(o) for o in node.outputs[1:]):
-        return  # past state or attention bias: pinned
+        return _refuse(b, node, "past state or attention bias inputs")
     sizes = list(b.attr("qkv_hidden_sizes") or [sw[1] // 3] * 3)
     q, k, v = (int(s) for s in sizes)
     _batch_seq(b, [(x, 0, y, 0), (x, 1, y, 1)])
@@ -114,9 +122,12 @@ def ms_mha(node, b) -> None:
     y = node.outputs[0]
     heads = int(b.attr("num_heads", 0))
     if k is None or v is None or b.rank(q) != 3 or b.rank(k) != 3 or b.rank(v) != 3 or heads <= 0:
-        return  # packed or cross-attention layouts: pinned
-    if any(_present(node, i) for i in (4, 5, 6, 7)) or any(_used(o) for o in node.outputs[1:]):
-        return
+        return _refuse(b, node, "packed Q/K/V layout")
+    if any(_present(node, i) for i in (5, 6, 7)) or any(_used(o) for o in node.outputs[1:]):
+        return _refuse(b, node, "attention bias or past state inputs")
+    if _present(node, 4):  # key padding mask: batch and key positions, no heads
+        for a in range(b.rank(node.inputs[4]) or 0):
+            b.carry(node.inputs[4], a)
     _batch_seq(b, [(q, 0, y, 0), (k, 0, y, 0), (v, 0, y, 0), (q, 1, y, 1), (k, 1, v, 1)])
     hq, hk, hv, ho = (_heads_of(b, t, 2, heads) for t in (q, k, v, y))
     if None in (hq, hk, hv, ho):
@@ -157,7 +168,7 @@ def ms_gqa(node, b) -> None:
     y = node.outputs[0]
     heads, kv = int(b.attr("num_heads", 0)), int(b.attr("kv_num_heads", 0))
     if k is None or v is None or heads <= 0 or kv <= 0 or heads % kv:
-        return  # packed QKV: pinned
+        return _refuse(b, node, "packed QKV input")
     hq, hk, hv, ho = (_heads_of(b, t, 2, n) for t, n in ((q, heads), (k, kv), (v, kv), (y, heads)))
     if None in (hq, hk, hv, ho):
         return
@@ -189,7 +200,7 @@ def onnx_attention(node, b) -> None:
     q, k, v = node.inputs[:3]
     y = node.outputs[0]
     if any(_present(node, i) for i in (4, 5)) or any(_used(o) for o in node.outputs[1:]):
-        return
+        return _refuse(b, node, "past key/value inputs")
     rq = b.rank(q)
     if rq == 4:
         sq, sk = b.shape(q), b.shape(k)
