@@ -37,6 +37,11 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--inputs", metavar="FILE.npz", help="inputs for verification (default: random probes)")
     p.add_argument("--eval", dest="eval_data", metavar="FILE.npz",
                    help="labelled data (model inputs + 'labels'): report top-1 before/after")
+    p.add_argument("--calib", metavar="FILE.npz",
+                   help="calibration data for activation criteria and compensation (one array per "
+                        "model input, first axis = samples)")
+    p.add_argument("--calib-samples", type=int, metavar="N", help="use only the first N calibration samples")
+    p.add_argument("--calib-batch", type=int, default=32, metavar="N", help="calibration batch size (default 32)")
     p.add_argument("--verify-each", action="store_true", help="verify after every pass; name the one that breaks")
     p.add_argument("--no-verify", action="store_true", help="skip the numeric comparison (the checker still runs)")
     p.add_argument("-v", "--verbose", action="store_true", help="print the per-group table")
@@ -106,6 +111,8 @@ def _run(args) -> int:
     opts = Options(passes=args.passes, output=None if args.dry_run else args.output,
                    dry_run=args.dry_run, verify=not args.no_verify, verify_each=args.verify_each,
                    inputs=args.inputs, eval_data=args.eval_data, bench=args.bench,
+                   calib=args.calib, calib_samples=args.calib_samples, calib_batch=args.calib_batch,
+                   quiet=args.quiet,
                    bench_repeats=args.bench_repeats, bench_batch=args.bench_batch,
                    report=args.report)
     report = prune(args.model, opts)

@@ -32,7 +32,9 @@ class Context:
     plan: dict[int, np.ndarray] = field(default_factory=dict)  # group id -> units to remove
     report: dict[str, Any] = field(default_factory=dict)
     flow_options: dict[str, Any] = field(default_factory=dict)  # set by "analysis" passes
+    calibration: Any = None  # graphprune.calibration.Calibration, from --calib
     _analysis: Analysis | None = None
+    _stats: dict = field(default_factory=dict)
 
     def analysis(self) -> Analysis:
         """Dimension flow, groups and cost of the current graph (cached until it changes)."""
@@ -47,6 +49,24 @@ class Context:
         self._analysis = None
         self.scores = {}
         self.plan = {}
+        self._stats = {}
+
+    def activation_stats(self, requests: dict, who: str) -> dict:
+        """Statistics of the requested tensors over the calibration data, computed once per
+        tensor and graph state (see graphprune.activations)."""
+        from graphprune.activations import collect
+        from graphprune.errors import BadInput
+
+        if self.calibration is None:
+            raise BadInput(f"{who} needs calibration data: pass --calib FILE.npz "
+                           "(one array per model input, first axis = samples)")
+        missing = {k: r for k, r in requests.items()
+                   if k not in self._stats or (r.gram and self._stats[k].gram is None) or
+                   any(key not in self._stats[k].extra for key in r.reducers)}
+        if missing:
+            self._stats.update(collect(self.model, missing, self.calibration))
+            self.report["calibration"] = self.calibration.describe()
+        return {k: self._stats[k] for k in requests}
 
     def removed_masks(self) -> dict[int, np.ndarray]:
         return unit_masks(self.analysis().groups, self.plan)

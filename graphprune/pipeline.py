@@ -1,6 +1,6 @@
 """What runs when you type `graphprune model.onnx --pass ...`, top to bottom.
 
-    load (checked) -> normalize -> [analysis options] -> score -> select -> remove -> [compensate] -> cleanup
+    load (checked) -> normalize -> [analysis options] -> score -> select -> [compensate] -> remove -> cleanup
          -> save to a temporary file -> verify (checker, ONNX Runtime, outputs) -> rename
          -> [latency benchmark] -> report
 
@@ -51,6 +51,10 @@ class Options:
     bench_repeats: int = 30
     bench_batch: int = 16
     report: str | None = None
+    calib: Any = None  # an .npz path, an iterable of input dicts, or a function returning one
+    calib_samples: int | None = None
+    calib_batch: int = 32
+    quiet: bool = False
 
 
 def complete_pipeline(specs: list[str]) -> list[str]:
@@ -99,6 +103,11 @@ def prune(model_path: str, opts: Options) -> dict[str, Any]:
     # memory-mapped again when verified) whatever its size after pruning.
     external = uses_external_data(model)
     ctx = Context(model, source=model_path)
+    if opts.calib is not None:
+        from graphprune.calibration import Calibration
+
+        ctx.calibration = Calibration(opts.calib, graph_input_meta(model), batch=opts.calib_batch,
+                                      limit=opts.calib_samples, quiet=opts.quiet)
     specs = complete_pipeline(opts.passes)
     ctx.report.update({"input": model_path, "output": opts.output, "pipeline": specs})
 
@@ -144,6 +153,23 @@ def prune(model_path: str, opts: Options) -> dict[str, Any]:
         ctx.report["bench"] = {"batch": int(next(iter(bench_feeds.values())).shape[0]),
                                "repeats": opts.bench_repeats, "statistic": "median, interleaved runs"}
     return ctx.report
+
+
+_ORT_TYPES = {ir.DataType.FLOAT: "float", ir.DataType.DOUBLE: "double", ir.DataType.FLOAT16: "float16",
+              ir.DataType.INT64: "int64", ir.DataType.INT32: "int32", ir.DataType.INT8: "int8",
+              ir.DataType.UINT8: "uint8", ir.DataType.BOOL: "bool"}
+
+
+def graph_input_meta(model: ir.Model):
+    """(name, dims, ONNX Runtime type string) of the model's real inputs, from the graph."""
+    out = []
+    for v in model.graph.inputs:
+        if v.name in model.graph.initializers:
+            continue
+        dims = [d if isinstance(d, int) else (d.value if d is not None else None)
+                for d in (v.shape or [])] if v.shape is not None else []
+        out.append((v.name, dims, f"tensor({_ORT_TYPES.get(v.dtype, str(v.dtype).lower())})"))
+    return out
 
 
 def _reference(model_path: str, opts: Options) -> Reference:

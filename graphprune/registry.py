@@ -15,7 +15,7 @@ from graphprune.context import Context
 from graphprune.errors import BadInput
 
 # "analysis" and "compensate" passes are opt-in: a pipeline gets none unless asked.
-KINDS = ("normalize", "analysis", "score", "select", "remove", "compensate", "cleanup")
+KINDS = ("normalize", "analysis", "score", "select", "compensate", "remove", "cleanup")
 OPT_IN_KINDS = ("analysis", "compensate")
 
 _REGISTRY: dict[str, type[PrunePass]] = {}

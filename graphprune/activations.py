@@ -1,0 +1,138 @@
+"""Activation statistics from ONNX Runtime: the tensors the chosen passes need are added
+as model outputs, the calibration data runs through in batches, and per-channel
+statistics are accumulated in a streaming, numerically stable way.
+
+Per channel: count, mean, variance (Chan et al.'s pairwise merge of batch means and
+squared deviations, in float64: no running sums of squares to cancel), mean |x| and sum
+of squares (the L2 norm). Optionally the Gram matrix X^T X (with a constant column, so a
+least-squares refit can include the bias) for tensors with few enough channels. Memory is
+one batch of activations plus O(channels) (O(channels^2) for a Gram) per tensor, whatever
+the number of samples.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import numpy as np
+import onnx_ir as ir
+
+from graphprune.calibration import Calibration, Progress
+from graphprune.errors import BadInput, first_line
+
+
+@dataclass
+class ChannelStats:
+    count: float = 0.0
+    mean: np.ndarray | None = None
+    m2: np.ndarray | None = None
+    abs_sum: np.ndarray | None = None
+    sq_sum: np.ndarray | None = None
+    gram: np.ndarray | None = None  # (C + 1, C + 1) of [x, 1]
+    extra: dict = field(default_factory=dict)  # custom reducers' running sums
+
+    @property
+    def var(self) -> np.ndarray:
+        return self.m2 / max(self.count, 1.0)
+
+    @property
+    def mean_abs(self) -> np.ndarray:
+        return self.abs_sum / max(self.count, 1.0)
+
+    @property
+    def l2(self) -> np.ndarray:
+        return np.sqrt(self.sq_sum)
+
+    def add(self, rows: np.ndarray, gram: bool) -> None:
+        """Merge a batch given as (positions, channels)."""
+        n = float(rows.shape[0])
+        if n == 0:
+            return
+        mean_b = rows.mean(0)
+        m2_b = ((rows - mean_b) ** 2).sum(0)
+        if self.mean is None:
+            self.count, self.mean, self.m2 = n, mean_b, m2_b
+            self.abs_sum, self.sq_sum = np.abs(rows).sum(0), (rows * rows).sum(0)
+        else:
+            total = self.count + n
+            delta = mean_b - self.mean
+            self.mean = self.mean + delta * (n / total)
+            self.m2 = self.m2 + m2_b + delta * delta * (self.count * n / total)
+            self.count = total
+            self.abs_sum = self.abs_sum + np.abs(rows).sum(0)
+            self.sq_sum = self.sq_sum + (rows * rows).sum(0)
+        if gram:
+            aug = np.concatenate([rows, np.ones((rows.shape[0], 1))], axis=1)
+            g = aug.T @ aug
+            self.gram = g if self.gram is None else self.gram + g
+
+
+@dataclass
+class Request:
+    """A tensor to watch: its channel axis, whether to keep a Gram matrix, and custom
+    reducers `name -> f(rows) -> array` whose results are summed over batches."""
+
+    channel_axis: int
+    gram: bool = False
+    reducers: dict[str, Callable[[np.ndarray], np.ndarray]] = field(default_factory=dict)
+
+
+def _session(model: ir.Model, names: list[str]):
+    import onnx
+    import onnxruntime as ort
+
+    proto = ir.serde.serialize_model(model)
+    present = {o.name for o in proto.graph.output}
+    info = {v.name: v for v in proto.graph.value_info}
+    for name in names:
+        if name in present:
+            continue
+        if name not in info:
+            raise BadInput(f"calibration: tensor {name!r} has no known type; cannot expose it")
+        proto.graph.output.append(info[name])
+    opts = ort.SessionOptions()
+    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+    opts.log_severity_level = 3
+    if proto.ByteSize() < (1 << 30):
+        return ort.InferenceSession(proto.SerializeToString(), opts, providers=["CPUExecutionProvider"])
+    with tempfile.TemporaryDirectory() as tmp:  # large models: external data on disk
+        path = os.path.join(tmp, "calib.onnx")
+        onnx.save(proto, path, save_as_external_data=True, location="calib.onnx.data")
+        return ort.InferenceSession(path, opts, providers=["CPUExecutionProvider"])
+
+
+def collect(model: ir.Model, requests: dict[str, Request], calib: Calibration) -> dict[str, ChannelStats]:
+    """Run the calibration data and return the statistics of every requested tensor."""
+    names = sorted(requests)
+    if not names:
+        return {}
+    graph_inputs = {v.name for v in model.graph.inputs}
+    computed = [n for n in names if n not in graph_inputs]  # model inputs come from the feeds
+    sess = _session(model, computed)
+    stats = {name: ChannelStats() for name in names}
+    progress = Progress("calibration", calib.n_samples, calib.quiet)
+    try:
+        for feeds in calib.batches():
+            try:
+                outs = dict(zip(computed, sess.run(computed, feeds))) if computed else {}
+            except Exception as e:  # noqa: BLE001 - ORT raises several types
+                raise BadInput(f"calibration: ONNX Runtime cannot run the model on the calibration "
+                               f"data ({first_line(e)})") from None
+            outs.update({n: feeds[n] for n in names if n in graph_inputs})
+            for name in names:
+                arr = outs[name]
+                req = requests[name]
+                rows = np.moveaxis(np.asarray(arr, dtype=np.float64), req.channel_axis, -1)
+                rows = rows.reshape(-1, rows.shape[-1])
+                stats[name].add(rows, req.gram)
+                for key, fn in req.reducers.items():
+                    val = fn(rows)
+                    prev = stats[name].extra.get(key)
+                    stats[name].extra[key] = val if prev is None else prev + val
+            progress.update(len(next(iter(feeds.values()))))
+    finally:
+        progress.close()
+    return stats
