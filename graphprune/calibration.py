@@ -167,6 +167,18 @@ class Calibration:
             yield feeds
         self.digest = h.hexdigest()
 
+    def limited(self, n: int | None) -> Calibration:
+        """The same data, only its first n samples (None: all)."""
+        import copy
+
+        if n is None:
+            return self
+        view = copy.copy(self)
+        view.limit = min(n, self.limit) if self.limit is not None else n
+        if view.n_samples is not None:
+            view.n_samples = min(view.n_samples, n)
+        return view
+
     def describe(self) -> dict:
         return {"source": self.source, "samples": self.n_samples, "sha256": self.digest, "batch": self.batch}
 

@@ -33,6 +33,8 @@ class Context:
     report: dict[str, Any] = field(default_factory=dict)
     flow_options: dict[str, Any] = field(default_factory=dict)  # set by "analysis" passes
     calibration: Any = None  # graphprune.calibration.Calibration, from --calib
+    bias_updates: list = field(default_factory=list)  # from compensate passes, applied by remove
+    after_remove: list = field(default_factory=list)  # callables (model, kept) run by remove
     _analysis: Analysis | None = None
     _stats: dict = field(default_factory=dict)
 

@@ -4,10 +4,12 @@ from graphprune.passes import (  # noqa: F401
     activation_criteria,
     bn_scale,
     cleanup,
+    compensate_bias,
     analysis_options,
     magnitude,
     normalize,
     random_score,
     remove,
+    restore_stats,
     select,
 )

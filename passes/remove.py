@@ -13,6 +13,7 @@ import numpy as np
 import onnx_ir as ir
 
 from graphprune.analysis.flow import DimKey
+from graphprune import bias
 from graphprune.analysis.rules import rule_for
 from graphprune.registry import PrunePass, register
 from graphprune.shapes import const_array, infer_exact_shapes, opset_of, shape_of
@@ -115,11 +116,21 @@ class RemovePass(PrunePass):
                 edit.node = node
                 rule.rewrite(node, edit)
         sliced = self._slice_constants(model, kept)
-        infer_exact_shapes(model)  # the model is valid after this pass, not only after cleanup
+        compensated = bias.apply(model, self.ctx.bias_updates, kept)
+        self.ctx.bias_updates = []
+        infer_exact_shapes(model)
+        restored = {}
+        for action in self.ctx.after_remove:  # statistics restoration on the pruned model
+            restored.update(action(model, kept))
+        self.ctx.after_remove = []
+        if restored:
+            infer_exact_shapes(model)  # the model is valid after this pass, not only after cleanup
         self.stats = {
             "units_removed": int(sum(len(u) for u in self.ctx.plan.values())),
             "tensors_sliced": sliced,
             "rewrites": edit.rewritten,
+            "biases_compensated": compensated,
+            **restored,
         }
         self.ctx.graph_changed()
         return True
