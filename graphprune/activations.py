@@ -87,6 +87,9 @@ def _session(model: ir.Model, names: list[str]):
     proto = ir.serde.serialize_model(model)
     present = {o.name for o in proto.graph.output}
     info = {v.name: v for v in proto.graph.value_info}
+    if any(n not in info and n not in present for n in names):
+        inferred = onnx.shape_inference.infer_shapes(proto, strict_mode=False)
+        info.update({v.name: v for v in inferred.graph.value_info})
     for name in names:
         if name in present:
             continue

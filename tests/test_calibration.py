@@ -1,0 +1,118 @@
+"""Calibration data and activation statistics: bad data is refused with a message naming
+the input; streaming statistics equal the ones computed over all data at once; memory-
+mapped .npz members read the same values."""
+
+from __future__ import annotations
+
+import numpy as np
+import onnx
+import pytest
+from onnx import TensorProto, helper, numpy_helper
+
+from graphprune.activations import Request, collect
+from graphprune.calibration import Calibration
+from graphprune.errors import BadInput
+from graphprune.loading import load_model
+
+INPUTS = [("x", ["batch", 8], "tensor(float)"), ("ids", ["batch", 3], "tensor(int64)")]
+
+
+def _npz(tmp_path, **arrays):
+    path = str(tmp_path / "c.npz")
+    np.savez(path, **arrays)
+    return path
+
+
+def _calib(source, **kw):
+    cal = Calibration(source, INPUTS, **kw)
+    return [b for b in cal.batches()], cal
+
+
+def good(n=10):
+    r = np.random.default_rng(0)
+    return {"x": r.standard_normal((n, 8)).astype(np.float32), "ids": r.integers(0, 5, (n, 3))}
+
+
+@pytest.mark.parametrize("change, message", [
+    (lambda d: d.pop("ids"), "no array for model input 'ids'"),
+    (lambda d: d.update(extra=np.zeros((10, 1), np.float32)), "array 'extra' is not a model input"),
+    (lambda d: d.update(x=d["x"].astype(np.float64)), "input 'x' has dtype float64; the model wants tensor(float)"),
+    (lambda d: d.update(x=d["x"][:, :6]), "input 'x' has size 6 on axis 1; the model wants 8"),
+    (lambda d: d.update(x=d["x"][0]), "input 'x' has rank 1"),
+    (lambda d: d.update(ids=d["ids"][:7]), "different numbers of samples"),
+    (lambda d: d.update(x=d["x"][:0], ids=d["ids"][:0]), "no samples"),
+])
+def test_bad_calibration_data_is_refused_by_name(tmp_path, change, message):
+    data = good()
+    change(data)
+    with pytest.raises(BadInput, match=message.replace("(", r"\(").replace(")", r"\)")):
+        _calib(_npz(tmp_path, **data))
+
+
+def test_nan_is_refused_with_its_sample(tmp_path):
+    data = good(50)
+    data["x"][37, 2] = np.nan
+    with pytest.raises(BadInput, match="input 'x' has NaN or Inf in sample 37"):
+        _calib(_npz(tmp_path, **data), batch=16)
+
+
+def test_npz_members_are_memory_mapped_and_batched(tmp_path):
+    data = good(50)
+    batches, cal = _calib(_npz(tmp_path, **data), batch=16)
+    assert [len(b["x"]) for b in batches] == [16, 16, 16, 2]
+    assert isinstance(cal._arrays["x"], np.memmap)
+    np.testing.assert_array_equal(np.concatenate([b["x"] for b in batches]), data["x"])
+    assert cal.describe()["samples"] == 50 and len(cal.describe()["sha256"]) == 64
+    limited = list(cal.limited(20).batches())
+    assert sum(len(b["x"]) for b in limited) == 20
+
+
+def test_python_iterables(tmp_path):
+    data = good(12)
+    chunks = [{k: v[i:i + 5] for k, v in data.items()} for i in range(0, 12, 5)]
+    batches, cal = _calib(chunks)
+    assert sum(len(b["x"]) for b in batches) == 12 and cal.digest is not None
+    assert len(list(cal.batches())) == 3  # a list can be read again
+    once = Calibration(iter(chunks), INPUTS)
+    list(once.batches())
+    with pytest.raises(BadInput, match="already used up"):
+        list(once.batches())
+    with pytest.raises(BadInput, match="calibration batch 1 is a list"):
+        list(Calibration([chunks[0], [1, 2]], INPUTS).batches())
+
+
+def _relu_model(tmp_path):
+    r = np.random.default_rng(1)
+    w = numpy_helper.from_array(r.standard_normal((8, 6)).astype(np.float32), "w")
+    nodes = [helper.make_node("MatMul", ["x", "w"], ["h"]), helper.make_node("Relu", ["h"], ["y"])]
+    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", 8])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["batch", 6])], [w])
+    path = str(tmp_path / "m.onnx")
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), path)
+    return path, numpy_helper.to_array(w)
+
+
+def test_streaming_statistics_equal_the_full_batch_ones(tmp_path):
+    path, w = _relu_model(tmp_path)
+    x = (np.random.default_rng(2).standard_normal((103, 8)) * 3 + 5).astype(np.float32)
+    cal = Calibration([{"x": x[i:i + 17]} for i in range(0, 103, 17)], [("x", ["batch", 8], "tensor(float)")])
+    model = load_model(path)
+    stats = collect(model, {"h": Request(1, gram=True), "x": Request(1)}, cal)
+    h = x.astype(np.float64) @ w
+    np.testing.assert_allclose(stats["h"].mean, h.mean(0), rtol=1e-6)
+    np.testing.assert_allclose(stats["h"].var, h.var(0), rtol=1e-5)
+    np.testing.assert_allclose(stats["h"].l2, np.sqrt((h * h).sum(0)), rtol=1e-6)
+    np.testing.assert_allclose(stats["h"].mean_abs, np.abs(h).mean(0), rtol=1e-6)
+    aug = np.concatenate([h, np.ones((103, 1))], axis=1)
+    np.testing.assert_allclose(stats["h"].gram, aug.T @ aug, rtol=1e-5)
+    np.testing.assert_allclose(stats["x"].var, x.astype(np.float64).var(0), rtol=1e-6)
+    assert stats["h"].count == 103
+
+
+def test_variance_is_stable_for_large_offsets(tmp_path):
+    """A running sum of squares would cancel here; the pairwise merge does not."""
+    path, w = _relu_model(tmp_path)
+    x = (np.random.default_rng(3).standard_normal((400, 8)) * 1e-3 + 1e4).astype(np.float32)
+    cal = Calibration([{"x": x[i:i + 7]} for i in range(0, 400, 7)], [("x", ["batch", 8], "tensor(float)")])
+    stats = collect(load_model(path), {"x": Request(1)}, cal)
+    np.testing.assert_allclose(stats["x"].var, x.astype(np.float64).var(0), rtol=1e-6)

@@ -1,0 +1,147 @@
+"""Exactness oracles of the compensation passes: a channel that is constant on the
+calibration data, removed with bias compensation, leaves the outputs unchanged (MatMul,
+Gemm, Conv without padding; a bias is created where the consumer had none). With zero
+padding the correction is exact inside and off at the border only. restore-stats gives a
+pruned layer back its dense per-channel mean and standard deviation."""
+
+from __future__ import annotations
+
+import numpy as np
+import onnx
+import pytest
+from onnx import TensorProto, helper, numpy_helper
+
+from graphprune.pipeline import Options, prune
+from oracles import run_model
+
+R = np.random.default_rng(0)
+DEAD = [3, 7, 11]
+
+
+def _save(tmp_path, nodes, inits, x_shape, y_shape):
+    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, x_shape)],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, y_shape)],
+                              [numpy_helper.from_array(v.astype(np.float32), k) for k, v in inits.items()])
+    path = str(tmp_path / "m.onnx")
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), path)
+    return path
+
+
+def _hidden(w1, b1, axis):
+    """Make the DEAD hidden channels constant (zero weights, positive bias)."""
+    idx = [slice(None)] * w1.ndim
+    idx[axis] = DEAD
+    w1[tuple(idx)] = 0.0
+    b1[DEAD] = np.array([0.5, 1.0, 2.0])
+    return w1, b1
+
+
+def mlp(tmp_path, op="MatMul", bias2=True):
+    w1, b1 = _hidden(R.standard_normal((8, 16)), R.standard_normal(16) * 0.1, 1)
+    w2, b2 = R.standard_normal((16, 4)), R.standard_normal(4)
+    if op == "Gemm":
+        nodes = [helper.make_node("Gemm", ["x", "w1", "b1"], ["h"]), helper.make_node("Relu", ["h"], ["a"]),
+                 helper.make_node("Gemm", ["a", "w2t"] + (["b2"] if bias2 else []), ["y"], transB=1)]
+        inits = {"w1": w1, "b1": b1, "w2t": w2.T.copy(), "b2": b2}
+    else:
+        nodes = [helper.make_node("MatMul", ["x", "w1"], ["h0"]), helper.make_node("Add", ["h0", "b1"], ["h"]),
+                 helper.make_node("Relu", ["h"], ["a"]), helper.make_node("MatMul", ["a", "w2"], ["y0" if bias2 else "y"])]
+        inits = {"w1": w1, "b1": b1, "w2": w2}
+        if bias2:
+            nodes.append(helper.make_node("Add", ["y0", "b2"], ["y"]))
+            inits["b2"] = b2
+    if not bias2:
+        inits.pop("b2", None)
+    return _save(tmp_path, nodes, inits, ["batch", 8], ["batch", 4]), ("x", (8,))
+
+
+def conv(tmp_path, pad2=0, bias2=True):
+    w1, b1 = _hidden(R.standard_normal((16, 3, 3, 3)) * 0.3, R.standard_normal(16) * 0.1, 0)
+    w2, b2 = R.standard_normal((4, 16, 3, 3)) * 0.3, R.standard_normal(4)
+    nodes = [helper.make_node("Conv", ["x", "w1", "b1"], ["h"], pads=[1, 1, 1, 1]),
+             helper.make_node("Relu", ["h"], ["a"]),
+             helper.make_node("Conv", ["a", "w2"] + (["b2"] if bias2 else []), ["y"], pads=[pad2] * 4)]
+    inits = {"w1": w1, "b1": b1, "w2": w2, **({"b2": b2} if bias2 else {})}
+    out = 8 if pad2 else 6
+    return _save(tmp_path, nodes, inits, ["batch", 3, 8, 8], ["batch", 4, out, out]), ("x", (3, 8, 8))
+
+
+def _run(path, tmp_path, passes, calib):
+    out = str(tmp_path / "p.onnx")
+    report = prune(path, Options(passes=passes, output=out, calib=calib))
+    return out, report
+
+
+def _calib(spec, n=64):
+    name, shape = spec
+    return [{name: np.random.default_rng(5).standard_normal((n, *shape)).astype(np.float32)}]
+
+
+@pytest.mark.parametrize("build", [
+    lambda t: mlp(t), lambda t: mlp(t, "Gemm"), lambda t: mlp(t, bias2=False), lambda t: mlp(t, "Gemm", bias2=False),
+    lambda t: conv(t), lambda t: conv(t, bias2=False)],
+    ids=["matmul_add", "gemm", "matmul_no_bias", "gemm_no_bias", "conv_valid", "conv_valid_no_bias"])
+def test_constant_channels_removed_with_compensation_are_exact(tmp_path, build):
+    path, spec = build(tmp_path)
+    calib = _calib(spec)
+    ratio = len(DEAD) / 16
+    plain, _ = _run(path, tmp_path, ["ifv", f"select:ratio={ratio}"], calib)
+    feeds = {spec[0]: calib[0][spec[0]]}
+    _, ref = run_model(path, feeds)
+    _, without = run_model(plain, feeds)
+    assert np.abs(without[0] - ref[0]).max() > 1e-2, "removing the constant channels changed nothing"
+    out, report = _run(path, tmp_path, ["ifv", f"select:ratio={ratio}", "compensate"], calib)
+    removed = [g for g in report["groups"] if g["removed"]]
+    assert len(removed) == 1 and removed[0]["removed"] == len(DEAD)
+    assert report["calibration"]["samples"] == 64
+    _, got = run_model(out, feeds)
+    np.testing.assert_allclose(got[0], ref[0], rtol=1e-5, atol=1e-5)
+
+
+def test_conv_with_zero_padding_is_exact_inside_only(tmp_path):
+    path, spec = conv(tmp_path, pad2=1)
+    calib = _calib(spec)
+    out, _ = _run(path, tmp_path, ["ifv", f"select:ratio={len(DEAD) / 16}", "compensate"], calib)
+    feeds = {spec[0]: calib[0][spec[0]]}
+    _, ref = run_model(path, feeds)
+    _, got = run_model(out, feeds)
+    diff = np.abs(got[0] - ref[0])
+    assert diff[:, :, 1:-1, 1:-1].max() < 1e-4       # interior pixels: exact
+    assert diff[:, :, 0, :].max() > 1e-3             # border: the padded taps got a correction too
+
+
+def test_restore_stats_gives_back_dense_output_statistics(tmp_path):
+    path, spec = conv(tmp_path)
+    calib = _calib(spec, n=128)
+    out, report = _run(path, tmp_path, ["l1", "select:ratio=0.5", "restore-stats:samples=0"], calib)
+    assert report["passes"][-2]["stats"]["layers_rescaled"] == 1
+    feeds = {spec[0]: calib[0][spec[0]]}
+    _, ref = run_model(path, feeds)
+    _, got = run_model(out, feeds)
+    axes = (0, 2, 3)
+    np.testing.assert_allclose(got[0].mean(axes), ref[0].mean(axes), rtol=1e-3, atol=1e-4)
+    np.testing.assert_allclose(got[0].std(axes), ref[0].std(axes), rtol=1e-3)
+
+
+def test_restore_stats_reestimates_batchnorm(tmp_path):
+    """Adaptive BN: a BatchNormalization reading a pruned layer's output gets that
+    output's mean and variance on the calibration data as its running statistics."""
+    w1, w2 = R.standard_normal((16, 3, 3, 3)) * 0.3, R.standard_normal((4, 16, 3, 3)) * 0.3
+    bn = {"g": R.uniform(0.5, 1.5, 4), "beta": R.standard_normal(4), "mu": R.standard_normal(4), "var": R.uniform(0.5, 2, 4)}
+    nodes = [helper.make_node("Conv", ["x", "w1"], ["h"], pads=[1, 1, 1, 1]), helper.make_node("Relu", ["h"], ["a"]),
+             helper.make_node("Conv", ["a", "w2"], ["h2"]),
+             helper.make_node("BatchNormalization", ["h2", "g", "beta", "mu", "var"], ["y"])]
+    path = _save(tmp_path, nodes, {"w1": w1, "w2": w2, **bn}, ["batch", 3, 8, 8], ["batch", 4, 6, 6])
+    calib = _calib(("x", (3, 8, 8)), n=96)
+    out, report = _run(path, tmp_path, ["l1", "select:ratio=0.5", "restore-stats:samples=0"], calib)
+    assert report["passes"][-2]["stats"]["bn_reestimated"] == 1
+    pruned = onnx.load(out)
+    inits = {t.name: numpy_helper.to_array(t) for t in pruned.graph.initializer}
+    bn_node = next(n for n in pruned.graph.node if n.op_type == "BatchNormalization")
+    pruned.graph.output.append(helper.make_tensor_value_info(bn_node.input[0], TensorProto.FLOAT, None))
+    probe = str(tmp_path / "probe.onnx")
+    onnx.save(pruned, probe)
+    _, outs = run_model(probe, {"x": calib[0]["x"]})
+    h2 = outs[1].astype(np.float64)
+    np.testing.assert_allclose(inits[bn_node.input[3]], h2.mean((0, 2, 3)), rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(inits[bn_node.input[4]], h2.var((0, 2, 3)), rtol=1e-4)
