@@ -46,27 +46,36 @@ class ChannelStats:
     def l2(self) -> np.ndarray:
         return np.sqrt(self.sq_sum)
 
-    def add(self, rows: np.ndarray, gram: bool) -> None:
-        """Merge a batch given as (positions, channels)."""
+    def add(self, rows: np.ndarray, gram: bool, chunk: int = 8192) -> None:
+        """Merge a batch given as (positions, channels), float32 or float64. Work goes in
+        chunks of rows, so temporaries stay small whatever the batch."""
         n = float(rows.shape[0])
         if n == 0:
             return
-        mean_b = rows.mean(0)
-        m2_b = ((rows - mean_b) ** 2).sum(0)
+        mean_b = rows.mean(0, dtype=np.float64)
+        c = rows.shape[1]
+        m2_b, abs_b, sq_b = np.zeros(c), np.zeros(c), np.zeros(c)
+        g = np.zeros((c + 1, c + 1)) if gram else None
+        for s in range(0, rows.shape[0], chunk):
+            block = rows[s:s + chunk].astype(np.float64)
+            d = block - mean_b
+            m2_b += (d * d).sum(0)
+            abs_b += np.abs(block).sum(0)
+            sq_b += (block * block).sum(0)
+            if gram:
+                aug = np.concatenate([block, np.ones((block.shape[0], 1))], axis=1)
+                g += aug.T @ aug
         if self.mean is None:
-            self.count, self.mean, self.m2 = n, mean_b, m2_b
-            self.abs_sum, self.sq_sum = np.abs(rows).sum(0), (rows * rows).sum(0)
+            self.count, self.mean, self.m2, self.abs_sum, self.sq_sum = n, mean_b, m2_b, abs_b, sq_b
         else:
             total = self.count + n
             delta = mean_b - self.mean
             self.mean = self.mean + delta * (n / total)
             self.m2 = self.m2 + m2_b + delta * delta * (self.count * n / total)
             self.count = total
-            self.abs_sum = self.abs_sum + np.abs(rows).sum(0)
-            self.sq_sum = self.sq_sum + (rows * rows).sum(0)
+            self.abs_sum = self.abs_sum + abs_b
+            self.sq_sum = self.sq_sum + sq_b
         if gram:
-            aug = np.concatenate([rows, np.ones((rows.shape[0], 1))], axis=1)
-            g = aug.T @ aug
             self.gram = g if self.gram is None else self.gram + g
 
 
@@ -128,11 +137,11 @@ def collect(model: ir.Model, requests: dict[str, Request], calib: Calibration) -
             for name in names:
                 arr = outs[name]
                 req = requests[name]
-                rows = np.moveaxis(np.asarray(arr, dtype=np.float64), req.channel_axis, -1)
+                rows = np.moveaxis(np.asarray(arr), req.channel_axis, -1)
                 rows = rows.reshape(-1, rows.shape[-1])
                 stats[name].add(rows, req.gram)
                 for key, fn in req.reducers.items():
-                    val = fn(rows)
+                    val = fn(rows.astype(np.float64))
                     prev = stats[name].extra.get(key)
                     stats[name].extra[key] = val if prev is None else prev + val
             progress.update(len(next(iter(feeds.values()))))

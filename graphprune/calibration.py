@@ -4,7 +4,7 @@ Sources: an `.npz` file with one array per model input (first axis = samples), o
 Python, an iterable of input dicts (each a batch: arrays with a leading sample axis) or a
 function returning such an iterable (needed when the data is read more than once, e.g.
 statistics before pruning and BatchNorm re-estimation after). Arrays of an uncompressed
-`.npz` are memory-mapped, so a large calibration file is never read into memory whole.
+`.npz` are read batch by batch, so a large calibration file is never held in memory.
 Every problem (names, dtypes, shapes, NaN/Inf, no samples) is refused with a message
 that names the input and says why.
 """
@@ -24,8 +24,35 @@ from graphprune.errors import BadInput
 Feeds = dict[str, np.ndarray]
 
 
+class StoredArray:
+    """An uncompressed .npz member read on demand: slicing samples reads just those bytes
+    from the file (no mapping stays resident, so memory does not grow with the file)."""
+
+    def __init__(self, path: str, offset: int, dtype: np.dtype, shape: tuple, fortran: bool):
+        self.path, self.offset, self.dtype, self.shape = path, offset, dtype, tuple(shape)
+        self.ndim = len(self.shape)
+        self._row = int(np.prod(self.shape[1:], dtype=np.int64)) * dtype.itemsize
+        if fortran and self.ndim > 1:
+            raise BadInput(f"{path}: Fortran-ordered arrays are not read; save C-ordered arrays")
+
+    def __len__(self) -> int:
+        return self.shape[0] if self.shape else 0
+
+    def __getitem__(self, key) -> np.ndarray:
+        if isinstance(key, int):
+            return self[key:key + 1][0]
+        start, stop, step = key.indices(len(self))
+        if step != 1:
+            raise IndexError("only contiguous sample ranges are read")
+        n = max(stop - start, 0)
+        with open(self.path, "rb") as f:
+            f.seek(self.offset + start * self._row)
+            data = np.fromfile(f, dtype=self.dtype, count=n * self._row // max(self.dtype.itemsize, 1))
+        return data.reshape((n, *self.shape[1:]))
+
+
 def _npz_arrays(path: str) -> dict[str, np.ndarray]:
-    """name -> array; stored (uncompressed) members are memory-mapped."""
+    """name -> array; stored (uncompressed) members are read on demand (StoredArray)."""
     try:
         zf = zipfile.ZipFile(path)
     except (OSError, zipfile.BadZipFile) as e:
@@ -57,8 +84,7 @@ def _mmap_member(path, zf, info) -> np.ndarray:
         raw.seek(info.header_offset + 26)
         n, m = np.frombuffer(raw.read(4), dtype="<u2")
     start = info.header_offset + 30 + int(n) + int(m) + header
-    return np.memmap(path, dtype=dtype, mode="r", offset=start, shape=shape,
-                     order="F" if fortran else "C")
+    return StoredArray(path, start, dtype, shape, fortran)
 
 
 class Calibration:

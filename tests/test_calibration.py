@@ -1,6 +1,6 @@
 """Calibration data and activation statistics: bad data is refused with a message naming
-the input; streaming statistics equal the ones computed over all data at once; memory-
-mapped .npz members read the same values."""
+the input; streaming statistics equal the ones computed over all data at once; stored
+.npz members read batch by batch give the same values."""
 
 from __future__ import annotations
 
@@ -56,11 +56,13 @@ def test_nan_is_refused_with_its_sample(tmp_path):
         _calib(_npz(tmp_path, **data), batch=16)
 
 
-def test_npz_members_are_memory_mapped_and_batched(tmp_path):
+def test_npz_members_are_read_batch_by_batch(tmp_path):
     data = good(50)
     batches, cal = _calib(_npz(tmp_path, **data), batch=16)
     assert [len(b["x"]) for b in batches] == [16, 16, 16, 2]
-    assert isinstance(cal._arrays["x"], np.memmap)
+    from graphprune.calibration import StoredArray
+
+    assert isinstance(cal._arrays["x"], StoredArray)  # read batch by batch, not loaded
     np.testing.assert_array_equal(np.concatenate([b["x"] for b in batches]), data["x"])
     assert cal.describe()["samples"] == 50 and len(cal.describe()["sha256"]) == 64
     limited = list(cal.limited(20).batches())
