@@ -90,30 +90,35 @@ class Request:
 
 
 def _session(model: ir.Model, names: list[str]):
-    import onnx
+    """An ONNX Runtime session of the model with `names` exposed as extra outputs. The model
+    is written to a temporary folder (external data included) and its outputs restored."""
     import onnxruntime as ort
 
-    proto = ir.serde.serialize_model(model)
-    present = {o.name for o in proto.graph.output}
-    info = {v.name: v for v in proto.graph.value_info}
-    if any(n not in info and n not in present for n in names):
-        inferred = onnx.shape_inference.infer_shapes(proto, strict_mode=False)
-        info.update({v.name: v for v in inferred.graph.value_info})
-    for name in names:
-        if name in present:
-            continue
-        if name not in info:
-            raise BadInput(f"calibration: tensor {name!r} has no known type; cannot expose it")
-        proto.graph.output.append(info[name])
+    from graphprune.saving import save_model, uses_external_data
+    from graphprune.shapes import infer_exact_shapes
+
+    values = {v.name: v for node in model.graph for v in node.outputs if v is not None}
+    missing = [n for n in names if n not in values]
+    if missing:
+        raise BadInput(f"calibration: no tensor named {missing[0]!r} in the model")
+    if any(values[n].dtype is None for n in names):
+        infer_exact_shapes(model)
+    untyped = [n for n in names if values[n].dtype is None]
+    if untyped:
+        raise BadInput(f"calibration: tensor {untyped[0]!r} has no known type; cannot expose it")
+    added = [values[n] for n in names if not values[n].is_graph_output()]
     opts = ort.SessionOptions()
     opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
     opts.log_severity_level = 3
-    if proto.ByteSize() < (1 << 30):
-        return ort.InferenceSession(proto.SerializeToString(), opts, providers=["CPUExecutionProvider"])
-    with tempfile.TemporaryDirectory() as tmp:  # large models: external data on disk
-        path = os.path.join(tmp, "calib.onnx")
-        onnx.save(proto, path, save_as_external_data=True, location="calib.onnx.data")
-        return ort.InferenceSession(path, opts, providers=["CPUExecutionProvider"])
+    model.graph.outputs.extend(added)
+    try:
+        with tempfile.TemporaryDirectory() as tmp:
+            path = os.path.join(tmp, "calibration.onnx")
+            save_model(model, path, external=uses_external_data(model))
+            return ort.InferenceSession(path, opts, providers=["CPUExecutionProvider"])
+    finally:
+        for v in added:
+            model.graph.outputs.remove(v)
 
 
 def collect(model: ir.Model, requests: dict[str, Request], calib: Calibration) -> dict[str, ChannelStats]:

@@ -96,6 +96,10 @@ class Calibration:
 
         self.inputs = inputs
         self.batch = max(int(batch), 1)
+        fixed = {dims[0] for _, dims, _ in inputs if dims and isinstance(dims[0], int) and dims[0] > 0}
+        self.fixed_batch = min(fixed) if fixed else None
+        if self.fixed_batch:  # a model with a fixed batch size runs batches of exactly that size
+            self.batch = self.fixed_batch
         self.limit = limit
         self.quiet = quiet
         self.source = source if isinstance(source, str) else "python"
@@ -136,6 +140,9 @@ class Calibration:
             if arr.ndim != len(dims) or arr.ndim == 0:
                 raise BadInput(f"{where}: input {name!r} has rank {arr.ndim}; the model wants rank {len(dims)} "
                                "(first axis: samples)")
+            if where != "calibration data" and dims and isinstance(dims[0], int) and dims[0] > 0 \
+                    and arr.shape[0] != dims[0]:
+                raise BadInput(f"{where}: input {name!r} has {arr.shape[0]} samples; the model's batch is fixed at {dims[0]}")
             for axis, (d, got) in enumerate(zip(dims[1:], arr.shape[1:]), start=1):
                 if isinstance(d, int) and d > 0 and d != got:
                     raise BadInput(f"{where}: input {name!r} has size {got} on axis {axis}; the model wants {d}")
@@ -172,6 +179,8 @@ class Calibration:
     def _raw_batches(self) -> Iterator[Feeds]:
         if self._arrays is not None:
             n = len(next(iter(self._arrays.values())))
+            if self.fixed_batch:  # whole batches only: a fixed-batch model cannot run a short one
+                n -= n % self.fixed_batch
             for s in range(0, n, self.batch):
                 yield {k: np.ascontiguousarray(v[s:s + self.batch]) for k, v in self._arrays.items()}
             return
