@@ -115,9 +115,20 @@ def summary_table(report: dict[str, Any]) -> str:
 
 def groups_table(report: dict[str, Any]) -> str:
     rows = report.get("groups", [])
-    lines = [f"{'id':>4} {'group':40} {'kind':8} {'units':>6} {'pinned':>6} {'removed':>7} {'MACs/unit':>10}  pinned by"]
+    lines = [f"{'id':>4} {'group':40} {'kind':8} {'units':>6} {'pinned':>6} {'removed':>7} {'MACs/unit':>10} "
+             f"{'score cut':>9} {'score kept':>10}  pinned by"]
     for r in rows:
         pin = r["pins"][0] if r["pins"] and r["pinned_units"] else ""
+        cut = f"{r['score_removed_max']:.3g}" if r.get("score_removed_max") is not None else "-"
+        kept = f"{r['score_kept_min']:.3g}" if r.get("score_kept_min") is not None else "-"
         lines.append(f"{r['id']:>4} {r['label'][:40]:40} {r.get('kind', ''):8} {r['units']:>6} {r['pinned_units']:>6} "
-                     f"{r['removed']:>7} {_human(r['macs_per_unit']):>10}  {pin[:70]}")
+                     f"{r['removed']:>7} {_human(r['macs_per_unit']):>10} {cut:>9} {kept:>10}  {pin[:70]}")
+    comp = report.get("compensation")
+    if comp:
+        lines.append("compensation: " + "; ".join(f"{c['method']} on {c['consumers']} consumers" for c in comp))
+    for p in report.get("passes", []):
+        st = p.get("stats", {})
+        if "layers_rescaled" in st or "bn_reestimated" in st:
+            lines.append(f"restore-stats: {st.get('bn_reestimated', 0)} BatchNorms re-estimated, "
+                         f"{st.get('layers_rescaled', 0)} layers rescaled")
     return "\n".join(lines)
