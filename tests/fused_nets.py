@@ -99,4 +99,16 @@ def onnx_attention(seed=0):
     return _model(nodes, inits, [_x()], [B, S, H], opset=23)
 
 
-FUSED = {"ms_attention": ms_attention, "ms_mha": ms_mha, "ms_gqa": ms_gqa, "onnx_attention": onnx_attention}
+def onnx_attention_rmsnorm(seed=0):
+    """The same with the opset-23 RMSNormalization op in place of LayerNormalization."""
+    m = onnx_attention(seed)
+    for n in m.graph.node:
+        if n.op_type == "LayerNormalization":
+            n.op_type = "RMSNormalization"
+            del n.input[2]
+    m.graph.initializer.remove(next(t for t in m.graph.initializer if t.name == "beta"))
+    return m
+
+
+FUSED = {"ms_attention": ms_attention, "ms_mha": ms_mha, "ms_gqa": ms_gqa, "onnx_attention": onnx_attention,
+         "onnx_attention_rmsnorm": onnx_attention_rmsnorm}
