@@ -1,4 +1,6 @@
-"""compensate:bias (FLAP): put back the mean contribution of every removed input channel.
+"""compensate: put back what the removed input channels contributed to their consumers.
+
+method=bias (FLAP, the default): the mean contribution of every removed input channel.
 
 For each consumer of a pruned group and each removed input channel j, W[:, j] * mean(x_j)
 (mean over the calibration data) is added to the consumer's bias, which is created where
@@ -6,7 +8,13 @@ there is none (a Conv or Gemm bias input; a MatMul's following Add, or a new Add
 result is exact when the removed channel is constant on the data. For a convolution the
 added value is the full kernel sum, which is what an interior pixel loses; at a border
 with zero padding part of the kernel sees padding, so there the correction is too large
-by the padded taps (exact for convolutions without padding). Needs --calib.
+by the padded taps (exact for convolutions without padding).
+
+method=lsq: refit each MatMul/Gemm consumer's kept rows and bias so that its outputs on the
+calibration data match the dense ones in the least-squares sense, from the Gram matrix of
+[x, 1] (the classic channel-pruning reconstruction; exact when a removed channel is an
+affine combination of kept ones). Consumers with more than `max_channels` inputs, and
+convolutions, get the bias method. Needs --calib.
 """
 
 from __future__ import annotations
@@ -25,13 +33,13 @@ class BiasCompensationPass(PrunePass):
     name = "compensate"
     kind = "compensate"
     summary = "add removed channels' mean contribution to the consumers' biases (FLAP; needs --calib)"
-    options = {"method": "bias"}
+    options = {"method": "bias", "max_channels": 2048, "ridge": 1e-6}
 
     def run(self, model: ir.Model) -> bool:
-        if self.opts["method"] != "bias":
+        if self.opts["method"] not in ("bias", "lsq"):
             from graphprune.errors import BadInput
 
-            raise BadInput(f"compensate: method must be bias, not {self.opts['method']!r}")
+            raise BadInput(f"compensate: method must be bias or lsq, not {self.opts['method']!r}")
         analysis = self.ctx.analysis()
         inits = model.graph.initializers
         todo = []
@@ -43,10 +51,26 @@ class BiasCompensationPass(PrunePass):
                 if axis is None:
                     continue
                 todo.append((g, units, c, axis))
-        stats = self.ctx.activation_stats({c.data.name: Request(c.axis) for _, _, c, _ in todo}, "compensate:bias")
-        updates = []
+        lsq = self.opts["method"] == "lsq"
+
+        def fits(c):
+            return (lsq and c.node.op_type in ("MatMul", "Gemm") and c.axis == len(c.data.shape) - 1
+                    and c.data.shape[c.axis] <= self.opts["max_channels"])
+
+        requests = {}
+        for _, _, c, _ in todo:
+            req = requests.setdefault(c.data.name, Request(c.axis))
+            req.gram = req.gram or fits(c)
+        stats = self.ctx.activation_stats(requests, f"compensate:{self.opts['method']}")
+        updates, refits = [], 0
         for g, units, c, axis in todo:
             rows = g.positions(c.key, units)
+            if fits(c) and stats[c.data.name].gram is not None:
+                delta = self._refit(model, c, axis, rows, stats[c.data.name].gram)
+                if delta is not None:
+                    updates.append(BiasUpdate(c.node, delta, (c.key[0], axis)))
+                    refits += 1
+                    continue
             w = inits[c.key[0]].const_value.numpy().astype(np.float64)
             cols = c.columns(w)[rows]                       # (removed inputs, everything else)
             contrib = stats[c.data.name].mean[rows] @ cols  # summed over removed inputs
@@ -55,8 +79,31 @@ class BiasCompensationPass(PrunePass):
             delta = np.moveaxis(contrib.reshape(moved), out_pos, 0).reshape(moved[out_pos], -1).sum(1)
             updates.append(BiasUpdate(c.node, delta, (c.key[0], axis)))
         self.ctx.bias_updates.extend(updates)
-        self.stats = {"consumers_compensated": len(updates)}
+        self.stats = {"consumers_compensated": len(updates), "least_squares_refits": refits}
         report = self.ctx.report.setdefault("compensation", [])
-        report.append({"method": "bias", "consumers": len(updates),
+        report.append({"method": self.opts["method"], "consumers": len(updates), "refits": refits,
                        "max_abs_delta": float(max((np.abs(u.delta).max() for u in updates), default=0.0))})
         return False
+
+    def _refit(self, model, c, axis, removed, gram):
+        """Refit the kept rows of a (in, out) weight and the bias; returns the bias delta."""
+        value = model.graph.initializers[c.key[0]]
+        w = value.const_value.numpy()
+        if w.ndim != 2 or len(list(value.uses())) != 1:
+            return None
+        cols = c.columns(w).astype(np.float64)                 # (in, out)
+        if axis != (1 - c.key[1]) or cols.shape[0] != gram.shape[0] - 1:
+            return None
+        n_in = cols.shape[0]
+        keep = np.setdiff1d(np.arange(n_in), removed)
+        idx = np.concatenate([keep, [n_in]])                   # kept inputs and the constant column
+        full = np.vstack([cols, np.zeros((1, cols.shape[1]))])  # the bias is added after: target x W
+        a = gram[np.ix_(idx, idx)]
+        b = gram[idx] @ full
+        a = a + np.eye(len(idx)) * self.opts["ridge"] * max(np.trace(a) / len(idx), 1e-12)
+        sol = np.linalg.solve(a, b)                            # (kept + 1, out)
+        new_cols = cols.copy()
+        new_cols[keep] = sol[:-1]
+        new = np.moveaxis(new_cols.reshape(np.moveaxis(w, c.key[1], 0).shape), 0, c.key[1])
+        value.const_value = ir.tensor(np.ascontiguousarray(new.astype(w.dtype)), name=value.name)
+        return sol[-1]

@@ -145,3 +145,26 @@ def test_restore_stats_reestimates_batchnorm(tmp_path):
     h2 = outs[1].astype(np.float64)
     np.testing.assert_allclose(inits[bn_node.input[3]], h2.mean((0, 2, 3)), rtol=1e-4, atol=1e-5)
     np.testing.assert_allclose(inits[bn_node.input[4]], h2.var((0, 2, 3)), rtol=1e-4)
+
+
+def test_least_squares_refit_is_exact_for_linearly_dependent_channels(tmp_path):
+    """16 hidden channels that are affine in an 8-dimensional input span a 9-dimensional
+    space: after removing 4, the kept ones still reconstruct the output exactly, which the
+    lsq refit finds; the bias method cannot."""
+    w1, b1 = R.standard_normal((8, 16)), R.standard_normal(16)
+    w2, b2 = R.standard_normal((16, 4)), R.standard_normal(4)
+    nodes = [helper.make_node("MatMul", ["x", "w1"], ["h0"]), helper.make_node("Add", ["h0", "b1"], ["h"]),
+             helper.make_node("Identity", ["h"], ["a"]), helper.make_node("MatMul", ["a", "w2"], ["y0"]),
+             helper.make_node("Add", ["y0", "b2"], ["y"])]
+    path = _save(tmp_path, nodes, {"w1": w1, "b1": b1, "w2": w2, "b2": b2}, ["batch", 8], ["batch", 4])
+    calib = _calib(("x", (8,)), n=200)
+    feeds = {"x": calib[0]["x"]}
+    _, ref = run_model(path, feeds)
+    diffs = {}
+    for method in ("bias", "lsq"):
+        out, report = _run(path, tmp_path, ["l1", "select:ratio=0.25", f"compensate:method={method}"], calib)
+        _, got = run_model(out, feeds)
+        diffs[method] = float(np.abs(got[0] - ref[0]).max())
+    assert report["compensation"][0]["refits"] == 1
+    assert diffs["lsq"] < 1e-3 * np.abs(ref[0]).max()
+    assert diffs["bias"] > 0.1
