@@ -8,7 +8,6 @@ against what the model file itself says.
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 
 import numpy as np

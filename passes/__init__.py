@@ -1,10 +1,12 @@
 """The pass suite, one pass per module; importing this package registers them all."""
 
 from graphprune.passes import (  # noqa: F401
-    activation_criteria,
+    act_norm,
+    amp,
     bn_scale,
     cleanup,
     compensate_bias,
+    fluctuation,
     analysis_options,
     magnitude,
     normalize,
@@ -12,4 +14,5 @@ from graphprune.passes import (  # noqa: F401
     remove,
     restore_stats,
     select,
+    wanda_sp,
 )

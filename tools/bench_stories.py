@@ -53,7 +53,7 @@ def torch_model(cfg, w):
     import torch
     from torch import nn
 
-    d, H, KV, hd = cfg["dim"], cfg["heads"], cfg["kv_heads"], cfg["head_dim"]
+    H, KV, hd = cfg["heads"], cfg["kv_heads"], cfg["head_dim"]
 
     def lin(weight):
         m = nn.Linear(weight.shape[1], weight.shape[0], bias=False)

@@ -22,7 +22,7 @@ def read_model(path: str):
         raw = f.read()
     cfg = dict(zip(HEADER, struct.unpack("7i", raw[:28])))
     data = np.frombuffer(raw, dtype=np.float32, offset=28)
-    d, h, L, H, KV = cfg["dim"], cfg["hidden"], cfg["layers"], cfg["heads"], cfg["kv_heads"]
+    d, h, L, KV = cfg["dim"], cfg["hidden"], cfg["layers"], cfg["kv_heads"]
     V, S, hd = abs(cfg["vocab"]), cfg["max_seq"], cfg["dim"] // cfg["heads"]
     cfg["vocab"], cfg["head_dim"] = V, hd
     shapes = [("emb", (V, d)), ("att_norm", (L, d)), ("wq", (L, d, d)), ("wk", (L, KV * hd, d)),
@@ -138,7 +138,6 @@ def nll_per_token(logits_fn, windows) -> float:
 
 # -- ONNX ----------------------------------------------------------------------------------
 def build_onnx(cfg, w):
-    import onnx
     from onnx import TensorProto, helper, numpy_helper
 
     d, L, H, KV, hd, V, S = (cfg[k] for k in ("dim", "layers", "heads", "kv_heads", "head_dim", "vocab", "max_seq"))

@@ -1,5 +1,6 @@
-"""Calibration-aware criteria: scores from activation statistics at the consumer side of
-each group, combined over the group's consumers as the magnitude criteria are.
+"""The base of the calibration-aware criteria (fluctuation.py, wanda_sp.py, act_norm.py,
+amp.py): scores from activation statistics at the consumer side of each group, combined
+over the group's consumers as the magnitude criteria are.
 
 For input channel j of a consumer with weight columns W[:, j] (everything the channel
 feeds) and activation x_j over the calibration data:
@@ -23,7 +24,7 @@ import onnx_ir as ir
 
 from graphprune.activations import Request
 from graphprune.consumers import consumers
-from graphprune.registry import PrunePass, register
+from graphprune.registry import PrunePass
 from graphprune.scoring import combine, normalize, per_unit, position_norms, weight_slices
 
 
@@ -70,74 +71,3 @@ class _ActivationCriterion(PrunePass):
 
     def add_reducer(self, req, g, c, inits) -> None:
         pass
-
-
-@register
-class IFV(_ActivationCriterion):
-    name = "ifv"
-    summary = "input feature variance at the consumers (FLAP's IFV; needs --calib)"
-
-    def per_position(self, st, cols):
-        return st.var
-
-
-@register
-class WIFV(_ActivationCriterion):
-    name = "wifv"
-    summary = "fluctuation: input variance x squared weight column norm (FLAP's WIFV; needs --calib)"
-
-    def per_position(self, st, cols):
-        return st.var * (cols.astype(np.float64) ** 2).sum(1)
-
-
-@register
-class WIFN(_ActivationCriterion):
-    name = "wifn"
-    summary = "mean |weight column| x RMS of the input (FLAP's WIFN; needs --calib)"
-
-    def per_position(self, st, cols):
-        return np.abs(cols).mean(1) * np.sqrt(st.sq_sum / max(st.count, 1.0))
-
-
-@register
-class WandaSP(_ActivationCriterion):
-    name = "wanda-sp"
-    summary = "sum |weight column| x L2 norm of the input (structured Wanda; needs --calib)"
-
-    def per_position(self, st, cols):
-        return np.abs(cols).sum(1) * st.l2
-
-
-@register
-class ActNorm(_ActivationCriterion):
-    name = "act-norm"
-    summary = "L2 norm of the input channel over the calibration data (needs --calib)"
-
-    def per_position(self, st, cols):
-        return st.l2
-
-
-@register
-class AMP(_ActivationCriterion):
-    name = "amp"
-    summary = "mean L1 norm of each unit's contribution through its consumer (AMP; needs --calib)"
-    needs_reducer = True
-
-    def add_reducer(self, req, g, c, inits):
-        if c.node.op_type not in ("MatMul", "Gemm"):
-            return
-        cols = c.columns(inits[c.key[0]].const_value.numpy()).astype(np.float64)
-        ids = g.members[c.key]
-        units = [np.flatnonzero(ids == u) for u in range(g.n_units)]
-        key = f"amp:{g.id}:{c.key[0]}"
-
-        def reduce(rows, units=units, cols=cols):
-            return np.array([np.abs(rows[:, p] @ cols[p]).sum() if len(p) else 0.0 for p in units])
-
-        req.reducers[key] = reduce
-
-    def unit_scores(self, g, c, st, cols):
-        total = st.extra.get(f"amp:{g.id}:{c.key[0]}")
-        if total is None:  # a conv consumer: |x_j| times the column's L1 norm
-            return per_unit(g, c.key, st.mean_abs * np.abs(cols).sum(1))
-        return total / max(st.count, 1.0)

@@ -1,0 +1,36 @@
+"""FLAP's fluctuation criteria: ifv (input feature variance), wifv (variance x squared
+weight column norm) and wifn (mean |weight column| x input RMS). Needs --calib."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from graphprune.passes.activation_base import _ActivationCriterion
+from graphprune.registry import register
+
+
+@register
+class IFV(_ActivationCriterion):
+    name = "ifv"
+    summary = "input feature variance at the consumers (FLAP's IFV; needs --calib)"
+
+    def per_position(self, st, cols):
+        return st.var
+
+
+@register
+class WIFV(_ActivationCriterion):
+    name = "wifv"
+    summary = "fluctuation: input variance x squared weight column norm (FLAP's WIFV; needs --calib)"
+
+    def per_position(self, st, cols):
+        return st.var * (cols.astype(np.float64) ** 2).sum(1)
+
+
+@register
+class WIFN(_ActivationCriterion):
+    name = "wifn"
+    summary = "mean |weight column| x RMS of the input (FLAP's WIFN; needs --calib)"
+
+    def per_position(self, st, cols):
+        return np.abs(cols).mean(1) * np.sqrt(st.sq_sum / max(st.count, 1.0))
