@@ -163,6 +163,9 @@ def main() -> int:
                     "options after ':' joined by ';' (l1:reduce=prod)")
     ap.add_argument("--bench-repeats", type=int, default=20)
     ap.add_argument("--seeds", type=int, default=3, help="random baseline: mean over this many seeds")
+    ap.add_argument("--calib", type=int, default=0, metavar="N",
+                    help="calibration: the sentences of pairs 0..N-1 (disjoint from the evaluated ones); "
+                         "criteria may then be pipelines such as wifv+compensate")
     args = ap.parse_args()
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     import logging
@@ -182,16 +185,35 @@ def main() -> int:
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         dense = export(dense_t, os.path.join(tmp, "minilm.onnx"))
+        calib = None
+        if args.calib:
+            ca, cb, _ = load_pairs(slice(0, args.calib))
+            tokens = tok(ca + cb, padding="max_length", truncation=True, max_length=64, return_tensors="np")
+            calib = os.path.join(tmp, "calib.npz")
+            np.savez(calib, input_ids=tokens["input_ids"].astype(np.int64),
+                     attention_mask=tokens["attention_mask"].astype(np.int64))
+        # The share of all params the uniform ratio removes, for global allocations at the same budget.
+        ratio_removed = {}
+        for r in [float(x) for x in args.ratios.split(",")]:
+            rep = prune(dense, Options(passes=["l1", f"select:ratio={r}"], dry_run=True))
+            ratio_removed[r] = 1 - rep["after"]["params"] / rep["before"]["params"]
         base = sts_score(ort_embed(dense), ba, bb, gold)
         rows.append({"tool": "dense", "criterion": "-", "ratio": 0.0, "encoder_removed": 0.0, "spearman": base})
         print(f"dense: Spearman {base:.2f} (ONNX Runtime), {sts_score(torch_embed(dense_t), ba, bb, gold):.2f} (torch)")
         for ratio in [float(r) for r in args.ratios.split(",")]:
             for crit in args.criteria.split(","):
                 scores = []
+                score_pass, *after = crit.split("+")
                 for seed in range(args.seeds if crit == "random" else 1):
                     out = os.path.join(tmp, f"gp_{len(rows)}.onnx")
-                    spec = f"random:seed={seed}" if crit == "random" else crit.replace(";", ",")
-                    rep = prune(dense, Options(passes=[spec, f"select:ratio={ratio}"], output=out))
+                    spec = f"random:seed={seed}" if crit == "random" else score_pass.replace(";", ",")
+                    select = f"select:ratio={ratio}"
+                    if "global" in after:  # FLAP allocation: standardized scores, one threshold
+                        after.remove("global")
+                        spec += (":" if ":" not in spec else ",") + "normalize=standardize"
+                        select = f"select:params={1 - ratio_removed[ratio]:.6f},scope=global"
+                    rep = prune(dense, Options(passes=[spec, select, *[a.replace(";", ",") for a in after]],
+                                               output=out, calib=calib, quiet=True))
                     removed = (rep["before"]["params"] - rep["after"]["params"]) / enc
                     scores.append(sts_score(ort_embed(out), ba, bb, gold))
                 rows.append({"tool": "graphprune", "criterion": crit, "ratio": ratio, "encoder_removed": removed,
