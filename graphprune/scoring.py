@@ -80,3 +80,9 @@ def position_norms(arr: np.ndarray, axis: int, p: float, chunk_bytes: int = 1 <<
         block = np.abs(np.asarray(moved[s:s + step], dtype=np.float32)).reshape(min(step, n - s), -1)
         out[s:s + step] = (block.astype(np.float64) ** p).sum(1) if p != 1 else block.sum(1, dtype=np.float64)
     return out
+
+
+def magnitude_parts(group: Group, initializers, roles: tuple[str, ...] = ("out", "in"), p: float = 1.0):
+    """Per-unit sum of |w|^p of each weight slice with one of `roles` (the L1 fallback of
+    criteria that cannot score a group their own way)."""
+    return [per_unit(group, key, position_norms(arr, key[1], p)) for key, arr in weight_slices(group, initializers, roles)]

@@ -25,7 +25,7 @@ import onnx_ir as ir
 from graphprune.activations import Request
 from graphprune.consumers import consumers
 from graphprune.registry import PrunePass
-from graphprune.scoring import combine, normalize, per_unit, position_norms, weight_slices
+from graphprune.scoring import combine, magnitude_parts, normalize, per_unit
 
 
 class _ActivationCriterion(PrunePass):
@@ -57,8 +57,7 @@ class _ActivationCriterion(PrunePass):
                 parts.append(self.unit_scores(g, c, stats[c.data.name], cols))
             if not parts:
                 fallback += 1
-                parts = [per_unit(g, key, position_norms(arr, key[1], 1.0))
-                         for key, arr in weight_slices(g, inits, ("out", "in"))]
+                parts = magnitude_parts(g, inits)
             raw = combine(parts, self.opts["reduce"], g.n_units)
             self.ctx.scores[g.id] = normalize(raw, self.opts["normalize"])
         self.ctx.score_name = self.name

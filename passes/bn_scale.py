@@ -8,7 +8,7 @@ from __future__ import annotations
 import onnx_ir as ir
 
 from graphprune.registry import PrunePass, register
-from graphprune.scoring import combine, normalize, per_unit, position_norms, weight_slices
+from graphprune.scoring import combine, magnitude_parts, normalize
 
 
 @register
@@ -25,12 +25,10 @@ class BNScalePass(PrunePass):
         for g in analysis.groups:
             if g.n_units == 0:
                 continue
-            parts = [per_unit(g, key, position_norms(arr, key[1], 1.0))
-                     for key, arr in weight_slices(g, inits, ("bn_scale",))]
+            parts = magnitude_parts(g, inits, ("bn_scale",))
             if not parts:
                 fallback += 1
-                parts = [per_unit(g, key, position_norms(arr, key[1], 1.0))
-                         for key, arr in weight_slices(g, inits, ("out", "in"))]
+                parts = magnitude_parts(g, inits)
             raw = combine(parts, self.opts["reduce"], g.n_units)
             self.ctx.scores[g.id] = normalize(raw, self.opts["normalize"])
         self.ctx.score_name = self.name
