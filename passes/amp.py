@@ -21,11 +21,19 @@ class AMP(_ActivationCriterion):
             return
         cols = c.columns(inits[c.key[0]].const_value.numpy()).astype(np.float64)
         ids = g.members[c.key]
-        units = [np.flatnonzero(ids == u) for u in range(g.n_units)]
+        sizes = np.bincount(ids, minlength=g.n_units)
+        blocks = [(u, np.flatnonzero(ids == u)) for u in np.flatnonzero(sizes > 1)]
+        single = np.flatnonzero(sizes[ids] == 1)           # positions that are a unit alone
+        col_l1 = np.abs(cols[single]).sum(1)
         key = f"amp:{g.id}:{c.key[0]}"
 
-        def reduce(rows, units=units, cols=cols):
-            return np.array([np.abs(rows[:, p] @ cols[p]).sum() if len(p) else 0.0 for p in units])
+        def reduce(rows, cols=cols):
+            out = np.zeros(g.n_units)
+            # A one-column unit's contribution x_j W[j, :] has L1 norm |x_j| * ||W[j, :]||_1.
+            np.add.at(out, ids[single], np.abs(rows[:, single]).sum(0) * col_l1)
+            for u, p in blocks:  # heads: the block's product, then its L1 norm
+                out[u] += np.abs(rows[:, p] @ cols[p]).sum()
+            return out
 
         req.reducers[key] = reduce
 
