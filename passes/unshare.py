@@ -40,6 +40,7 @@ def unshare_constants(graph: ir.Graph) -> int:
 def privatize_shape_targets(graph: ir.Graph) -> int:
     """Give each Reshape/Expand its own Concat when a computed target is shared."""
     clones = 0
+    taken = {v.name for node in graph for v in node.outputs} | set(graph.initializers)
     for node in list(graph):
         if node.op_type not in ("Reshape", "Expand") or len(node.inputs) < 2:
             continue
@@ -50,7 +51,8 @@ def privatize_shape_targets(graph: ir.Graph) -> int:
         clone = ir.node("Concat", list(prod.inputs), attributes={"axis": 0},
                         name=f"{prod.name}_for_{node.name}")
         graph.insert_after(prod, clone)
-        clone.outputs[0].name = _free_value_name(graph, f"{target.name}_for_{node.name}")
+        clone.outputs[0].name = _free_value_name(taken, f"{target.name}_for_{node.name}")
+        taken.add(clone.outputs[0].name)
         clone.outputs[0].shape = target.shape
         clone.outputs[0].dtype = target.dtype
         node.replace_input_with(1, clone.outputs[0])
@@ -66,8 +68,7 @@ def _free_name(graph: ir.Graph, base: str) -> str:
     return name
 
 
-def _free_value_name(graph: ir.Graph, base: str) -> str:
-    taken = {v.name for node in graph for v in node.outputs} | set(graph.initializers)
+def _free_value_name(taken: set, base: str) -> str:
     name, n = base, 0
     while name in taken:
         n += 1

@@ -118,21 +118,6 @@ def _int_attr(node: ir.Node, name: str, default: int) -> int:
     return default if a is None else int(a.value)
 
 
-def literal_sizes(found: list[Entry]) -> list[int | None]:
-    """The size each entry stands for where it is known without running the model."""
-    out = []
-    for e in found:
-        if isinstance(e, Lit):
-            out.append(e.value)
-        elif isinstance(e, Dim):
-            s = shape_of(e.value)
-            d = s[e.axis] if s is not None else None
-            out.append(d if isinstance(d, int) else None)
-        else:
-            out.append(None)
-    return out
-
-
 def write_literal(edit, entry: Lit, new: int) -> None:
     """Rewrite one literal in place (copy-on-write: the constant is private to its node)."""
     node, index, k = entry.holder
