@@ -126,6 +126,29 @@ def _shape_proto(model: ir.Model):
     return proto
 
 
+def _ort_symbolic(proto):
+    """ONNX Runtime's symbolic inference, or None where it is incomplete. Its public
+    `infer_shapes` then dumps the model (and its weights) into the working directory;
+    this runs the same steps without that. Where the steps are not there (another ONNX
+    Runtime), the public call runs inside a temporary directory."""
+    from onnxruntime.tools.symbolic_shape_infer import SymbolicShapeInference
+
+    steps = ("_preprocess", "_infer_impl", "_update_output_from_vi")
+    if not all(hasattr(SymbolicShapeInference, s) for s in steps):
+        import contextlib
+        import tempfile
+
+        with tempfile.TemporaryDirectory() as tmp, contextlib.chdir(tmp):
+            return SymbolicShapeInference.infer_shapes(proto, auto_merge=True)
+    ssi = SymbolicShapeInference(2**31 - 1, True, False, 0)
+    ssi._preprocess(proto)
+    complete = False
+    while ssi.run_:
+        complete = ssi._infer_impl()
+    ssi._update_output_from_vi()
+    return ssi.out_mp_ if complete else None
+
+
 def _refine_symbolic(model: ir.Model) -> None:
     """ONNX's inference does not know ONNX Runtime's contrib ops (fused attention), and
     dynamic-axis exports build Reshape targets at run time, and ONNX's inference then
@@ -135,11 +158,10 @@ def _refine_symbolic(model: ir.Model) -> None:
     if not _dynamic(model) and not unknown:
         return
     try:
-        from onnxruntime.tools.symbolic_shape_infer import SymbolicShapeInference
-
-        proto = _shape_proto(model)
-        inferred = SymbolicShapeInference.infer_shapes(proto, auto_merge=True)
+        inferred = _ort_symbolic(_shape_proto(model))
     except Exception:  # noqa: BLE001 - optional refinement; ONNX's shapes stay
+        return
+    if inferred is None:
         return
     found, types = {}, {}
     for vi in inferred.graph.value_info:

@@ -107,3 +107,31 @@ def test_a_size_flowing_into_arithmetic_pins_its_axis(tmp_path):
     # V's width reaches the softmax scale: pruning heads would change it, so heads pin.
     assert all(g.pinned.all() for g in groups)
     assert any("read at run time" in r for g in groups for r in g.pin_reasons)
+
+
+def test_incomplete_symbolic_inference_leaves_the_working_directory_clean(tmp_path, monkeypatch):
+    """ONNX Runtime's symbolic inference dumps the model into the working directory when it
+    cannot finish (here an op of an unknown domain on a dynamic batch); none of it may stay."""
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", 8])
+    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, ["batch", 8])
+    w = numpy_helper.from_array(np.ones((8, 8), np.float32), "w")
+    nodes = [helper.make_node("MatMul", ["x", "w"], ["h"]), helper.make_node("Mystery", ["h"], ["y"], domain="acme")]
+    graph = helper.make_graph(nodes, "g", [x], [y], [w])
+    proto = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17), helper.make_opsetid("acme", 1)])
+    path = tmp_path / "in" / "m.onnx"
+    path.parent.mkdir()
+    onnx.save(proto, str(path))
+    work = tmp_path / "work"
+    work.mkdir()
+    monkeypatch.chdir(work)
+    from graphprune import shapes
+    from onnxruntime.tools.symbolic_shape_infer import SymbolicShapeInference
+
+    assert shapes._ort_symbolic(shapes._shape_proto(load_model(str(path)))) is None  # incomplete
+    with __import__("pytest").raises(Exception, match="Incomplete"):
+        SymbolicShapeInference.infer_shapes(proto, auto_merge=True)  # the public call does dump ...
+    assert sorted(p.name for p in work.iterdir())  # ... which is what this test guards against
+    for p in work.iterdir():
+        p.unlink()
+    shapes.infer_exact_shapes(load_model(str(path)))
+    assert list(work.iterdir()) == []
