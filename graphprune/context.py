@@ -64,7 +64,7 @@ class Context:
                            "(one array per model input, first axis = samples)")
         missing = {k: r for k, r in requests.items()
                    if k not in self._stats or (r.gram and self._stats[k].gram is None) or
-                   any(key not in self._stats[k].extra for key in r.reducers)}
+                   any(key not in self._stats[k].extra for key in [*r.reducers, *r.raw])}
         if missing:
             self._stats.update(collect(self.model, missing, self.calibration))
             self.report["calibration"] = self.calibration.describe()

@@ -10,11 +10,15 @@ added value is the full kernel sum, which is what an interior pixel loses; at a 
 with zero padding part of the kernel sees padding, so there the correction is too large
 by the padded taps (exact for convolutions without padding).
 
-method=lsq: refit each MatMul/Gemm consumer's kept rows and bias so that its outputs on the
+method=lsq: refit each consumer's kept weights and bias so that its outputs on the
 calibration data match the dense ones in the least-squares sense, from the Gram matrix of
 [x, 1] (the classic channel-pruning reconstruction; exact when a removed channel is an
-affine combination of kept ones). Consumers with more than `max_channels` inputs, and
-convolutions, get the bias method. Needs --calib.
+affine combination of kept ones). MatMul/Gemm use the activation rows; a 2-D convolution
+(no groups) uses its input patches at `patches` sampled output positions per sample
+(graphprune.patches), zero padding included, so it is exact there too when a removed
+channel is a linear combination of kept ones. Consumers with more than `max_channels`
+inputs (times the kernel size for a convolution), and others, get the bias method.
+Needs --calib.
 """
 
 from __future__ import annotations
@@ -25,6 +29,7 @@ import onnx_ir as ir
 from graphprune.activations import Request
 from graphprune.bias import BiasUpdate, out_axis
 from graphprune.consumers import consumers
+from graphprune.patches import conv_geometry, patch_gram
 from graphprune.registry import PrunePass, register
 
 
@@ -33,7 +38,7 @@ class BiasCompensationPass(PrunePass):
     name = "compensate"
     kind = "compensate"
     summary = "add removed channels' mean contribution to the consumers' biases (FLAP; needs --calib)"
-    options = {"method": "bias", "max_channels": 2048, "ridge": 1e-6}
+    options = {"method": "bias", "max_channels": 2048, "ridge": 1e-6, "patches": 64}
 
     def run(self, model: ir.Model) -> bool:
         if self.opts["method"] not in ("bias", "lsq"):
@@ -57,16 +62,29 @@ class BiasCompensationPass(PrunePass):
             return (lsq and c.node.op_type in ("MatMul", "Gemm") and c.axis == len(c.data.shape) - 1
                     and c.data.shape[c.axis] <= self.opts["max_channels"])
 
+        def conv_fits(c):
+            if not lsq or c.key[1] != 1:
+                return None
+            geo = conv_geometry(c.node, inits[c.key[0]].const_value.shape)
+            if geo is None or inits[c.key[0]].const_value.shape[1] > self.opts["max_channels"] // \
+                    (geo.kernel[0] * geo.kernel[1]):
+                return None
+            return geo
+
         requests = {}
         for _, _, c, _ in todo:
             req = requests.setdefault(c.data.name, Request(c.axis))
             req.gram = req.gram or fits(c)
+            geo = conv_fits(c)
+            if geo is not None:
+                req.raw[f"patches:{c.node.name}"] = patch_gram(geo, int(self.opts["patches"]))
         stats = self.ctx.activation_stats(requests, f"compensate:{self.opts['method']}")
         updates, refits = [], 0
         for g, units, c, axis in todo:
             rows = g.positions(c.key, units)
-            if fits(c) and stats[c.data.name].gram is not None:
-                delta = self._refit(model, c, axis, rows, stats[c.data.name].gram)
+            gram = stats[c.data.name].gram if fits(c) else stats[c.data.name].extra.get(f"patches:{c.node.name}")
+            if gram is not None and (fits(c) or conv_fits(c)):
+                delta = self._refit(model, c, axis, rows, gram)
                 if delta is not None:
                     updates.append(BiasUpdate(c.node, delta, (c.key[0], axis)))
                     refits += 1
@@ -86,16 +104,25 @@ class BiasCompensationPass(PrunePass):
         return False
 
     def _refit(self, model, c, axis, removed, gram):
-        """Refit the kept rows of a (in, out) weight and the bias; returns the bias delta."""
+        """Refit the kept inputs of a (in, out) weight, or of a (O, C, kh, kw) kernel over
+        its flattened C*kh*kw patch, and the bias; returns the bias delta."""
         value = model.graph.initializers[c.key[0]]
         w = value.const_value.numpy()
-        if w.ndim != 2 or len(list(value.uses())) != 1:
+        if len(list(value.uses())) != 1:
             return None
-        cols = c.columns(w).astype(np.float64)                 # (in, out)
-        if axis != (1 - c.key[1]) or cols.shape[0] != gram.shape[0] - 1:
+        if w.ndim == 2 and axis == 1 - c.key[1]:
+            cols = c.columns(w).astype(np.float64)             # (in, out)
+            flat_removed = np.asarray(removed)
+        elif w.ndim == 4 and c.key[1] == 1 and axis == 0:
+            cols = w.reshape(w.shape[0], -1).T.astype(np.float64)  # (C*kh*kw, O)
+            taps = w.shape[2] * w.shape[3]
+            flat_removed = (np.asarray(removed)[:, None] * taps + np.arange(taps)).reshape(-1)
+        else:
+            return None
+        if cols.shape[0] != gram.shape[0] - 1:
             return None
         n_in = cols.shape[0]
-        keep = np.setdiff1d(np.arange(n_in), removed)
+        keep = np.setdiff1d(np.arange(n_in), flat_removed)
         idx = np.concatenate([keep, [n_in]])                   # kept inputs and the constant column
         full = np.vstack([cols, np.zeros((1, cols.shape[1]))])  # the bias is added after: target x W
         a = gram[np.ix_(idx, idx)]
@@ -104,6 +131,9 @@ class BiasCompensationPass(PrunePass):
         sol = np.linalg.solve(a, b)                            # (kept + 1, out)
         new_cols = cols.copy()
         new_cols[keep] = sol[:-1]
-        new = np.moveaxis(new_cols.reshape(np.moveaxis(w, c.key[1], 0).shape), 0, c.key[1])
+        if w.ndim == 4:
+            new = new_cols.T.reshape(w.shape)
+        else:
+            new = np.moveaxis(new_cols.reshape(np.moveaxis(w, c.key[1], 0).shape), 0, c.key[1])
         value.const_value = ir.tensor(np.ascontiguousarray(new.astype(w.dtype)), name=value.name)
         return sol[-1]

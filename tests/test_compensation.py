@@ -168,3 +168,54 @@ def test_least_squares_refit_is_exact_for_linearly_dependent_channels(tmp_path):
     assert report["compensation"][0]["refits"] == 1
     assert diffs["lsq"] < 1e-3 * np.abs(ref[0]).max()
     assert diffs["bias"] > 0.1
+
+
+def test_least_squares_refit_of_a_padded_convolution_is_exact_for_linear_channels(tmp_path):
+    """A 1x1 convolution makes 16 channels linear in 3 inputs (no bias, so they stay linear
+    in the zero padding too); a padded 3x3 convolution reads them. After removing 4 the
+    kept 12 still span them: the refit from sampled patches reconstructs the output
+    everywhere, borders included. The bias method cannot."""
+    w1 = R.standard_normal((16, 3, 1, 1))
+    w2, b2 = R.standard_normal((4, 16, 3, 3)) * 0.3, R.standard_normal(4)
+    nodes = [helper.make_node("Conv", ["x", "w1"], ["h"]), helper.make_node("Identity", ["h"], ["a"]),
+             helper.make_node("Conv", ["a", "w2", "b2"], ["y"], pads=[1, 1, 1, 1], strides=[2, 2])]
+    path = _save(tmp_path, nodes, {"w1": w1, "w2": w2, "b2": b2}, ["batch", 3, 9, 9], ["batch", 4, 5, 5])
+    calib = _calib(("x", (3, 9, 9)), n=16)
+    feeds = {"x": calib[0]["x"]}
+    _, ref = run_model(path, feeds)
+    diffs = {}
+    for method in ("bias", "lsq"):
+        out, report = _run(path, tmp_path, ["l1", "select:ratio=0.25", f"compensate:method={method},patches=8"], calib)
+        _, got = run_model(out, feeds)
+        diffs[method] = float(np.abs(got[0] - ref[0]).max())
+    assert report["compensation"][0]["refits"] == 1
+    assert diffs["lsq"] < 1e-3 * np.abs(ref[0]).max(), diffs
+    assert diffs["bias"] > 0.1, diffs
+
+
+def test_sampled_patches_match_the_convolution():
+    """Patches times the flattened kernel give the convolution's output at the sampled
+    positions (strides, dilations and asymmetric padding included)."""
+    from graphprune.patches import ConvGeometry, sample_patches
+
+    x = R.standard_normal((2, 3, 7, 6)).astype(np.float32)
+    w = R.standard_normal((5, 3, 3, 2)).astype(np.float32)
+    geo = ConvGeometry((3, 2), (2, 1), (1, 0, 2, 1), (1, 2))
+    node = helper.make_node("Conv", ["x", "w"], ["y"], pads=[1, 0, 2, 1], strides=[2, 1], dilations=[1, 2])
+    graph = helper.make_graph([node], "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2, 3, 7, 6])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)],
+                              [numpy_helper.from_array(w, "w")])
+    import onnxruntime as ort
+
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    y = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"]).run(None, {"x": x})[0]
+    oh, ow = geo.out_size(7, 6)
+    assert y.shape[2:] == (oh, ow)
+    k = 4
+    p = sample_patches(x, geo, k, np.random.default_rng(0))
+    got = (p @ w.reshape(5, -1).T).reshape(2, k, 5)
+    rng = np.random.default_rng(0)  # the same draws: k positions per image, image by image
+    want = y.reshape(2, 5, -1).transpose(0, 2, 1)
+    for n in range(2):
+        pos = rng.choice(oh * ow, k, replace=False)
+        np.testing.assert_allclose(got[n], want[n][pos], atol=1e-4)

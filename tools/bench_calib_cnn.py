@@ -38,6 +38,11 @@ PIPELINES = [  # (label, passes before select, select extra, passes after select
     ("wifv + restore-stats", ["wifv"], "", ["restore-stats"]),
     ("wifv + compensate + restore-stats", ["wifv"], "", ["compensate", "restore-stats"]),
     ("wifv global (FLAP) + restore-stats", ["wifv:normalize=standardize"], ",scope=global", ["restore-stats"]),
+    ("wifv + compensate:lsq", ["wifv"], "", ["compensate:method=lsq"]),
+    ("wifv + compensate:lsq + restore-stats", ["wifv"], "", ["compensate:method=lsq", "restore-stats"]),
+    ("wifv global (FLAP) + compensate:lsq", ["wifv:normalize=standardize"], ",scope=global", ["compensate:method=lsq"]),
+    ("wifv global (FLAP) + compensate:lsq + restore-stats", ["wifv:normalize=standardize"], ",scope=global",
+     ["compensate:method=lsq", "restore-stats"]),
     ("wifn + restore-stats", ["wifn"], "", ["restore-stats"]),
     ("wanda-sp + restore-stats", ["wanda-sp"], "", ["restore-stats"]),
     ("act-norm + restore-stats", ["act-norm"], "", ["restore-stats"]),
@@ -92,6 +97,7 @@ def main() -> int:
     ap.add_argument("--targets", default="2,3")
     ap.add_argument("--json")
     ap.add_argument("--no-tp", action="store_true")
+    ap.add_argument("--only", help="run only the pipelines whose label contains one of these (comma-separated)")
     args = ap.parse_args()
     import torch
 
@@ -115,6 +121,8 @@ def main() -> int:
         for target in [float(t) for t in args.targets.split(",")]:
             keep = 1.0 / target
             for label, score, extra, after in PIPELINES:
+                if args.only and not any(o in label for o in args.only.split(",")):
+                    continue
                 out = os.path.join(tmp, f"gp_{len(rows)}.onnx")
                 t0 = time.perf_counter()
                 rep = prune(dense, Options(passes=[*score, f"select:macs={keep},include={INCLUDE}{extra}", *after],
@@ -135,9 +143,9 @@ def main() -> int:
             rows.append({"tool": "torch-pruning", "pipeline": "taylor (calibration + labels)", "target": target,
                          "mac_reduction": 1 / kept, "top1": bench_cnn.torch_accuracy(pruned, x, y)})
             print(rows[-1], flush=True)
-    print(f"\n{'tool':14} {'pipeline':38} {'MACs':>5} {'top-1':>7}")
+    print(f"\n{'tool':14} {'pipeline':52} {'MACs':>5} {'top-1':>7}")
     for r in rows:
-        print(f"{r['tool']:14} {r['pipeline']:38} {r.get('mac_reduction', 1.0):5.2f} {r['top1'] * 100:6.2f}%")
+        print(f"{r['tool']:14} {r['pipeline']:52} {r.get('mac_reduction', 1.0):5.2f} {r['top1'] * 100:6.2f}%")
     if args.json:
         with open(args.json, "w") as f:
             json.dump(rows, f, indent=1)

