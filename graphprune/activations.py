@@ -145,11 +145,15 @@ def collect(model: ir.Model, requests: dict[str, Request], calib: Calibration) -
                 raise BadInput(f"calibration: ONNX Runtime cannot run the model on the calibration "
                                f"data ({first_line(e)})") from None
             outs.update({n: feeds[n] for n in names if n in graph_inputs})
+            keep = np.asarray(feeds[calib.mask]) != 0 if calib.mask else None
             for name in names:
                 arr = outs[name]
                 req = requests[name]
                 rows = np.moveaxis(np.asarray(arr), req.channel_axis, -1)
-                rows = rows.reshape(-1, rows.shape[-1])
+                if keep is not None and rows.shape[:-1] == keep.shape:
+                    rows = rows[keep]  # padding positions (mask 0) stay out of the statistics
+                else:
+                    rows = rows.reshape(-1, rows.shape[-1])
                 stats[name].add(rows, req.gram)
                 sums = {key: fn(rows.astype(np.float64)) for key, fn in req.reducers.items()}
                 sums.update({key: fn(np.asarray(arr)) for key, fn in req.raw.items()})

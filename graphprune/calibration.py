@@ -91,7 +91,8 @@ class Calibration:
     """Validated calibration batches for a model whose inputs are `inputs`
     ([(name, dims, onnx type string)], as `verify.input_meta` gives them)."""
 
-    def __init__(self, source, inputs, batch: int = 32, limit: int | None = None, quiet: bool = False):
+    def __init__(self, source, inputs, batch: int = 32, limit: int | None = None, quiet: bool = False,
+                 mask: str | None = None):
         from graphprune.verify import _NP
 
         self.inputs = inputs
@@ -104,6 +105,9 @@ class Calibration:
         self.quiet = quiet
         self.source = source if isinstance(source, str) else "python"
         self.want = {name: (dims, _NP.get(t), t) for name, dims, t in inputs}
+        if mask is not None and mask not in self.want:
+            raise BadInput(f"--calib-mask: {mask!r} is not a model input (inputs: {', '.join(sorted(self.want))})")
+        self.mask = mask  # an input whose zeros mark padding positions, left out of statistics
         self._arrays: dict[str, np.ndarray] | None = None
         self._factory: Callable[[], Iterable[Feeds]] | None = None
         self._consumed = False
@@ -215,7 +219,10 @@ class Calibration:
         return view
 
     def describe(self) -> dict:
-        return {"source": self.source, "samples": self.n_samples, "sha256": self.digest, "batch": self.batch}
+        out = {"source": self.source, "samples": self.n_samples, "sha256": self.digest, "batch": self.batch}
+        if self.mask:
+            out["mask"] = self.mask
+        return out
 
 
 def _file_digest(path: str) -> str:

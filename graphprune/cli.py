@@ -42,6 +42,9 @@ def _parser() -> argparse.ArgumentParser:
                         "model input, first axis = samples)")
     p.add_argument("--calib-samples", type=int, metavar="N", help="use only the first N calibration samples")
     p.add_argument("--calib-batch", type=int, default=32, metavar="N", help="calibration batch size (default 32)")
+    p.add_argument("--calib-mask", metavar="INPUT",
+                   help="a model input (e.g. attention_mask) whose zeros mark padding: those positions are left "
+                        "out of the activation statistics")
     p.add_argument("--verify-each", action="store_true", help="verify after every pass; name the one that breaks")
     p.add_argument("--no-verify", action="store_true", help="skip the numeric comparison (the checker still runs)")
     p.add_argument("-v", "--verbose", action="store_true", help="print the per-group table")
@@ -112,7 +115,7 @@ def _run(args) -> int:
                    dry_run=args.dry_run, verify=not args.no_verify, verify_each=args.verify_each,
                    inputs=args.inputs, eval_data=args.eval_data, bench=args.bench,
                    calib=args.calib, calib_samples=args.calib_samples, calib_batch=args.calib_batch,
-                   quiet=args.quiet,
+                   calib_mask=args.calib_mask, quiet=args.quiet,
                    bench_repeats=args.bench_repeats, bench_batch=args.bench_batch,
                    report=args.report)
     report = prune(args.model, opts)

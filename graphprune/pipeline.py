@@ -54,6 +54,7 @@ class Options:
     calib: Any = None  # an .npz path, an iterable of input dicts, or a function returning one
     calib_samples: int | None = None
     calib_batch: int = 32
+    calib_mask: str | None = None  # an input (e.g. attention_mask) whose zeros mark padding
     quiet: bool = False
 
 
@@ -103,11 +104,13 @@ def prune(model_path: str, opts: Options) -> dict[str, Any]:
     # memory-mapped again when verified) whatever its size after pruning.
     external = uses_external_data(model)
     ctx = Context(model, source=model_path)
+    if opts.calib_mask is not None and opts.calib is None:
+        raise BadInput("--calib-mask needs --calib")
     if opts.calib is not None:
         from graphprune.calibration import Calibration
 
         ctx.calibration = Calibration(opts.calib, graph_input_meta(model), batch=opts.calib_batch,
-                                      limit=opts.calib_samples, quiet=opts.quiet)
+                                      limit=opts.calib_samples, quiet=opts.quiet, mask=opts.calib_mask)
     specs = complete_pipeline(opts.passes)
     ctx.report.update({"input": model_path, "output": opts.output, "pipeline": specs})
 

@@ -118,3 +118,68 @@ def test_variance_is_stable_for_large_offsets(tmp_path):
     cal = Calibration([{"x": x[i:i + 7]} for i in range(0, 400, 7)], [("x", ["batch", 8], "tensor(float)")])
     stats = collect(load_model(path), {"x": Request(1)}, cal)
     np.testing.assert_allclose(stats["x"].var, x.astype(np.float64).var(0), rtol=1e-6)
+
+
+def test_make_calib_packs_texts_into_full_windows_without_padding():
+    from make_calib import pack_tokens
+
+    ids = pack_tokens([[101, 5, 6, 102], [101, 7, 102], [101, 8, 9, 10, 102]], 4)
+    np.testing.assert_array_equal(ids, [[101, 5, 6, 102], [101, 7, 102, 101], [8, 9, 10, 102]])
+    assert ids.dtype == np.int64
+    assert pack_tokens([[1, 2, 3]], 4).shape == (0, 4)  # a partial window is dropped, never padded
+
+
+def _token_model(tmp_path):
+    """Embedding -> MatMul -> Relu -> MatMul, the hidden state zeroed where the mask is 0
+    (as padding is in a transformer's pooled output)."""
+    r = np.random.default_rng(1)
+    inits = [numpy_helper.from_array(r.standard_normal((20, 8)).astype(np.float32), "emb"),
+             numpy_helper.from_array(r.standard_normal((8, 16)).astype(np.float32), "w1"),
+             numpy_helper.from_array(r.standard_normal((16, 4)).astype(np.float32), "w2"),
+             numpy_helper.from_array(np.array([2], np.int64), "last")]
+    nodes = [helper.make_node("Gather", ["emb", "ids"], ["e"]),
+             helper.make_node("Cast", ["mask"], ["m"], to=TensorProto.FLOAT),
+             helper.make_node("Unsqueeze", ["m", "last"], ["m3"]),
+             helper.make_node("Mul", ["e", "m3"], ["em"]),
+             helper.make_node("MatMul", ["em", "w1"], ["h"]), helper.make_node("Relu", ["h"], ["a"]),
+             helper.make_node("MatMul", ["a", "w2"], ["y"])]
+    ins = [helper.make_tensor_value_info(n, TensorProto.INT64, ["batch", "seq"]) for n in ("ids", "mask")]
+    graph = helper.make_graph(nodes, "g", ins, [helper.make_tensor_value_info("y", TensorProto.FLOAT,
+                                                                               ["batch", "seq", 4])], inits)
+    path = str(tmp_path / "tok.onnx")
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), path)
+    return path
+
+
+def test_calib_mask_leaves_padding_out_of_the_statistics(tmp_path):
+    """Padded calibration data with --calib-mask gives the same pruned model as the same
+    sentences fed unpadded (batches of their own length); without the mask it does not."""
+    from graphprune.pipeline import Options, prune
+
+    path = _token_model(tmp_path)
+    r = np.random.default_rng(2)
+    lengths = [3, 5, 7, 4]
+    rows = [r.integers(1, 20, n) for n in lengths]
+    unpadded = [{"ids": row[None].astype(np.int64), "mask": np.ones((1, len(row)), np.int64)} for row in rows]
+    ids = np.zeros((len(rows), 7), np.int64)
+    mask = np.zeros_like(ids)
+    for i, row in enumerate(rows):
+        ids[i, :len(row)], mask[i, :len(row)] = row, 1
+    padded = _npz(tmp_path, ids=ids, mask=mask)
+    passes = ["wifv", "select:ratio=0.25", "compensate"]
+
+    def weights(calib, mask_name, name):
+        out = str(tmp_path / f"{name}.onnx")
+        rep = prune(path, Options(passes=passes, output=out, calib=calib, calib_mask=mask_name, quiet=True))
+        return {i.name: numpy_helper.to_array(i) for i in onnx.load(out).graph.initializer}, rep
+
+    ref, _ = weights(unpadded, None, "unpadded")
+    masked, rep = weights(padded, "mask", "masked")
+    plain, _ = weights(padded, None, "plain")
+    assert rep["calibration"]["mask"] == "mask"
+    assert ref.keys() == masked.keys()
+    for k in ref:
+        np.testing.assert_allclose(masked[k], ref[k], rtol=1e-5, atol=1e-6)
+    assert any(plain[k].shape != ref[k].shape or not np.allclose(plain[k], ref[k], atol=1e-4) for k in ref)
+    with pytest.raises(BadInput, match="'attention' is not a model input"):
+        prune(path, Options(passes=passes, output=str(tmp_path / "x.onnx"), calib=padded, calib_mask="attention"))

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import copy
+import fnmatch
 import json
 import os
 import sys
@@ -37,6 +38,8 @@ PIPELINES = [  # (label, passes before select, select extra, passes after select
     ("wifv + compensate", ["wifv"], "", ["compensate"]),
     ("wifv + restore-stats", ["wifv"], "", ["restore-stats"]),
     ("wifv + compensate + restore-stats", ["wifv"], "", ["compensate", "restore-stats"]),
+    ("wifv global (FLAP)", ["wifv:normalize=standardize"], ",scope=global", []),
+    ("wifv global (FLAP) + compensate", ["wifv:normalize=standardize"], ",scope=global", ["compensate"]),
     ("wifv global (FLAP) + restore-stats", ["wifv:normalize=standardize"], ",scope=global", ["restore-stats"]),
     ("wifv + compensate:lsq", ["wifv"], "", ["compensate:method=lsq"]),
     ("wifv + compensate:lsq + restore-stats", ["wifv"], "", ["compensate:method=lsq", "restore-stats"]),
@@ -97,7 +100,8 @@ def main() -> int:
     ap.add_argument("--targets", default="2,3")
     ap.add_argument("--json")
     ap.add_argument("--no-tp", action="store_true")
-    ap.add_argument("--only", help="run only the pipelines whose label contains one of these (comma-separated)")
+    ap.add_argument("--only", help="run only the pipelines whose label matches one of these patterns "
+                    "(comma-separated, fnmatch: '*lsq*')")
     args = ap.parse_args()
     import torch
 
@@ -121,7 +125,7 @@ def main() -> int:
         for target in [float(t) for t in args.targets.split(",")]:
             keep = 1.0 / target
             for label, score, extra, after in PIPELINES:
-                if args.only and not any(o in label for o in args.only.split(",")):
+                if args.only and not any(fnmatch.fnmatchcase(label, o) for o in args.only.split(",")):
                     continue
                 out = os.path.join(tmp, f"gp_{len(rows)}.onnx")
                 t0 = time.perf_counter()

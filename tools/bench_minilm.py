@@ -174,6 +174,39 @@ def tp_prune(criterion, ratio, calib_pairs=None):
     return model
 
 
+def calibration(tok, pairs, mode, tmp):
+    """The sentences of the calibration pairs as graphprune calibration data. lengths: one
+    batch per token length (no padding; the Python API takes batches of any sequence
+    length); padded: an npz padded to 64 tokens (masked: the same with --calib-mask
+    attention_mask); packed: an npz of 64-token windows of the concatenated sentences
+    (make_calib.py --pack)."""
+    sentences = pairs[0] + pairs[1]
+    ids = [tok(s)["input_ids"] for s in sentences]
+    if mode == "lengths":
+        by_len = {}
+        for i in ids:
+            by_len.setdefault(len(i), []).append(i)
+        batches = []
+        for n, group in sorted(by_len.items()):
+            for s in range(0, len(group), 64):
+                arr = np.array(group[s:s + 64], np.int64)
+                batches.append({"input_ids": arr, "attention_mask": np.ones_like(arr)})
+        print(f"calibration: {len(sentences)} sentences in {len(batches)} batches of equal length, no padding")
+        return batches
+    if mode == "packed":
+        from make_calib import pack_tokens
+
+        arr = pack_tokens(ids, 64)
+        mask = np.ones_like(arr)
+    else:
+        enc = tok(sentences, padding="max_length", truncation=True, max_length=64, return_tensors="np")
+        arr, mask = enc["input_ids"].astype(np.int64), enc["attention_mask"].astype(np.int64)
+    path = os.path.join(tmp, "calib.npz")
+    np.savez(path, input_ids=arr, attention_mask=mask)
+    print(f"calibration: {len(sentences)} sentences, {mode}, {arr.shape}")
+    return path
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--ratios", default="0.2,0.3,0.5")
@@ -187,6 +220,7 @@ def main() -> int:
     ap.add_argument("--calib", type=int, default=0, metavar="N",
                     help="calibration: the sentences of pairs 0..N-1 (disjoint from the evaluated ones); "
                          "criteria may then be pipelines such as wifv+compensate")
+    ap.add_argument("--calib-mode", choices=["lengths", "padded", "masked", "packed"], default="lengths")
     args = ap.parse_args()
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     import logging
@@ -194,7 +228,7 @@ def main() -> int:
     logging.disable(logging.WARNING)
     from transformers import AutoTokenizer
 
-    sys.path.insert(0, ROOT)
+    sys.path[:0] = [ROOT, os.path.dirname(os.path.abspath(__file__))]
     from graphprune.bench import latency_pair
     from graphprune.pipeline import Options, prune
 
@@ -208,11 +242,7 @@ def main() -> int:
         dense = export(dense_t, os.path.join(tmp, "minilm.onnx"))
         calib = None
         if args.calib:
-            ca, cb, _ = load_pairs(slice(0, args.calib))
-            tokens = tok(ca + cb, padding="max_length", truncation=True, max_length=64, return_tensors="np")
-            calib = os.path.join(tmp, "calib.npz")
-            np.savez(calib, input_ids=tokens["input_ids"].astype(np.int64),
-                     attention_mask=tokens["attention_mask"].astype(np.int64))
+            calib = calibration(tok, load_pairs(slice(0, args.calib)), args.calib_mode, tmp)
         # The share of all params the uniform ratio removes, for global allocations at the same budget.
         ratio_removed = {}
         for r in [float(x) for x in args.ratios.split(",")]:
@@ -234,7 +264,8 @@ def main() -> int:
                         spec += (":" if ":" not in spec else ",") + "normalize=standardize"
                         select = f"select:params={1 - ratio_removed[ratio]:.6f},scope=global"
                     rep = prune(dense, Options(passes=[spec, select, *[a.replace(";", ",") for a in after]],
-                                               output=out, calib=calib, quiet=True))
+                                               output=out, calib=calib, quiet=True,
+                                               calib_mask="attention_mask" if args.calib_mode == "masked" else None))
                     removed = (rep["before"]["params"] - rep["after"]["params"]) / enc
                     scores.append(sts_score(ort_embed(out), ba, bb, gold))
                 rows.append({"tool": "graphprune", "criterion": crit, "ratio": ratio, "encoder_removed": removed,

@@ -4,13 +4,17 @@ axis = samples) from a folder of images or from a text file and a tokenizer.
     python tools/make_calib.py images DIR -o calib.npz --size 32 --mean 0.485,0.456,0.406 \\
         --std 0.229,0.224,0.225 [--name x] [--layout nchw|nhwc] [--limit 1000]
     python tools/make_calib.py text FILE -o calib.npz --tokenizer DIR [--seq 128] [--limit 512] \\
-        [--names input_ids,attention_mask] [--skip-lines 0]
+        [--names input_ids,attention_mask] [--skip-lines 0] [--pack]
 
 Images need Pillow (pip install pillow); they are resized to size x size (bilinear),
 scaled to [0, 1], normalized, and stacked in file-name order. Text needs transformers and
 a tokenizer folder (read offline); each non-empty line (or blank-line separated paragraph
-with --paragraphs) is one sample, padded or cut to --seq tokens. The file is written
-uncompressed so graphprune memory-maps it.
+with --paragraphs) is one sample, padded or cut to --seq tokens; prune with
+`--calib-mask attention_mask` so the pad positions stay out of the statistics. With --pack, the
+encoded samples (special tokens included) are concatenated and cut into windows of --seq
+tokens with no padding: short texts padded to --seq would fill the statistics with pad
+positions, which the model masks out but every activation statistic would count. The file
+is written uncompressed so graphprune memory-maps it.
 """
 
 from __future__ import annotations
@@ -40,7 +44,7 @@ def from_images(folder, size, mean, std, layout, limit):
     return out.transpose(0, 3, 1, 2).copy() if layout == "nchw" else out
 
 
-def from_text(path, tokenizer, seq, limit, names, paragraphs, skip):
+def from_text(path, tokenizer, seq, limit, names, paragraphs, skip, pack=False):
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     from transformers import AutoTokenizer
 
@@ -51,8 +55,25 @@ def from_text(path, tokenizer, seq, limit, names, paragraphs, skip):
     parts = [p for p in parts if p][skip:skip + limit]
     if not parts:
         sys.exit(f"make_calib: no text in {path}")
+    if pack:
+        ids = pack_tokens([tok(p)["input_ids"] for p in parts], seq)
+        if not len(ids):
+            sys.exit(f"make_calib: {path} has fewer than --seq {seq} tokens to pack")
+        fill = {"input_ids": ids, "attention_mask": np.ones_like(ids), "token_type_ids": np.zeros_like(ids)}
+        unknown = [n for n in names if n not in fill]
+        if unknown:
+            sys.exit(f"make_calib: --pack cannot fill input {unknown[0]!r}")
+        return {n: fill[n] for n in names}
     enc = tok(parts, padding="max_length", truncation=True, max_length=seq, return_tensors="np")
     return {n: enc[n].astype(np.int64) for n in names}
+
+
+def pack_tokens(id_lists, seq: int) -> np.ndarray:
+    """(windows, seq) int64: the token lists one after the other, cut every seq tokens; the
+    last partial window is dropped."""
+    stream = np.fromiter((t for ids in id_lists for t in ids), np.int64)
+    n = len(stream) // seq
+    return stream[:n * seq].reshape(n, seq)
 
 
 def main() -> int:
@@ -70,6 +91,7 @@ def main() -> int:
     ap.add_argument("--seq", type=int, default=128)
     ap.add_argument("--names", default="input_ids,attention_mask")
     ap.add_argument("--paragraphs", action="store_true")
+    ap.add_argument("--pack", action="store_true", help="concatenate the texts into full windows (no padding)")
     ap.add_argument("--skip-lines", type=int, default=0, help="leave out the first N samples (e.g. evaluation data)")
     args = ap.parse_args()
     if args.kind == "images":
@@ -79,7 +101,7 @@ def main() -> int:
         if not args.tokenizer:
             sys.exit("make_calib: text needs --tokenizer DIR")
         arrays = from_text(args.source, args.tokenizer, args.seq, args.limit, args.names.split(","),
-                           args.paragraphs, args.skip_lines)
+                           args.paragraphs, args.skip_lines, args.pack)
     np.savez(args.output, **arrays)
     shapes = ", ".join(f"{k} {v.shape} {v.dtype}" for k, v in arrays.items())
     print(f"wrote {args.output}: {shapes}")
