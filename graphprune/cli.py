@@ -129,8 +129,8 @@ def _run(args) -> int:
             print("checked: the ONNX checker passed (numeric verification skipped)")
         elif v:
             top1 = v["top1_agreement"]
-            print(f"verified: checker passed, ONNX Runtime ran, output shapes kept; max |diff| "
-                  f"{v['max_abs_diff']:.4g}, cosine {v['cosine']:.4f}"
+            print(f"verified: checker passed, ONNX Runtime ran, output shapes kept; on {v.get('inputs', 'probes')}: "
+                  f"max |diff| {v['max_abs_diff']:.4g}, cosine {v['cosine']:.4f}"
                   + (f", top-1 agreement {top1 * 100:.1f}%" if top1 is not None else ""))
         b, a = report.get("before", {}), report.get("after", {})
         if "latency_ms" in b and a["latency_ms"] > b["latency_ms"]:

@@ -185,18 +185,33 @@ def _reference(model_path: str, opts: Options) -> Reference:
     inputs = input_meta(sess)
     try:
         if opts.inputs:
-            feeds = load_inputs(opts.inputs, inputs)
+            feeds, source = load_inputs(opts.inputs, inputs), "--inputs"
         elif opts.eval_data:  # real samples say more than random probes
-            feeds = _first_rows(load_inputs(opts.eval_data, inputs), inputs)
+            feeds, source = _first_rows(load_inputs(opts.eval_data, inputs), inputs), "--eval samples"
         else:
-            feeds = probe_inputs(inputs, bounds=index_bounds(model_path))
+            feeds, source = _calib_feeds(opts.calib, inputs), "--calib samples"
+            if feeds is None:
+                feeds, source = probe_inputs(inputs, bounds=index_bounds(model_path)), "random probes"
     except BadInput as e:
         raise BadInput(f"{model_path}: {e}") from None
     try:
         outputs = sess.run(None, feeds)
     except Exception as e:  # noqa: BLE001
         raise BadInput(f"{model_path}: ONNX Runtime cannot run the input model ({first_line(e)})") from None
-    return Reference([o.name for o in sess.get_outputs()], inputs, feeds, outputs)
+    return Reference([o.name for o in sess.get_outputs()], inputs, feeds, outputs, source)
+
+
+def _calib_feeds(calib, inputs) -> dict | None:
+    """The first calibration samples (an .npz; a Python iterable may be single-use), or
+    None where there is no file or it holds less than the model's fixed batch."""
+    from graphprune.calibration import first_samples
+
+    if not isinstance(calib, (str, os.PathLike)):
+        return None
+    feeds = _first_rows(first_samples(str(calib), 64), inputs)
+    fixed = all(not (dims and isinstance(dims[0], int) and dims[0] > 0) or len(feeds[name]) == dims[0]
+                for name, dims, _ in inputs)
+    return feeds if fixed else None
 
 
 def _first_rows(feeds: dict, inputs, limit: int = 64) -> dict:

@@ -58,6 +58,7 @@ class Reference:
     inputs: InputMeta
     feeds: dict[str, np.ndarray]
     outputs: list[np.ndarray]
+    source: str = "random probes"  # what the feeds are: --inputs, --eval or --calib samples
 
 
 def input_meta(sess: ort.InferenceSession) -> InputMeta:
@@ -182,6 +183,7 @@ def verify_file(path: str, ref: Reference) -> dict:
             raise VerificationError(f"output {name!r} changed shape: {list(a.shape)} -> {list(b.shape)}")
     result = compare(ref.outputs, got)
     result["checker"] = "passed"
+    result["inputs"] = ref.source
     return result
 
 

@@ -183,3 +183,16 @@ def test_calib_mask_leaves_padding_out_of_the_statistics(tmp_path):
     assert any(plain[k].shape != ref[k].shape or not np.allclose(plain[k], ref[k], atol=1e-4) for k in ref)
     with pytest.raises(BadInput, match="'attention' is not a model input"):
         prune(path, Options(passes=passes, output=str(tmp_path / "x.onnx"), calib=padded, calib_mask="attention"))
+
+
+def test_verification_runs_on_calibration_samples_when_there_is_a_file(tmp_path):
+    from graphprune.pipeline import Options, prune
+
+    path = _token_model(tmp_path)
+    ids = np.random.default_rng(3).integers(1, 20, (8, 5)).astype(np.int64)
+    npz = _npz(tmp_path, ids=ids, mask=np.ones_like(ids))
+    rep = prune(path, Options(passes=["wifv", "select:ratio=0.25"], output=str(tmp_path / "a.onnx"), calib=npz))
+    assert rep["verification"]["inputs"] == "--calib samples"
+    batches = [{"ids": ids, "mask": np.ones_like(ids)}]  # a Python iterable may be single-use: probes
+    rep = prune(path, Options(passes=["wifv", "select:ratio=0.25"], output=str(tmp_path / "b.onnx"), calib=batches))
+    assert rep["verification"]["inputs"] == "random probes"

@@ -94,6 +94,8 @@ def main() -> int:
     ap.add_argument("--pack", action="store_true", help="concatenate the texts into full windows (no padding)")
     ap.add_argument("--skip-lines", type=int, default=0, help="leave out the first N samples (e.g. evaluation data)")
     args = ap.parse_args()
+    if not os.path.exists(args.source):
+        sys.exit(f"make_calib: {args.source}: no such {'folder' if args.kind == 'images' else 'file'}")
     if args.kind == "images":
         arrays = {args.name: from_images(args.source, args.size, [float(v) for v in args.mean.split(",")],
                                          [float(v) for v in args.std.split(",")], args.layout, args.limit)}
@@ -102,7 +104,13 @@ def main() -> int:
             sys.exit("make_calib: text needs --tokenizer DIR")
         arrays = from_text(args.source, args.tokenizer, args.seq, args.limit, args.names.split(","),
                            args.paragraphs, args.skip_lines, args.pack)
-    np.savez(args.output, **arrays)
+    tmp = f"{args.output}.partial.npz"  # written whole, then moved into place
+    try:
+        np.savez(tmp, **arrays)
+        os.replace(tmp, args.output)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
     shapes = ", ".join(f"{k} {v.shape} {v.dtype}" for k, v in arrays.items())
     print(f"wrote {args.output}: {shapes}")
     return 0
