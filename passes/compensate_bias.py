@@ -29,6 +29,7 @@ import onnx_ir as ir
 from graphprune.activations import Request
 from graphprune.bias import BiasUpdate, out_axis
 from graphprune.consumers import consumers
+from graphprune.errors import BadInput
 from graphprune.patches import conv_geometry, patch_gram
 from graphprune.registry import PrunePass, register
 
@@ -42,9 +43,9 @@ class BiasCompensationPass(PrunePass):
 
     def run(self, model: ir.Model) -> bool:
         if self.opts["method"] not in ("bias", "lsq"):
-            from graphprune.errors import BadInput
-
             raise BadInput(f"compensate: method must be bias or lsq, not {self.opts['method']!r}")
+        if int(self.opts["patches"]) < 1:
+            raise BadInput(f"compensate: patches must be at least 1, not {self.opts['patches']}")
         analysis = self.ctx.analysis()
         inits = model.graph.initializers
         todo = []
@@ -66,10 +67,8 @@ class BiasCompensationPass(PrunePass):
             if not lsq or c.key[1] != 1:
                 return None
             geo = conv_geometry(c.node, inits[c.key[0]].const_value.shape)
-            if geo is None or inits[c.key[0]].const_value.shape[1] > self.opts["max_channels"] // \
-                    (geo.kernel[0] * geo.kernel[1]):
-                return None
-            return geo
+            width = inits[c.key[0]].const_value.shape[1] * geo.kernel[0] * geo.kernel[1] if geo else 0
+            return geo if geo is not None and width <= self.opts["max_channels"] else None
 
         requests = {}
         for _, _, c, _ in todo:
@@ -119,7 +118,7 @@ class BiasCompensationPass(PrunePass):
             flat_removed = (np.asarray(removed)[:, None] * taps + np.arange(taps)).reshape(-1)
         else:
             return None
-        if cols.shape[0] != gram.shape[0] - 1:
+        if cols.shape[0] != gram.shape[0] - 1 or gram[-1, -1] < 1:  # no rows seen: nothing to fit
             return None
         n_in = cols.shape[0]
         keep = np.setdiff1d(np.arange(n_in), flat_removed)

@@ -212,3 +212,12 @@ def test_sampled_patches_match_the_convolution():
     for n in range(2):
         pos = rng.choice(oh * ow, k, replace=False)
         np.testing.assert_allclose(got[n], want[n][pos], atol=1e-4)
+
+
+def test_bad_compensation_options_are_refused(tmp_path):
+    from graphprune.errors import BadInput
+
+    path, spec = conv(tmp_path)
+    for option, message in (("method=exact", "method must be bias or lsq"), ("method=lsq,patches=0", "patches must be")):
+        with pytest.raises(BadInput, match=message):
+            _run(path, tmp_path, ["l1", "select:ratio=0.25", f"compensate:{option}"], _calib(spec))

@@ -143,7 +143,7 @@ def taylor_grads(model, calib_pairs):
         torch.nn.functional.mse_loss(cos, torch.from_numpy(gold / 5).float(), reduction="sum").backward()
 
 
-def tp_prune(criterion, ratio, calib_pairs=None):
+def tp_prune(criterion, ratio, calib_pairs=None, steps=1):
     import torch
     import torch_pruning as tp
 
@@ -161,16 +161,17 @@ def tp_prune(criterion, ratio, calib_pairs=None):
     pruner = tp.pruner.MetaPruner(model, {"input_ids": ids, "attention_mask": torch.ones_like(ids)},
                                   importance=imp, pruning_ratio=ratio, ignored_layers=ignored,
                                   num_heads=num_heads, prune_num_heads=True, prune_head_dims=False,
-                                  head_pruning_ratio=ratio, global_pruning=False)
-    if criterion == "taylor":
-        taylor_grads(model, calib_pairs)
-    pruner.step()
-    # Torch-Pruning leaves the head counts to the user: patch every attention module.
-    for layer in model.encoder.layer:
-        att = layer.attention.self
-        att.num_attention_heads = pruner.num_heads[att.query]
-        att.all_head_size = att.query.out_features
-        att.attention_head_size = att.all_head_size // att.num_attention_heads
+                                  head_pruning_ratio=ratio, global_pruning=False, iterative_steps=steps)
+    for _ in range(steps):
+        if criterion == "taylor":
+            taylor_grads(model, calib_pairs)
+        pruner.step()
+        # Torch-Pruning leaves the head counts to the user: patch every attention module.
+        for layer in model.encoder.layer:
+            att = layer.attention.self
+            att.num_attention_heads = pruner.num_heads[att.query]
+            att.all_head_size = att.query.out_features
+            att.attention_head_size = att.all_head_size // att.num_attention_heads
     return model
 
 
@@ -220,6 +221,8 @@ def main() -> int:
     ap.add_argument("--calib", type=int, default=0, metavar="N",
                     help="calibration: the sentences of pairs 0..N-1 (disjoint from the evaluated ones); "
                          "criteria may then be pipelines such as wifv+compensate")
+    ap.add_argument("--steps", type=int, default=1, help="prune in this many steps (graphprune run again on its "
+                    "own output, Torch-Pruning's iterative_steps; Taylor gradients recomputed before each step)")
     ap.add_argument("--calib-mode", choices=["lengths", "padded", "masked", "packed"], default="lengths")
     args = ap.parse_args()
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -248,6 +251,7 @@ def main() -> int:
         for r in [float(x) for x in args.ratios.split(",")]:
             rep = prune(dense, Options(passes=["l1", f"select:ratio={r}"], dry_run=True))
             ratio_removed[r] = 1 - rep["after"]["params"] / rep["before"]["params"]
+            total = rep["before"]["params"]  # of the dense model
         base = sts_score(ort_embed(dense), ba, bb, gold)
         rows.append({"tool": "dense", "criterion": "-", "ratio": 0.0, "encoder_removed": 0.0, "spearman": base})
         print(f"dense: Spearman {base:.2f} (ONNX Runtime), {sts_score(torch_embed(dense_t), ba, bb, gold):.2f} (torch)")
@@ -255,19 +259,28 @@ def main() -> int:
             for crit in args.criteria.split(","):
                 scores = []
                 score_pass, *after = crit.split("+")
+                flap = "global" in after  # FLAP allocation: standardized scores, one threshold
+                after = [a.replace(";", ",") for a in after if a != "global"]
                 for seed in range(args.seeds if crit == "random" else 1):
-                    out = os.path.join(tmp, f"gp_{len(rows)}.onnx")
                     spec = f"random:seed={seed}" if crit == "random" else score_pass.replace(";", ",")
-                    select = f"select:ratio={ratio}"
-                    if "global" in after:  # FLAP allocation: standardized scores, one threshold
-                        after.remove("global")
+                    if flap:
                         spec += (":" if ":" not in spec else ",") + "normalize=standardize"
-                        select = f"select:params={1 - ratio_removed[ratio]:.6f},scope=global"
-                    rep = prune(dense, Options(passes=[spec, select, *[a.replace(";", ",") for a in after]],
-                                               output=out, calib=calib, quiet=True,
-                                               calib_mask="attention_mask" if args.calib_mode == "masked" else None))
-                    removed = (rep["before"]["params"] - rep["after"]["params"]) / enc
+                    src, params = dense, None
+                    for step in range(1, args.steps + 1):  # step i reaches i/steps of the budget
+                        out = os.path.join(tmp, f"gp_{len(rows)}_{step}.onnx")
+                        if flap:
+                            goal = 1 - ratio_removed[ratio] * step / args.steps  # of the dense params
+                            select = f"select:params={goal * total / (params or total):.6f},scope=global"
+                        else:
+                            r = 1 - (1 - ratio * step / args.steps) / (1 - ratio * (step - 1) / args.steps)
+                            select = f"select:ratio={r:.6f}"
+                        rep = prune(src, Options(passes=[spec, select, *after], output=out, calib=calib, quiet=True,
+                                                 calib_mask="attention_mask" if args.calib_mode == "masked" else None))
+                        src, params = out, rep["after"]["params"]
+                    removed = (total - params) / enc
                     scores.append(sts_score(ort_embed(out), ba, bb, gold))
+                if args.steps > 1:
+                    crit = f"{crit} ({args.steps} steps)"
                 rows.append({"tool": "graphprune", "criterion": crit, "ratio": ratio, "encoder_removed": removed,
                              "spearman": float(np.mean(scores)), "runs": scores})
                 print(rows[-1], flush=True)
@@ -291,10 +304,11 @@ def main() -> int:
                 scores = []
                 for seed in range(args.seeds if crit == "random" else 1):
                     torch.manual_seed(seed)
-                    model = tp_prune(crit, ratio, calib_pairs if crit == "taylor" else None)
+                    model = tp_prune(crit, ratio, calib_pairs if crit == "taylor" else None, args.steps)
                     removed = 1 - encoder_params(model) / enc
                     scores.append(sts_score(torch_embed(model), ba, bb, gold))
-                rows.append({"tool": "torch-pruning", "criterion": crit, "ratio": ratio, "encoder_removed": removed,
+                label = crit if args.steps == 1 else f"{crit} ({args.steps} steps)"
+                rows.append({"tool": "torch-pruning", "criterion": label, "ratio": ratio, "encoder_removed": removed,
                              "spearman": float(np.mean(scores)), "runs": scores})
                 print(rows[-1], flush=True)
     print(f"\n{'tool':14} {'criterion':14} {'ratio':>5} {'enc. params removed':>19} {'Spearman':>9}")
