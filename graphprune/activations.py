@@ -153,6 +153,8 @@ def collect(model: ir.Model, requests: dict[str, Request], calib: Calibration) -
                 if keep is not None and rows.shape[:-1] == keep.shape:
                     rows = rows[keep]  # padding positions (mask 0) stay out of the statistics
                 else:
+                    if keep is not None:  # another layout: no safe way to line the mask up
+                        calib.unmasked.add(name)
                     rows = rows.reshape(-1, rows.shape[-1])
                 stats[name].add(rows, req.gram)
                 sums = {key: fn(rows.astype(np.float64)) for key, fn in req.reducers.items()}

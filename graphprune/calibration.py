@@ -108,6 +108,7 @@ class Calibration:
         if mask is not None and mask not in self.want:
             raise BadInput(f"--calib-mask: {mask!r} is not a model input (inputs: {', '.join(sorted(self.want))})")
         self.mask = mask  # an input whose zeros mark padding positions, left out of statistics
+        self.unmasked: set[str] = set()  # tensors whose positions the mask does not line up with
         self._arrays: dict[str, np.ndarray] | None = None
         self._factory: Callable[[], Iterable[Feeds]] | None = None
         self._consumed = False
@@ -222,6 +223,7 @@ class Calibration:
         out = {"source": self.source, "samples": self.n_samples, "sha256": self.digest, "batch": self.batch}
         if self.mask:
             out["mask"] = self.mask
+            out["unmasked_tensors"] = sorted(self.unmasked)
         return out
 
 

@@ -68,6 +68,13 @@ class Context:
         if missing:
             self._stats.update(collect(self.model, missing, self.calibration))
             self.report["calibration"] = self.calibration.describe()
+            unmasked = self.report["calibration"].get("unmasked_tensors")
+            if unmasked:
+                line = (f"--calib-mask {self.calibration.mask!r} does not line up with the positions of "
+                        f"{len(unmasked)} tensor(s) (e.g. {unmasked[0]!r}): their statistics include padding")
+                warnings = self.report.setdefault("warnings", [])
+                if line not in warnings:
+                    warnings.append(line)
         return {k: self._stats[k] for k in requests}
 
     def removed_masks(self) -> dict[int, np.ndarray]:

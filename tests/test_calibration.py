@@ -129,9 +129,9 @@ def test_make_calib_packs_texts_into_full_windows_without_padding():
     assert pack_tokens([[1, 2, 3]], 4).shape == (0, 4)  # a partial window is dropped, never padded
 
 
-def _token_model(tmp_path):
+def _token_model(tmp_path, flat=False):
     """Embedding -> MatMul -> Relu -> MatMul, the hidden state zeroed where the mask is 0
-    (as padding is in a transformer's pooled output)."""
+    (as padding is in a transformer's pooled output); `flat` runs the MLP on (batch*seq, 8)."""
     r = np.random.default_rng(1)
     inits = [numpy_helper.from_array(r.standard_normal((20, 8)).astype(np.float32), "emb"),
              numpy_helper.from_array(r.standard_normal((8, 16)).astype(np.float32), "w1"),
@@ -143,10 +143,15 @@ def _token_model(tmp_path):
              helper.make_node("Mul", ["e", "m3"], ["em"]),
              helper.make_node("MatMul", ["em", "w1"], ["h"]), helper.make_node("Relu", ["h"], ["a"]),
              helper.make_node("MatMul", ["a", "w2"], ["y"])]
+    if flat:
+        inits.append(numpy_helper.from_array(np.array([-1, 8], np.int64), "flat"))
+        nodes[4:4] = [helper.make_node("Reshape", ["em", "flat"], ["em2"])]
+        nodes[5].input[0] = "em2"
     ins = [helper.make_tensor_value_info(n, TensorProto.INT64, ["batch", "seq"]) for n in ("ids", "mask")]
-    graph = helper.make_graph(nodes, "g", ins, [helper.make_tensor_value_info("y", TensorProto.FLOAT,
-                                                                               ["batch", "seq", 4])], inits)
-    path = str(tmp_path / "tok.onnx")
+    out_shape = [None, 4] if flat else ["batch", "seq", 4]
+    graph = helper.make_graph(nodes, "g", ins, [helper.make_tensor_value_info("y", TensorProto.FLOAT, out_shape)],
+                              inits)
+    path = str(tmp_path / ("flat.onnx" if flat else "tok.onnx"))
     onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), path)
     return path
 
@@ -176,7 +181,8 @@ def test_calib_mask_leaves_padding_out_of_the_statistics(tmp_path):
     ref, _ = weights(unpadded, None, "unpadded")
     masked, rep = weights(padded, "mask", "masked")
     plain, _ = weights(padded, None, "plain")
-    assert rep["calibration"]["mask"] == "mask"
+    assert rep["calibration"]["mask"] == "mask" and rep["calibration"]["unmasked_tensors"] == []
+    assert not rep.get("warnings")
     assert ref.keys() == masked.keys()
     for k in ref:
         np.testing.assert_allclose(masked[k], ref[k], rtol=1e-5, atol=1e-6)
@@ -196,3 +202,16 @@ def test_verification_runs_on_calibration_samples_when_there_is_a_file(tmp_path)
     batches = [{"ids": ids, "mask": np.ones_like(ids)}]  # a Python iterable may be single-use: probes
     rep = prune(path, Options(passes=["wifv", "select:ratio=0.25"], output=str(tmp_path / "b.onnx"), calib=batches))
     assert rep["verification"]["inputs"] == "random probes"
+
+
+def test_calib_mask_that_does_not_line_up_is_reported(tmp_path):
+    from graphprune.pipeline import Options, prune
+
+    path = _token_model(tmp_path, flat=True)
+    ids = np.random.default_rng(4).integers(1, 20, (6, 5)).astype(np.int64)
+    mask = np.ones_like(ids)
+    mask[:, 3:] = 0
+    rep = prune(path, Options(passes=["wifv", "select:ratio=0.25"], output=str(tmp_path / "f.onnx"),
+                              calib=_npz(tmp_path, ids=ids, mask=mask), calib_mask="mask", quiet=True))
+    assert rep["calibration"]["unmasked_tensors"] == ["a", "em2"]
+    assert any("does not line up" in w and "'a'" in w for w in rep["warnings"])
