@@ -14,7 +14,9 @@ feeds) and activation x_j over the calibration data:
              consumer, AMP's projection score for heads; U = the unit's columns)
 
 Groups without a supported consumer (depthwise convs) are scored by L1 magnitude, and
-counted in the pass's stats. Needs calibration data (--calib).
+counted in the pass's stats. `groups=heads` (or `channels`) scores only the groups of that
+kind and leaves the others' scores as they are, so two criteria can share the work:
+`--pass amp:groups=heads --pass wifv:groups=channels`. Needs calibration data (--calib).
 """
 
 from __future__ import annotations
@@ -30,7 +32,7 @@ from graphprune.scoring import combine, magnitude_parts, normalize, per_unit
 
 class _ActivationCriterion(PrunePass):
     kind = "score"
-    options = {"reduce": "mean", "normalize": "mean"}
+    options = {"reduce": "mean", "normalize": "mean", "groups": "all"}
     needs_reducer = False
 
     def per_position(self, stats, cols: np.ndarray) -> np.ndarray:
@@ -39,7 +41,13 @@ class _ActivationCriterion(PrunePass):
     def run(self, model: ir.Model) -> bool:
         analysis = self.ctx.analysis()
         inits = model.graph.initializers
-        found = {g.id: consumers(g, model) for g in analysis.groups if g.n_units}
+        which = self.opts["groups"]
+        if which not in ("all", "heads", "channels"):
+            from graphprune.errors import BadInput
+
+            raise BadInput(f"{self.name}: groups must be all, heads or channels, not {which!r}")
+        mine = [g for g in analysis.groups if g.n_units and which in ("all", g.kind)]
+        found = {g.id: consumers(g, model) for g in mine}
         requests = {}
         for gid, cons in found.items():
             for c in cons:
@@ -48,9 +56,7 @@ class _ActivationCriterion(PrunePass):
                     self.add_reducer(req, analysis.groups[gid], c, inits)
         stats = self.ctx.activation_stats(requests, self.name)
         fallback = 0
-        for g in analysis.groups:
-            if not g.n_units:
-                continue
+        for g in mine:
             parts = []
             for c in found.get(g.id, []):
                 cols = c.columns(inits[c.key[0]].const_value.numpy())
@@ -60,8 +66,9 @@ class _ActivationCriterion(PrunePass):
                 parts = magnitude_parts(g, inits)
             raw = combine(parts, self.opts["reduce"], g.n_units)
             self.ctx.scores[g.id] = normalize(raw, self.opts["normalize"])
-        self.ctx.score_name = self.name
-        self.stats = {"groups_scored": len(self.ctx.scores), "groups_magnitude_fallback": fallback,
+        prev = self.ctx.score_name
+        self.ctx.score_name = self.name if which == "all" or not prev else f"{prev}+{self.name}"
+        self.stats = {"groups_scored": len(mine), "groups_magnitude_fallback": fallback,
                       "tensors_watched": len(requests)}
         return False
 

@@ -93,3 +93,24 @@ def test_activation_scores_find_dead_channels(tmp_path):
         run_passes(ctx, ["normalize", criterion, "select:ratio=0.125"])
         (units,) = ctx.plan.values()
         assert (sorted(units.tolist()) == dead) == finds, (criterion, units)
+
+
+def test_heads_and_channels_can_have_their_own_criteria(tzoo, tmp_path):
+    """amp:groups=heads then wifv:groups=channels: the heads are cut as by amp alone, the
+    neurons as by wifv alone."""
+    from graphprune.pipeline import Options, prune
+
+    calib = _calib_for(tzoo["bert_dynamo"], tmp_path, n=4)
+
+    def groups(*score):
+        rep = prune(tzoo["bert_dynamo"], Options(passes=[*score, "select:heads=0.25,channels=0.3"],
+                                                 dry_run=True, calib=calib, quiet=True))
+        return {(g["kind"], i): (g["score_removed_max"], g["score_kept_min"]) for i, g in enumerate(rep["groups"])}
+
+    amp, wifv, both = groups("amp"), groups("wifv"), groups("amp:groups=heads", "wifv:groups=channels")
+    assert {k for k in both if k[0] == "heads"} and {k for k in both if k[0] == "channels"}
+    for key, value in both.items():
+        assert value == (amp if key[0] == "heads" else wifv)[key], key
+    assert amp != wifv
+    with pytest.raises(BadInput, match="groups must be all, heads or channels"):
+        groups("amp:groups=neurons")

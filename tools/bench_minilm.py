@@ -234,6 +234,7 @@ def main() -> int:
     sys.path[:0] = [ROOT, os.path.dirname(os.path.abspath(__file__))]
     from graphprune.bench import latency_pair
     from graphprune.pipeline import Options, prune
+    from graphprune.registry import parse_spec
 
     tok = AutoTokenizer.from_pretrained(model_dir())
     sa, sb, gold = load_pairs()
@@ -261,6 +262,8 @@ def main() -> int:
                 score_pass, *after = crit.split("+")
                 flap = "global" in after  # FLAP allocation: standardized scores, one threshold
                 after = [a.replace(";", ",") for a in after if a != "global"]
+                extra_scores = [a for a in after if parse_spec(a)[0].kind == "score"]  # e.g. wifv:groups=channels
+                after = [a for a in after if a not in extra_scores]
                 for seed in range(args.seeds if crit == "random" else 1):
                     spec = f"random:seed={seed}" if crit == "random" else score_pass.replace(";", ",")
                     if flap:
@@ -274,7 +277,8 @@ def main() -> int:
                         else:
                             r = 1 - (1 - ratio * step / args.steps) / (1 - ratio * (step - 1) / args.steps)
                             select = f"select:ratio={r:.6f}"
-                        rep = prune(src, Options(passes=[spec, select, *after], output=out, calib=calib, quiet=True,
+                        rep = prune(src, Options(passes=[spec, *extra_scores, select, *after], output=out,
+                                                 calib=calib, quiet=True,
                                                  calib_mask="attention_mask" if args.calib_mode == "masked" else None))
                         src, params = out, rep["after"]["params"]
                     removed = (total - params) / enc
