@@ -239,6 +239,9 @@ def main() -> int:
     tok = AutoTokenizer.from_pretrained(model_dir())
     sa, sb, gold = load_pairs()
     ba, bb = tokenize(tok, sa), tokenize(tok, sb)
+    if args.calib:  # Spearman on the calibration pairs too: a split to choose pipelines on
+        ca_, cb_, cgold = load_pairs(slice(0, args.calib))
+        cba, cbb = tokenize(tok, ca_), tokenize(tok, cb_)
     dense_t = load_torch()
     enc = encoder_params(dense_t)
     rows = []
@@ -258,7 +261,7 @@ def main() -> int:
         print(f"dense: Spearman {base:.2f} (ONNX Runtime), {sts_score(torch_embed(dense_t), ba, bb, gold):.2f} (torch)")
         for ratio in [float(r) for r in args.ratios.split(",")]:
             for crit in args.criteria.split(","):
-                scores = []
+                scores, on_calib = [], []
                 score_pass, *after = crit.split("+")
                 flap = "global" in after  # FLAP allocation: standardized scores, one threshold
                 after = [a.replace(";", ",") for a in after if a != "global"]
@@ -283,10 +286,13 @@ def main() -> int:
                         src, params = out, rep["after"]["params"]
                     removed = (total - params) / enc
                     scores.append(sts_score(ort_embed(out), ba, bb, gold))
+                    if args.calib:
+                        on_calib.append(sts_score(ort_embed(out), cba, cbb, cgold))
                 if args.steps > 1:
                     crit = f"{crit} ({args.steps} steps)"
                 rows.append({"tool": "graphprune", "criterion": crit, "ratio": ratio, "encoder_removed": removed,
-                             "spearman": float(np.mean(scores)), "runs": scores})
+                             "spearman": float(np.mean(scores)), "runs": scores,
+                             "spearman_calib_pairs": float(np.mean(on_calib)) if on_calib else None})
                 print(rows[-1], flush=True)
                 if ratio == 0.3 and crit == "l1":
                     feeds = {"input_ids": np.random.default_rng(0).integers(1000, 20000, (32, 64)).astype(np.int64),
@@ -305,19 +311,24 @@ def main() -> int:
                 calib_pairs = [(a, b, cg[i * 64:(i + 1) * 64]) for i, (a, b) in
                                enumerate(zip(tokenize(tok, ca), tokenize(tok, cb)))]
             for crit in tp_crits:
-                scores = []
+                scores, on_calib = [], []
                 for seed in range(args.seeds if crit == "random" else 1):
                     torch.manual_seed(seed)
                     model = tp_prune(crit, ratio, calib_pairs if crit == "taylor" else None, args.steps)
                     removed = 1 - encoder_params(model) / enc
                     scores.append(sts_score(torch_embed(model), ba, bb, gold))
+                    if args.calib:
+                        on_calib.append(sts_score(torch_embed(model), cba, cbb, cgold))
                 label = crit if args.steps == 1 else f"{crit} ({args.steps} steps)"
                 rows.append({"tool": "torch-pruning", "criterion": label, "ratio": ratio, "encoder_removed": removed,
-                             "spearman": float(np.mean(scores)), "runs": scores})
+                             "spearman": float(np.mean(scores)), "runs": scores,
+                             "spearman_calib_pairs": float(np.mean(on_calib)) if on_calib else None})
                 print(rows[-1], flush=True)
-    print(f"\n{'tool':14} {'criterion':14} {'ratio':>5} {'enc. params removed':>19} {'Spearman':>9}")
+    print(f"\n{'tool':14} {'criterion':40} {'ratio':>5} {'enc. params removed':>19} {'Spearman':>9} {'(calib pairs)':>13}")
     for r in rows:
-        print(f"{r['tool']:14} {r['criterion']:14} {r['ratio']:>5.2f} {r['encoder_removed'] * 100:>18.1f}% {r['spearman']:>9.2f}")
+        on_calib = f"{r['spearman_calib_pairs']:.2f}" if r.get("spearman_calib_pairs") is not None else "-"
+        print(f"{r['tool']:14} {r['criterion']:40} {r['ratio']:>5.2f} {r['encoder_removed'] * 100:>18.1f}% "
+              f"{r['spearman']:>9.2f} {on_calib:>13}")
     if args.json:
         with open(args.json, "w") as f:
             json.dump({"rows": rows, "latency": lat if "lat" in locals() else None}, f, indent=1)
