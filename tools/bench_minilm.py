@@ -31,6 +31,9 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 STS = os.path.join(ROOT, "..", "shared", "assets", "sts", "sts-dev.tsv")
 EVAL = slice(500, 1500)
 GP_CRITERIA = ("l1", "l2", "random")
+CALIB_PIPELINES = ("l1", "l1:roles=in", "wifv", "wifv+compensate", "wifv+global", "wifv+global+compensate", "amp",
+                   "amp+compensate", "amp+compensate:method=lsq", "wifv:groups=heads+amp:groups=channels",
+                   "amp:groups=heads+wifv:groups=channels", "amp:groups=heads+wifv:groups=channels+compensate")
 TP_CRITERIA = ("l1", "l2", "random", "taylor")
 
 
@@ -214,8 +217,9 @@ def main() -> int:
     ap.add_argument("--json")
     ap.add_argument("--no-tp", action="store_true")
     ap.add_argument("--tp-criteria", default=",".join(TP_CRITERIA), help="Torch-Pruning rows (taylor needs --calib)")
-    ap.add_argument("--criteria", default=",".join(GP_CRITERIA), help="graphprune score passes, comma-separated; "
-                    "options after ':' joined by ';' (l1:reduce=prod)")
+    ap.add_argument("--criteria", help="graphprune score passes, comma-separated; options after ':' joined by ';' "
+                    "(l1:reduce=prod); '+' adds passes (wifv+compensate; global: FLAP allocation); default: the "
+                    "data-free criteria, or with --calib the pipelines of tools/README's calibration table")
     ap.add_argument("--bench-repeats", type=int, default=20)
     ap.add_argument("--seeds", type=int, default=3, help="random baseline: mean over this many seeds")
     ap.add_argument("--calib", type=int, default=0, metavar="N",
@@ -225,6 +229,7 @@ def main() -> int:
                     "own output, Torch-Pruning's iterative_steps; Taylor gradients recomputed before each step)")
     ap.add_argument("--calib-mode", choices=["lengths", "padded", "masked", "packed"], default="lengths")
     args = ap.parse_args()
+    args.criteria = args.criteria or ",".join(CALIB_PIPELINES if args.calib else GP_CRITERIA)
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     import logging
 

@@ -38,6 +38,10 @@ sys.path[:0] = [ROOT, os.path.dirname(os.path.abspath(__file__))]
 
 import llama2c  # noqa: E402
 
+CALIB_PIPELINES = ("l1,l2,wifv,wifv+compensate,wifv+compensate:method=lsq,wifv+global,wifv+global+compensate,"
+                   "wifv+global+compensate:method=lsq,wifv+global+compensate:method=lsq+restore-stats,amp,"
+                   "amp+compensate,wanda-sp+compensate")
+
 
 def block_params(cfg) -> int:
     d, h, kvd = cfg["dim"], cfg["hidden"], cfg["kv_heads"] * cfg["head_dim"]
@@ -158,7 +162,8 @@ def tp_prune(cfg, w, criterion, ratio, calib=None):
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--budgets", default="0.2,0.5", help="shares of block parameters to remove")
-    ap.add_argument("--criteria", default="l1,l2,random,l1:roles=in,l2:roles=in")
+    ap.add_argument("--criteria", help="comma-separated; default: the data-free criteria, or with --calib the "
+                    "pipelines of tools/README's calibration table")
     ap.add_argument("--tokens", type=int, default=20000)
     ap.add_argument("--json")
     ap.add_argument("--no-tp", action="store_true")
@@ -169,6 +174,7 @@ def main() -> int:
                          "and Torch-Pruning's Taylor rows run")
     ap.add_argument("--tp-criteria", default="l1,l2,random,taylor")
     args = ap.parse_args()
+    args.criteria = args.criteria or (CALIB_PIPELINES if args.calib else "l1,l2,random,l1:roles=in,l2:roles=in")
     import onnx
 
     from graphprune.pipeline import Options, prune
