@@ -82,7 +82,7 @@ class BiasCompensationPass(PrunePass):
         for g, units, c, axis in todo:
             rows = g.positions(c.key, units)
             gram = stats[c.data.name].gram if fits(c) else stats[c.data.name].extra.get(f"patches:{c.node.name}")
-            if gram is not None and (fits(c) or conv_fits(c)):
+            if gram is not None:  # a patch Gram exists only where conv_fits asked for one
                 delta = self._refit(model, c, axis, rows, gram)
                 if delta is not None:
                     updates.append(BiasUpdate(c.node, delta, (c.key[0], axis)))
