@@ -72,9 +72,31 @@ def _terminate(signum, frame):
     raise KeyboardInterrupt
 
 
-def main(argv: list[str] | None = None) -> int:
+def entry() -> int:
+    """The process entry (console script, `python -m graphprune`). Once the run is over,
+    a signal ends the process at once: raised as KeyboardInterrupt inside Python's
+    shutdown it would print a traceback, and the output is already complete or absent."""
+    try:
+        code = main()
+    except KeyboardInterrupt:  # arrived between main's handler and here
+        code = 130
     if threading.current_thread() is threading.main_thread():
-        signal.signal(signal.SIGTERM, _terminate)
+        signal.signal(signal.SIGINT, signal.SIG_DFL)
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    return code
+
+
+def main(argv: list[str] | None = None) -> int:
+    on_main = threading.current_thread() is threading.main_thread()
+    previous = signal.signal(signal.SIGTERM, _terminate) if on_main else None
+    try:
+        return _main(argv)
+    finally:
+        if on_main:
+            signal.signal(signal.SIGTERM, previous)
+
+
+def _main(argv: list[str] | None) -> int:
     try:
         args = _parser().parse_args(argv)
         return _run(args)

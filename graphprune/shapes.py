@@ -126,13 +126,38 @@ def _shape_proto(model: ir.Model):
     return proto
 
 
+_SYMBOLIC = []
+
+
+def _symbolic_class():
+    """ONNX Runtime's SymbolicShapeInference, loaded from its file. Importing it as
+    `onnxruntime.tools.symbolic_shape_infer` runs the package's __init__, which imports
+    torch whenever torch is installed: over a second per run for nothing."""
+    if not _SYMBOLIC:
+        import importlib.util
+        import os
+
+        spec = importlib.util.find_spec("onnxruntime")
+        dirs = list(spec.submodule_search_locations or []) if spec else []
+        path = next((os.path.join(d, "tools", "symbolic_shape_infer.py") for d in dirs
+                     if os.path.isfile(os.path.join(d, "tools", "symbolic_shape_infer.py"))), None)
+        if path is None:
+            from onnxruntime.tools.symbolic_shape_infer import SymbolicShapeInference as cls
+        else:
+            file_spec = importlib.util.spec_from_file_location("graphprune._ort_symbolic_shape_infer", path)
+            module = importlib.util.module_from_spec(file_spec)
+            file_spec.loader.exec_module(module)
+            cls = module.SymbolicShapeInference
+        _SYMBOLIC.append(cls)
+    return _SYMBOLIC[0]
+
+
 def _ort_symbolic(proto):
     """ONNX Runtime's symbolic inference, or None where it is incomplete. Its public
     `infer_shapes` then dumps the model (and its weights) into the working directory;
     this runs the same steps without that. Where the steps are not there (another ONNX
     Runtime), the public call runs inside a temporary directory."""
-    from onnxruntime.tools.symbolic_shape_infer import SymbolicShapeInference
-
+    SymbolicShapeInference = _symbolic_class()
     steps = ("_preprocess", "_infer_impl", "_update_output_from_vi")
     if not all(hasattr(SymbolicShapeInference, s) for s in steps):
         import contextlib

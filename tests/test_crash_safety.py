@@ -54,3 +54,31 @@ def test_killed_runs_leave_no_partial_output(tmp_path, sig):
     assert r.returncode == 0
     assert [p for p in os.listdir(tmp_path) if p.endswith(".tmp")] == []
     assert killed > 0
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
+def test_signal_during_shutdown_is_silent(sig):
+    # A signal that lands after the run, while the interpreter shuts down, used to be
+    # raised as KeyboardInterrupt inside an exit hook and print a traceback.
+    code = ("import atexit, os, signal, sys\n"
+            "from graphprune.cli import entry\n"
+            f"atexit.register(lambda: os.kill(os.getpid(), {int(sig)}))\n"
+            "sys.argv = ['graphprune', '--list-passes']\n"
+            "sys.exit(entry())\n")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert "Traceback" not in r.stderr and "Exception ignored" not in r.stderr, r.stderr
+    assert r.returncode == -int(sig)
+
+
+def test_cli_does_not_import_torch(tmp_path):
+    # ONNX Runtime's tools package imports torch when it is installed; the shape
+    # inference is loaded without it, so a run does not pay a second for torch.
+    models = [m for m in light_models() if "inception_v1" in m]
+    if not models:
+        pytest.skip("onnx backend test data not installed")
+    code = ("import sys\n"
+            "from graphprune.cli import main\n"
+            f"rc = main([{str(models[0])!r}, '-o', {str(tmp_path / 'o.onnx')!r}, '-q'])\n"
+            "print(rc, 'torch' in sys.modules)\n")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert r.stdout.split() == ["0", "False"], r.stdout + r.stderr
