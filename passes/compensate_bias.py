@@ -18,6 +18,13 @@ affine combination of kept ones). MatMul/Gemm use the activation rows; a 2-D con
 (graphprune.patches), zero padding included, so it is exact there too when a removed
 channel is a linear combination of kept ones. Consumers with more than `max_channels`
 inputs (times the kernel size for a convolution), and others, get the bias method.
+
+method=scale: the same fit with far fewer unknowns: one scale per kept input channel (all
+of a convolution channel's taps share it) and the bias, so that the consumer's outputs
+match the dense ones in the least-squares sense (the "mask tuning" of post-training
+transformer pruning). A full refit has kept x outputs unknowns and overfits a few
+thousand tokens; this has kept ones. Exact where a removed channel's contribution is a
+multiple of a kept one's plus a constant, and where it is a constant (all scales 1).
 Needs --calib.
 """
 
@@ -42,8 +49,8 @@ class BiasCompensationPass(PrunePass):
     options = {"method": "bias", "max_channels": 2048, "ridge": 1e-6, "patches": 64}
 
     def run(self, model: ir.Model) -> bool:
-        if self.opts["method"] not in ("bias", "lsq"):
-            raise BadInput(f"compensate: method must be bias or lsq, not {self.opts['method']!r}")
+        if self.opts["method"] not in ("bias", "lsq", "scale"):
+            raise BadInput(f"compensate: method must be bias, lsq or scale, not {self.opts['method']!r}")
         if int(self.opts["patches"]) < 1:
             raise BadInput(f"compensate: patches must be at least 1, not {self.opts['patches']}")
         analysis = self.ctx.analysis()
@@ -57,7 +64,7 @@ class BiasCompensationPass(PrunePass):
                 if axis is None:
                     continue
                 todo.append((g, units, c, axis))
-        lsq = self.opts["method"] == "lsq"
+        lsq = self.opts["method"] in ("lsq", "scale")
 
         def fits(c):
             return (lsq and c.node.op_type in ("MatMul", "Gemm") and c.axis == len(c.data.shape) - 1
@@ -104,14 +111,15 @@ class BiasCompensationPass(PrunePass):
 
     def _refit(self, model, c, axis, removed, gram):
         """Refit the kept inputs of a (in, out) weight, or of a (O, C, kh, kw) kernel over
-        its flattened C*kh*kw patch, and the bias; returns the bias delta."""
+        its flattened C*kh*kw patch, and the bias; returns the bias delta. method=scale
+        fits one factor per kept input channel instead of its whole column."""
         value = model.graph.initializers[c.key[0]]
         w = value.const_value.numpy()
         if len(list(value.uses())) != 1:
             return None
         if w.ndim == 2 and axis == 1 - c.key[1]:
             cols = c.columns(w).astype(np.float64)             # (in, out)
-            flat_removed = np.asarray(removed)
+            flat_removed, taps = np.asarray(removed), 1
         elif w.ndim == 4 and c.key[1] == 1 and axis == 0:
             cols = w.reshape(w.shape[0], -1).T.astype(np.float64)  # (C*kh*kw, O)
             taps = w.shape[2] * w.shape[3]
@@ -122,17 +130,49 @@ class BiasCompensationPass(PrunePass):
             return None
         n_in = cols.shape[0]
         keep = np.setdiff1d(np.arange(n_in), flat_removed)
-        idx = np.concatenate([keep, [n_in]])                   # kept inputs and the constant column
-        full = np.vstack([cols, np.zeros((1, cols.shape[1]))])  # the bias is added after: target x W
-        a = gram[np.ix_(idx, idx)]
-        b = gram[idx] @ full
-        a = a + np.eye(len(idx)) * self.opts["ridge"] * max(np.trace(a) / len(idx), 1e-12)
-        sol = np.linalg.solve(a, b)                            # (kept + 1, out)
-        new_cols = cols.copy()
-        new_cols[keep] = sol[:-1]
+        if self.opts["method"] == "scale":
+            new_cols, delta = self._scales(cols, keep, taps, gram)
+        else:
+            new_cols, delta = self._columns(cols, keep, gram)
         if w.ndim == 4:
             new = new_cols.T.reshape(w.shape)
         else:
             new = np.moveaxis(new_cols.reshape(np.moveaxis(w, c.key[1], 0).shape), 0, c.key[1])
         value.const_value = ir.tensor(np.ascontiguousarray(new.astype(w.dtype)), name=value.name)
-        return sol[-1]
+        return delta
+
+    def _regularized(self, a):
+        return self.opts["ridge"] * max(np.trace(a) / len(a), 1e-12)
+
+    def _columns(self, cols, keep, gram):
+        """Least squares over the kept rows of `cols` (in, out) and the bias."""
+        n_in = cols.shape[0]
+        idx = np.concatenate([keep, [n_in]])                   # kept inputs and the constant column
+        full = np.vstack([cols, np.zeros((1, cols.shape[1]))])  # the bias is added after: target x W
+        a = gram[np.ix_(idx, idx)]
+        b = gram[idx] @ full
+        a = a + np.eye(len(idx)) * self._regularized(a)
+        sol = np.linalg.solve(a, b)                            # (kept + 1, out)
+        new_cols = cols.copy()
+        new_cols[keep] = sol[:-1]
+        return new_cols, sol[-1]
+
+    def _scales(self, cols, keep, taps, gram):
+        """One factor s per kept input channel (its `taps` consecutive rows of `cols`).
+        With C the input covariance and P = (cols colsᵀ) ⊙ C, the output error of the
+        centred data is rᵀ P r with r = E s - 1 (E maps kept rows to their channel, zero
+        on removed rows): the normal equations are EᵀPE s = EᵀP 1. The bias then puts
+        back the mean: delta = colsᵀ (mean ⊙ (1 - E s))."""
+        n = gram[-1, -1]
+        mean = gram[:-1, -1] / n
+        cov = gram[:-1, :-1] / n - np.outer(mean, mean)
+        p = (cols @ cols.T) * cov
+        channels = keep[::taps] // taps if taps > 1 else keep
+        e = np.zeros((cols.shape[0], len(channels)))
+        e[keep, np.repeat(np.arange(len(channels)), taps)] = 1.0
+        a = e.T @ p @ e
+        lam = self._regularized(a)
+        s = np.linalg.solve(a + lam * np.eye(len(a)), e.T @ p.sum(1) + lam)  # shrunk towards 1
+        factor = e @ s
+        new_cols = cols * factor[:, None]
+        return new_cols, cols.T @ (mean * (1.0 - factor))

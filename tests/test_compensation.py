@@ -160,6 +160,48 @@ def test_least_squares_refit_is_exact_for_linearly_dependent_channels(tmp_path):
     _assert_lsq_exact_bias_not(path, tmp_path, _calib(("x", (8,)), n=200), "")
 
 
+def test_scale_refit_is_exact_for_proportional_channels(tmp_path):
+    """Hidden channels 12..15 are 0.2 x channels 0..3 plus a constant, and their outgoing
+    rows are 0.3 x those of 0..3: the smallest by magnitude, and what they contribute is a
+    multiple of what a kept channel does. One scale per kept channel (1.06 on 0..3, 1
+    elsewhere) and the bias put it back exactly; the bias method alone cannot. Constant
+    removed channels keep every scale at 1 (exact too)."""
+    w1, b1 = R.standard_normal((8, 16)), R.standard_normal(16)
+    w2, b2 = R.standard_normal((16, 4)), R.standard_normal(4)
+    w1[:, 12:] = 0.2 * w1[:, :4]
+    w2[12:] = 0.3 * w2[:4]
+    nodes = [helper.make_node("MatMul", ["x", "w1"], ["h0"]), helper.make_node("Add", ["h0", "b1"], ["h"]),
+             helper.make_node("Identity", ["h"], ["a"]), helper.make_node("MatMul", ["a", "w2"], ["y0"]),
+             helper.make_node("Add", ["y0", "b2"], ["y"])]
+    path = _save(tmp_path, nodes, {"w1": w1, "w2": w2, "b1": b1, "b2": b2}, ["batch", 8], ["batch", 4])
+    calib = _calib(("x", (8,)), n=200)
+    _, ref = run_model(path, {"x": calib[0]["x"]})
+    diffs = {}
+    for method in ("bias", "scale"):
+        out, report = _run(path, tmp_path, ["l1", "select:ratio=0.25", f"compensate:method={method}"], calib)
+        assert [g["removed"] for g in report["groups"] if g["removed"]] == [4]
+        _, got = run_model(out, {"x": calib[0]["x"]})
+        diffs[method] = float(np.abs(got[0] - ref[0]).max())
+        if method == "scale":
+            assert report["compensation"][0]["refits"] == 1
+            w = onnx.numpy_helper.to_array(next(i for i in onnx.load(out).graph.initializer if i.name == "w2"))
+            np.testing.assert_allclose(w[:4], 1.06 * w2[:4], rtol=1e-4)
+    assert diffs["scale"] < 1e-3 * np.abs(ref[0]).max(), diffs
+    assert diffs["bias"] > 0.1, diffs
+
+
+@pytest.mark.parametrize("build", [lambda t: mlp(t), lambda t: conv(t)], ids=["matmul", "conv_valid"])
+def test_scale_refit_of_constant_channels_is_exact(tmp_path, build):
+    path, spec = build(tmp_path)
+    calib = _calib(spec)
+    out, report = _run(path, tmp_path, ["ifv", f"select:ratio={len(DEAD) / 16}", "compensate:method=scale"], calib)
+    assert report["compensation"][0]["refits"] == 1
+    feeds = {spec[0]: calib[0][spec[0]]}
+    _, ref = run_model(path, feeds)
+    _, got = run_model(out, feeds)
+    np.testing.assert_allclose(got[0], ref[0], rtol=1e-4, atol=1e-4)
+
+
 def _assert_lsq_exact_bias_not(path, tmp_path, calib, options):
     feeds = {"x": calib[0]["x"]}
     _, ref = run_model(path, feeds)
@@ -218,6 +260,6 @@ def test_bad_compensation_options_are_refused(tmp_path):
     from graphprune.errors import BadInput
 
     path, spec = conv(tmp_path)
-    for option, message in (("method=exact", "method must be bias or lsq"), ("method=lsq,patches=0", "patches must be")):
+    for option, message in (("method=exact", "method must be bias, lsq or scale"), ("method=lsq,patches=0", "patches must be")):
         with pytest.raises(BadInput, match=message):
             _run(path, tmp_path, ["l1", "select:ratio=0.25", f"compensate:{option}"], _calib(spec))

