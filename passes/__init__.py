@@ -1,6 +1,7 @@
 """The pass suite, one pass per module; importing this package registers them all."""
 
 from graphprune.passes import (  # noqa: F401
+    ablation,
     act_norm,
     amp,
     bn_scale,

@@ -1,0 +1,175 @@
+"""ablate: an output-aware criterion. Each unit is switched off in turn on calibration
+samples and scored by how much the model's outputs move:
+
+    score(u) = sum over outputs o of  ||y_o(without u) - y_o||^2 / ||y_o||^2
+
+(y: the unpruned model's outputs). The unit is switched off by zeroing its positions at
+the input of every consumer of its group, which for heads and MLP neurons is what removing
+it does to the outputs. Unlike activation statistics this sees what follows the layer
+(softmax, LayerNorm, pooling, later layers), at the price of one run of the samples per
+unit: `groups=heads` (the default) scores only attention heads, and the other groups keep
+the scores of an earlier criterion (`--pass amp --pass ablate`). `samples` calibration
+samples are used (default 64). Needs --calib.
+
+All masks live in one session: a Mul by a graph input is put in front of each consumer,
+and the feeds say which unit is off.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+
+import numpy as np
+import onnx_ir as ir
+
+from graphprune.calibration import Progress
+from graphprune.consumers import consumers
+from graphprune.errors import BadInput, first_line
+from graphprune.registry import PrunePass, register
+from graphprune.scoring import normalize
+
+
+@register
+class Ablation(PrunePass):
+    name = "ablate"
+    kind = "score"
+    summary = "output change when each unit is switched off on calibration samples (needs --calib)"
+    options = {"groups": "heads", "samples": 64, "max_units": 4096, "normalize": "mean"}
+
+    def run(self, model: ir.Model) -> bool:
+        which = self.opts["groups"]
+        if which not in ("all", "heads", "channels"):
+            raise BadInput(f"ablate: groups must be all, heads or channels, not {which!r}")
+        if int(self.opts["samples"]) < 1:
+            raise BadInput(f"ablate: samples must be at least 1, not {self.opts['samples']}")
+        if self.ctx.calibration is None:
+            raise BadInput("ablate needs calibration data: pass --calib FILE.npz "
+                           "(one array per model input, first axis = samples)")
+        analysis = self.ctx.analysis()
+        inits = model.graph.initializers
+        found = [(g, consumers(g, model)) for g in analysis.groups if g.n_units and which in ("all", g.kind)]
+        if any(c.data.shape is None for _, cons in found for c in cons):
+            from graphprune.shapes import infer_exact_shapes
+
+            infer_exact_shapes(model)
+        mine = [(g, [c for c in cons if c.data.shape is not None]) for g, cons in found]
+        mine = [(g, cons) for g, cons in mine if cons]
+        units = sum(g.n_units for g, _ in mine)
+        if units > int(self.opts["max_units"]):
+            raise BadInput(f"ablate: {units} units to switch off one at a time (max_units="
+                           f"{self.opts['max_units']}); use groups=heads or raise max_units")
+        calib = self.ctx.calibration.limited(int(self.opts["samples"]))
+        batches = list(calib.batches())
+        pairs = [(g, c) for g, cons in mine for c in cons]
+        with _masked(model, [(c, inits[c.key[0]].const_value.dtype) for _, c in pairs]) as (path, names):
+            sess = _session(path)
+            ones = {n: np.ones(_mask_shape(c), np.float32) for (_, c), n in zip(pairs, names)}
+            dense = [_run(sess, {**f, **ones}) for f in batches]
+            energy = [sum(float((y.astype(np.float64) ** 2).sum()) for y in ys) for ys in zip(*dense)]
+            progress = Progress("ablation", units, calib.quiet)
+            try:
+                for g, _ in mine:
+                    masks = [(c, n) for (gg, c), n in zip(pairs, names) if gg is g]
+                    raw = np.zeros(g.n_units)
+                    for u in range(g.n_units):
+                        feeds = dict(ones)
+                        for c, n in masks:
+                            m = np.ones(_mask_shape(c)[0], np.float32)
+                            m[g.positions(c.key, np.array([u]))] = 0.0
+                            feeds[n] = m.reshape(_mask_shape(c))
+                        for f, ref in zip(batches, dense):
+                            got = _run(sess, {**f, **feeds})
+                            raw[u] += sum(float(((a.astype(np.float64) - b) ** 2).sum()) / max(e, 1e-30)
+                                          for a, b, e in zip(got, ref, energy))
+                        progress.update(1)
+                    self.ctx.scores[g.id] = normalize(raw, self.opts["normalize"])
+            finally:
+                progress.close()
+        prev = self.ctx.score_name
+        self.ctx.score_name = self.name if which == "all" or not prev else f"{prev}+{self.name}"
+        self.stats = {"groups_scored": len(mine), "units_ablated": units,
+                      "samples": sum(len(next(iter(f.values()))) for f in batches)}
+        return False
+
+
+def _mask_shape(c) -> tuple[int, ...]:
+    rank = len(c.data.shape)
+    return (int(c.data.shape[c.axis]),) + (1,) * (rank - c.axis - 1)
+
+
+def _run(sess, feeds):
+    names = {i.name for i in sess.get_inputs()}
+    try:
+        return sess.run(None, {k: v for k, v in feeds.items() if k in names})
+    except Exception as e:  # noqa: BLE001 - ORT raises several types
+        raise BadInput(f"ablate: ONNX Runtime cannot run the model on the calibration data ({first_line(e)})") from None
+
+
+def _session(path):
+    import onnxruntime as ort
+
+    opts = ort.SessionOptions()
+    opts.log_severity_level = 3
+    return ort.InferenceSession(path, opts, providers=["CPUExecutionProvider"])
+
+
+class _masked:
+    """The model with a Mul by a new graph input in front of each (group, consumer), saved
+    to a temporary file; the graph is restored on exit. Yields (path, mask input names)."""
+
+    def __init__(self, model: ir.Model, items):
+        self.model, self.items = model, items
+
+    def __enter__(self):
+        from graphprune.saving import save_model, uses_external_data
+
+        graph = self.model.graph
+        self.undo, names = [], []
+        try:
+            for k, (c, dtype) in enumerate(self.items):
+                if not isinstance(c.data.shape[c.axis], int):
+                    raise BadInput(f"ablate: the channel axis of {c.data.name!r} has no fixed size")
+                mask = ir.Value(name=f"graphprune_ablate_{k}", type=ir.TensorType(ir.DataType.FLOAT),
+                                shape=ir.Shape(_mask_shape(c)))
+                graph.inputs.append(mask)
+                data = c.data
+                if dtype is not None and dtype != ir.DataType.FLOAT:
+                    cast = ir.node("Cast", [mask], attributes={"to": dtype})
+                    graph.insert_before(c.node, cast)
+                    self.undo.append(("node", cast))
+                    mask_in = cast.outputs[0]
+                else:
+                    mask_in = mask
+                mul = ir.node("Mul", [data, mask_in])
+                mul.outputs[0].name = f"graphprune_ablate_{k}_out"
+                graph.insert_before(c.node, mul)
+                index = list(c.node.inputs).index(data)
+                c.node.replace_input_with(index, mul.outputs[0])
+                self.undo += [("input", mask), ("node", mul), ("rewire", (c.node, index, data))]
+                names.append(mask.name)
+            self.tmp = tempfile.TemporaryDirectory()
+            path = os.path.join(self.tmp.name, "ablation.onnx")
+            save_model(self.model, path, external=uses_external_data(self.model))
+        except BaseException:
+            self._restore()
+            raise
+        return path, names
+
+    def __exit__(self, *exc):
+        self._restore()
+        if hasattr(self, "tmp"):
+            self.tmp.cleanup()
+        return False
+
+    def _restore(self):
+        graph = self.model.graph
+        for kind, item in reversed(self.undo):
+            if kind == "rewire":
+                node, index, data = item
+                node.replace_input_with(index, data)
+            elif kind == "node":
+                graph.remove(item, safe=True)
+            else:
+                graph.inputs.remove(item)
+        self.undo = []
