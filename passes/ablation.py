@@ -9,7 +9,8 @@ it does to the outputs. Unlike activation statistics this sees what follows the 
 (softmax, LayerNorm, pooling, later layers), at the price of one run of the samples per
 unit: `groups=heads` (the default) scores only attention heads, and the other groups keep
 the scores of an earlier criterion (`--pass amp --pass ablate`). `samples` calibration
-samples are used (default 64). Needs --calib.
+samples are used (default 64); with --calib-mask, output positions where the mask is 0
+do not count. Needs --calib.
 
 All masks live in one session: a Mul by a graph input is put in front of each consumer,
 and the feeds say which unit is off.
@@ -66,7 +67,8 @@ class Ablation(PrunePass):
             sess = _session(path)
             ones = {n: np.ones(_mask_shape(c), np.float32) for (_, c), n in zip(pairs, names)}
             dense = [_run(sess, {**f, **ones}) for f in batches]
-            energy = [sum(float((y.astype(np.float64) ** 2).sum()) for y in ys) for ys in zip(*dense)]
+            keeps = [_keep(f, calib.mask) for f in batches]
+            energy = [sum(_sq(y, 0.0, k) for y, k in zip(ys, keeps)) for ys in zip(*dense)]
             progress = Progress("ablation", units, calib.quiet)
             try:
                 for g, _ in mine:
@@ -78,10 +80,9 @@ class Ablation(PrunePass):
                             m = np.ones(_mask_shape(c)[0], np.float32)
                             m[g.positions(c.key, np.array([u]))] = 0.0
                             feeds[n] = m.reshape(_mask_shape(c))
-                        for f, ref in zip(batches, dense):
+                        for f, ref, keep in zip(batches, dense, keeps):
                             got = _run(sess, {**f, **feeds})
-                            raw[u] += sum(float(((a.astype(np.float64) - b) ** 2).sum()) / max(e, 1e-30)
-                                          for a, b, e in zip(got, ref, energy))
+                            raw[u] += sum(_sq(a, b, keep) / max(e, 1e-30) for a, b, e in zip(got, ref, energy))
                         progress.update(1)
                     self.ctx.scores[g.id] = normalize(raw, self.opts["normalize"])
             finally:
@@ -91,6 +92,19 @@ class Ablation(PrunePass):
         self.stats = {"groups_scored": len(mine), "units_ablated": units,
                       "samples": sum(len(next(iter(f.values()))) for f in batches)}
         return False
+
+
+def _keep(feeds, mask):
+    return np.asarray(feeds[mask]) != 0 if mask and mask in feeds else None
+
+
+def _sq(a, b, keep) -> float:
+    """Sum of squares of a - b; with a --calib-mask, over the kept positions only (where
+    the output's leading axes are the mask's)."""
+    d = np.asarray(a, np.float64) - b
+    if keep is not None and d.shape[:keep.ndim] == keep.shape:
+        d = d[keep]
+    return float((d * d).sum())
 
 
 def _mask_shape(c) -> tuple[int, ...]:

@@ -66,6 +66,39 @@ def test_scores_are_the_output_change_of_removing_each_unit(tmp_path):
     assert len(model.graph.inputs) == 1 and all(n.op_type != "Mul" for n in model.graph)
 
 
+def test_padding_left_out_by_the_mask_scores_as_unpadded_data(tmp_path):
+    """A position-wise MLP over (batch, seq) with a mask input: scored on padded batches
+    with --calib-mask, ablation gives the scores of the unpadded positions alone."""
+    w1, w2 = R.standard_normal((8, 6)), R.standard_normal((6, 4))
+    nodes = [helper.make_node("MatMul", ["x", "w1"], ["h"]), helper.make_node("Tanh", ["h"], ["a"]),
+             helper.make_node("MatMul", ["a", "w2"], ["y"]), helper.make_node("Relu", ["m"], ["z"])]
+    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["n", "s", 8]),
+                                           helper.make_tensor_value_info("m", TensorProto.FLOAT, ["n", "s"])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["n", "s", 4]),
+                               helper.make_tensor_value_info("z", TensorProto.FLOAT, ["n", "s"])],
+                              [numpy_helper.from_array(w1.astype(np.float32), "w1"),
+                               numpy_helper.from_array(w2.astype(np.float32), "w2")])
+    path = str(tmp_path / "seq.onnx")
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), path)
+    x = R.standard_normal((4, 5, 8)).astype(np.float32) * 3
+    m = (np.arange(5)[None] < np.array([5, 2, 3, 1])[:, None]).astype(np.float32)
+
+    def scores(calib, mask):
+        model = load_model(path)
+        ctx = Context(model)
+        ctx.calibration = Calibration(calib, graph_input_meta(model), mask=mask)
+        run_passes(ctx, ["normalize", "ablate:groups=all,normalize=none"])
+        (gid,) = [g.id for g in ctx.analysis().groups if g.n_units == 6]
+        return ctx.scores[gid]
+
+    masked = scores([{"x": x, "m": m}], "m")
+    kept = x[m != 0][None]
+    unpadded = scores([{"x": kept, "m": np.ones(kept.shape[:2], np.float32)}], None)
+    padded = scores([{"x": x, "m": m}], None)
+    np.testing.assert_allclose(masked, unpadded, rtol=1e-5)
+    assert not np.allclose(padded, unpadded, rtol=1e-3)
+
+
 def test_heads_by_ablation_neurons_by_another_criterion(tzoo, tmp_path):
     from test_activation_criteria import _calib_for
 
