@@ -46,21 +46,31 @@ def conv_geometry(node: ir.Node, weight_shape: tuple[int, ...]) -> ConvGeometry 
     return ConvGeometry(kernel, strides, (pads[0], pads[1], pads[2], pads[3]), dil)
 
 
-def sample_patches(x: np.ndarray, geo: ConvGeometry, per_image: int, rng: np.random.Generator) -> np.ndarray:
-    """(N * min(per_image, positions), C * kh * kw) patches of x (N, C, H, W), flattened in
-    the order of a (O, C, kh, kw) kernel reshaped to (O, C * kh * kw)."""
+def sample_positions(n: int, out_hw: tuple[int, int], per_image: int, rng: np.random.Generator) -> np.ndarray:
+    """(n, min(per_image, positions)) flat output positions, drawn without replacement."""
+    k = min(per_image, out_hw[0] * out_hw[1])
+    return np.stack([rng.choice(out_hw[0] * out_hw[1], k, replace=False) for _ in range(n)])
+
+
+def patches_at(x: np.ndarray, geo: ConvGeometry, pos: np.ndarray) -> np.ndarray:
+    """(N * k, C * kh * kw) patches of x (N, C, H, W) at the flat output positions pos
+    (N, k), flattened in the order of a (O, C, kh, kw) kernel reshaped to (O, C * kh * kw)."""
     n, c, h, w = x.shape
     (kh, kw), (sh, sw), (dh, dw) = geo.kernel, geo.strides, geo.dilations
     t, left, b, r = geo.pads
-    oh, ow = geo.out_size(h, w)
+    ow = geo.out_size(h, w)[1]
     xp = np.pad(x, ((0, 0), (0, 0), (t, b), (left, r)))
-    k = min(per_image, oh * ow)
-    pos = np.stack([rng.choice(oh * ow, k, replace=False) for _ in range(n)])   # (n, k)
-    img = np.repeat(np.arange(n), k)
+    img = np.repeat(np.arange(n), pos.shape[1])
     rows = (pos // ow).reshape(-1)[:, None] * sh + np.arange(kh) * dh            # (n*k, kh)
     cols = (pos % ow).reshape(-1)[:, None] * sw + np.arange(kw) * dw             # (n*k, kw)
     p = xp[img[:, None, None, None], np.arange(c)[None, :, None, None], rows[:, None, :, None], cols[:, None, None, :]]
-    return p.reshape(n * k, c * kh * kw)
+    return p.reshape(n * pos.shape[1], c * kh * kw)
+
+
+def sample_patches(x: np.ndarray, geo: ConvGeometry, per_image: int, rng: np.random.Generator) -> np.ndarray:
+    """Patches of x (N, C, H, W) at min(per_image, positions) random output positions per image."""
+    pos = sample_positions(x.shape[0], geo.out_size(*x.shape[2:]), per_image, rng)
+    return patches_at(x, geo, pos)
 
 
 def patch_gram(geo: ConvGeometry, per_image: int, seed: int = 0) -> Callable[[np.ndarray], np.ndarray]:

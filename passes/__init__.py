@@ -12,6 +12,7 @@ from graphprune.passes import (  # noqa: F401
     magnitude,
     normalize,
     random_score,
+    refit,
     remove,
     restore_stats,
     select,
