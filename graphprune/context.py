@@ -34,6 +34,9 @@ class Context:
     flow_options: dict[str, Any] = field(default_factory=dict)  # set by "analysis" passes
     calibration: Any = None  # graphprune.calibration.Calibration, from --calib
     bias_updates: list = field(default_factory=list)  # from compensate passes, applied by remove
+    # (initializer, new array) from compensate passes, written by remove before it slices:
+    # until then the model stays dense, so later passes measure the dense model.
+    weight_updates: list = field(default_factory=list)
     after_remove: list = field(default_factory=list)  # callables (model, kept) run by remove
     _analysis: Analysis | None = None
     _stats: dict = field(default_factory=dict)

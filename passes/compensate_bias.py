@@ -138,7 +138,7 @@ class BiasCompensationPass(PrunePass):
             new = new_cols.T.reshape(w.shape)
         else:
             new = np.moveaxis(new_cols.reshape(np.moveaxis(w, c.key[1], 0).shape), 0, c.key[1])
-        value.const_value = ir.tensor(np.ascontiguousarray(new.astype(w.dtype)), name=value.name)
+        self.ctx.weight_updates.append((value, np.ascontiguousarray(new.astype(w.dtype))))
         return delta
 
     def _regularized(self, a):

@@ -14,7 +14,9 @@ same data, so errors of earlier layers are corrected rather than compounded (the
 channel-pruning reconstruction). MatMul/Gemm use the activation rows; a 2-D convolution
 uses patches at `patches` sampled output positions per image, the same positions in both
 models. Consumers wider than `max_channels` (times the kernel size) are left as they are.
-One pass over `samples` calibration samples (0 = all) per layer. Needs --calib.
+One pass over `samples` calibration samples per layer (default 0: all of them; a fit on few
+rows overfits, and with text batched by length the first samples are the shortest).
+Needs --calib.
 """
 
 from __future__ import annotations
@@ -50,7 +52,7 @@ class RefitPass(PrunePass):
     kind = "compensate"
     summary = ("after removal, refit each pruned consumer in graph order on the pruned model's own inputs "
                "to give its dense outputs (sequential least squares; needs --calib)")
-    options = {"ridge": 1e-4, "samples": 256, "patches": 64, "max_channels": 2048}
+    options = {"ridge": 1e-4, "samples": 0, "patches": 64, "max_channels": 2048}
 
     def run(self, model: ir.Model) -> bool:
         from graphprune.passes.restore_stats import _current_bias

@@ -104,9 +104,12 @@ class RemovePass(PrunePass):
     options = {}
 
     def run(self, model: ir.Model) -> bool:
+        updates, self.ctx.weight_updates = self.ctx.weight_updates, []
         if not self.ctx.plan:
             self.stats = {"units_removed": 0}
             return False
+        for value, arr in updates:  # refit weights (compensate:lsq/scale), still at dense size
+            value.const_value = ir.tensor(arr, name=value.name)
         analysis = self.ctx.analysis()
         kept = kept_positions(analysis, self.ctx.plan)
         edit = Edit(model, kept)

@@ -263,3 +263,26 @@ def test_bad_compensation_options_are_refused(tmp_path):
     for option, message in (("method=exact", "method must be bias, lsq or scale"), ("method=lsq,patches=0", "patches must be")):
         with pytest.raises(BadInput, match=message):
             _run(path, tmp_path, ["l1", "select:ratio=0.25", f"compensate:{option}"], _calib(spec))
+
+
+@pytest.mark.parametrize("method", ["lsq", "scale"])
+def test_refit_weights_wait_for_removal(tmp_path, method):
+    """Until `remove`, the model stays the dense one (later passes such as restore-stats
+    measure it); the refit weights are written when the channels go."""
+    from graphprune.calibration import Calibration
+    from graphprune.context import Context
+    from graphprune.loading import load_model
+    from graphprune.pipeline import graph_input_meta, run_passes
+
+    path, spec = mlp(tmp_path)
+    model = load_model(path)
+    ctx = Context(model)
+    ctx.calibration = Calibration(_calib(spec), graph_input_meta(model))
+    run_passes(ctx, ["normalize", "l1", "select:ratio=0.25", f"compensate:method={method}"])
+    dense = {i.name: numpy_helper.to_array(i) for i in onnx.load(path).graph.initializer}
+    for name, value in model.graph.initializers.items():
+        if name in dense:
+            np.testing.assert_array_equal(value.const_value.numpy(), dense[name])
+    assert len(ctx.weight_updates) == 1
+    run_passes(ctx, ["remove"])
+    assert ctx.weight_updates == [] and model.graph.initializers["w2"].const_value.numpy().shape == (12, 4)

@@ -89,10 +89,30 @@ def pool(hidden, mask):
     return emb / np.linalg.norm(emb, axis=1, keepdims=True)
 
 
-def sts_score(embed, batches_a, batches_b, gold) -> float:
+def cosines(embed, batches_a, batches_b) -> np.ndarray:
     ea = np.concatenate([pool(embed(i, m), m) for i, m in batches_a])
     eb = np.concatenate([pool(embed(i, m), m) for i, m in batches_b])
-    return 100 * spearman((ea * eb).sum(1), gold)
+    return (ea * eb).sum(1)
+
+
+def sts_score(embed, batches_a, batches_b, gold, keep=None) -> float:
+    cos = cosines(embed, batches_a, batches_b)
+    if keep is not None:  # the row keeps its cosines for the paired bootstrap
+        keep.append(cos)
+    return 100 * spearman(cos, gold)
+
+
+def paired_bootstrap(cos_a, cos_b, gold, resamples=1000, seed=0) -> dict:
+    """Spearman(a) - Spearman(b) over the same resampled pairs: mean, 95% interval, and
+    the share of resamples where a is ahead."""
+    rng = np.random.default_rng(seed)
+    d = []
+    for _ in range(resamples):
+        i = rng.integers(0, len(gold), len(gold))
+        d.append(100 * (spearman(cos_a[i], gold[i]) - spearman(cos_b[i], gold[i])))
+    d = np.array(d)
+    return {"diff": float(d.mean()), "ci95": [float(x) for x in np.percentile(d, [2.5, 97.5])],
+            "p_ahead": float((d > 0).mean())}
 
 
 def ort_embed(path):
@@ -280,7 +300,7 @@ def main() -> int:
         print(f"dense: Spearman {base:.2f} (ONNX Runtime), {sts_score(torch_embed(dense_t), ba, bb, gold):.2f} (torch)")
         for ratio in [float(r) for r in args.ratios.split(",")]:
             for crit in args.criteria.split(","):
-                scores, on_calib = [], []
+                scores, on_calib, cos = [], [], []
                 score_pass, *after = crit.split("+")
                 flap = "global" in after  # FLAP allocation: standardized scores, one threshold
                 after = [a.replace(";", ",") for a in after if a != "global"]
@@ -304,15 +324,16 @@ def main() -> int:
                                                  calib_mask="attention_mask" if args.calib_mode == "masked" else None))
                         src, params = out, rep["after"]["params"]
                     removed = (total - params) / enc
-                    scores.append(sts_score(ort_embed(out), ba, bb, gold))
+                    scores.append(sts_score(ort_embed(out), ba, bb, gold, keep=cos))
                     if args.calib:
                         on_calib.append(sts_score(ort_embed(out), cba, cbb, cgold))
                 if args.steps > 1:
                     crit = f"{crit} ({args.steps} steps)"
                 rows.append({"tool": "graphprune", "criterion": crit, "ratio": ratio, "encoder_removed": removed,
                              "spearman": float(np.mean(scores)), "runs": scores,
-                             "spearman_calib_pairs": float(np.mean(on_calib)) if on_calib else None})
-                print(rows[-1], flush=True)
+                             "spearman_calib_pairs": float(np.mean(on_calib)) if on_calib else None,
+                             "_cos": cos[0] if len(cos) == 1 else None})
+                print({k: v for k, v in rows[-1].items() if k != "_cos"}, flush=True)
                 if ratio == 0.3 and crit == "l1":
                     feeds = {"input_ids": np.random.default_rng(0).integers(1000, 20000, (32, 64)).astype(np.int64),
                              "attention_mask": np.ones((32, 64), np.int64)}
@@ -330,24 +351,34 @@ def main() -> int:
                 calib_pairs = [(a, b, cg[i * 64:(i + 1) * 64]) for i, (a, b) in
                                enumerate(zip(tokenize(tok, ca), tokenize(tok, cb)))]
             for crit in tp_crits:
-                scores, on_calib = [], []
+                scores, on_calib, cos = [], [], []
                 for seed in range(args.seeds if crit == "random" else 1):
                     torch.manual_seed(seed)
                     model = tp_prune(crit, ratio, calib_pairs if crit == "taylor" else None, args.steps)
                     removed = 1 - encoder_params(model) / enc
-                    scores.append(sts_score(torch_embed(model), ba, bb, gold))
+                    scores.append(sts_score(torch_embed(model), ba, bb, gold, keep=cos))
                     if args.calib:
                         on_calib.append(sts_score(torch_embed(model), cba, cbb, cgold))
                 label = crit if args.steps == 1 else f"{crit} ({args.steps} steps)"
                 rows.append({"tool": "torch-pruning", "criterion": label, "ratio": ratio, "encoder_removed": removed,
                              "spearman": float(np.mean(scores)), "runs": scores,
-                             "spearman_calib_pairs": float(np.mean(on_calib)) if on_calib else None})
-                print(rows[-1], flush=True)
-    print(f"\n{'tool':14} {'criterion':40} {'ratio':>5} {'enc. params removed':>19} {'Spearman':>9} {'(calib pairs)':>13}")
+                             "spearman_calib_pairs": float(np.mean(on_calib)) if on_calib else None,
+                             "_cos": cos[0] if len(cos) == 1 else None})
+                print({k: v for k, v in rows[-1].items() if k != "_cos"}, flush=True)
+    taylor = {r["ratio"]: r["_cos"] for r in rows if r["tool"] == "torch-pruning" and r["criterion"] == "taylor"}
+    for r in rows:  # paired bootstrap over the evaluated pairs against Torch-Pruning's Taylor
+        if r["tool"] == "graphprune" and r.get("_cos") is not None and r["ratio"] in taylor:
+            r["vs_taylor"] = paired_bootstrap(r["_cos"], taylor[r["ratio"]], gold)
+    print(f"\n{'tool':14} {'criterion':40} {'ratio':>5} {'enc. params removed':>19} {'Spearman':>9} {'(calib pairs)':>13}"
+          f"  vs Taylor [95%]")
     for r in rows:
         on_calib = f"{r['spearman_calib_pairs']:.2f}" if r.get("spearman_calib_pairs") is not None else "-"
+        vs = r.get("vs_taylor")
+        vs = f"  {vs['diff']:+.2f} [{vs['ci95'][0]:+.2f}, {vs['ci95'][1]:+.2f}]" if vs else ""
         print(f"{r['tool']:14} {r['criterion']:40} {r['ratio']:>5.2f} {r['encoder_removed'] * 100:>18.1f}% "
-              f"{r['spearman']:>9.2f} {on_calib:>13}")
+              f"{r['spearman']:>9.2f} {on_calib:>13}{vs}")
+    for r in rows:
+        r.pop("_cos", None)
     if args.json:
         with open(args.json, "w") as f:
             json.dump({"split": args.split, "rows": rows, "latency": lat if "lat" in locals() else None}, f, indent=1)
