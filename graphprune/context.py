@@ -60,11 +60,8 @@ class Context:
         """Statistics of the requested tensors over the calibration data, computed once per
         tensor and graph state (see graphprune.activations)."""
         from graphprune.activations import collect
-        from graphprune.errors import BadInput
 
-        if self.calibration is None:
-            raise BadInput(f"{who} needs calibration data: pass --calib FILE.npz "
-                           "(one array per model input, first axis = samples)")
+        self.require_calibration(who)
         missing = {k: r for k, r in requests.items()
                    if k not in self._stats or (r.gram and self._stats[k].gram is None) or
                    any(key not in self._stats[k].extra for key in [*r.reducers, *r.raw])}
@@ -79,6 +76,13 @@ class Context:
                 if line not in warnings:
                     warnings.append(line)
         return {k: self._stats[k] for k in requests}
+
+    def require_calibration(self, who: str) -> None:
+        from graphprune.errors import BadInput
+
+        if self.calibration is None:
+            raise BadInput(f"{who} needs calibration data: pass --calib FILE.npz "
+                           "(one array per model input, first axis = samples)")
 
     def removed_masks(self) -> dict[int, np.ndarray]:
         return unit_masks(self.analysis().groups, self.plan)

@@ -44,9 +44,7 @@ class Ablation(PrunePass):
             raise BadInput(f"ablate: groups must be all, heads or channels, not {which!r}")
         if int(self.opts["samples"]) < 1:
             raise BadInput(f"ablate: samples must be at least 1, not {self.opts['samples']}")
-        if self.ctx.calibration is None:
-            raise BadInput("ablate needs calibration data: pass --calib FILE.npz "
-                           "(one array per model input, first axis = samples)")
+        self.ctx.require_calibration("ablate")
         analysis = self.ctx.analysis()
         inits = model.graph.initializers
         found = [(g, consumers(g, model)) for g in analysis.groups if g.n_units and which in ("all", g.kind)]

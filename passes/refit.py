@@ -59,9 +59,7 @@ class RefitPass(PrunePass):
 
         if int(self.opts["patches"]) < 1:
             raise BadInput(f"refit: patches must be at least 1, not {self.opts['patches']}")
-        if self.ctx.calibration is None:
-            raise BadInput("refit needs calibration data: pass --calib FILE.npz "
-                           "(one array per model input, first axis = samples)")
+        self.ctx.require_calibration("refit")
         analysis = self.ctx.analysis()
         inits = model.graph.initializers
         layers = {}

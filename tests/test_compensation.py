@@ -151,13 +151,17 @@ def test_least_squares_refit_is_exact_for_linearly_dependent_channels(tmp_path):
     """16 hidden channels that are affine in an 8-dimensional input span a 9-dimensional
     space: after removing 4, the kept ones still reconstruct the output exactly, which the
     lsq refit finds; the bias method cannot."""
-    w1, b1 = R.standard_normal((8, 16)), R.standard_normal(16)
-    w2, b2 = R.standard_normal((16, 4)), R.standard_normal(4)
+    _assert_lsq_exact_bias_not(affine_mlp(tmp_path), tmp_path, _calib(("x", (8,)), n=200), "")
+
+
+def affine_mlp(tmp_path, rng=R):
+    """8 inputs -> 16 hidden channels, affine in the input (no activation) -> 4 outputs."""
+    w1, b1 = rng.standard_normal((8, 16)), rng.standard_normal(16)
+    w2, b2 = rng.standard_normal((16, 4)), rng.standard_normal(4)
     nodes = [helper.make_node("MatMul", ["x", "w1"], ["h0"]), helper.make_node("Add", ["h0", "b1"], ["h"]),
              helper.make_node("Identity", ["h"], ["a"]), helper.make_node("MatMul", ["a", "w2"], ["y0"]),
              helper.make_node("Add", ["y0", "b2"], ["y"])]
-    path = _save(tmp_path, nodes, {"w1": w1, "b1": b1, "w2": w2, "b2": b2}, ["batch", 8], ["batch", 4])
-    _assert_lsq_exact_bias_not(path, tmp_path, _calib(("x", (8,)), n=200), "")
+    return _save(tmp_path, nodes, {"w1": w1, "b1": b1, "w2": w2, "b2": b2}, ["batch", 8], ["batch", 4])
 
 
 def test_scale_refit_is_exact_for_proportional_channels(tmp_path):

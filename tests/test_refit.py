@@ -10,7 +10,7 @@ import pytest
 from onnx import helper
 
 from graphprune.errors import BadInput
-from test_compensation import _calib, _run, _save
+from test_compensation import _calib, _run, _save, affine_mlp
 from oracles import run_model
 
 R = np.random.default_rng(11)
@@ -29,12 +29,7 @@ def _error(path, tmp_path, passes, calib, mse=False):
 
 
 def test_refit_is_exact_when_kept_channels_span_the_removed_ones(tmp_path):
-    w1, b1 = R.standard_normal((8, 16)), R.standard_normal(16)
-    w2, b2 = R.standard_normal((16, 4)), R.standard_normal(4)
-    nodes = [helper.make_node("MatMul", ["x", "w1"], ["h0"]), helper.make_node("Add", ["h0", "b1"], ["h"]),
-             helper.make_node("Identity", ["h"], ["a"]), helper.make_node("MatMul", ["a", "w2"], ["y0"]),
-             helper.make_node("Add", ["y0", "b2"], ["y"])]
-    path = _save(tmp_path, nodes, {"w1": w1, "b1": b1, "w2": w2, "b2": b2}, ["batch", 8], ["batch", 4])
+    path = affine_mlp(tmp_path, R)
     calib = _calib(("x", (8,)), n=200)
     refit, report = _error(path, tmp_path, ["l1", "select:ratio=0.25", "refit:ridge=1e-9"], calib)
     plain, _ = _error(path, tmp_path, ["l1", "select:ratio=0.25"], calib)
