@@ -39,7 +39,6 @@ class _Layer:
     node: str                  # consumer node name
     data: str                  # its input activation
     axis: int                  # the activation's channel axis
-    weight: str
     out_key: tuple[str, int]   # weight axis of the output channels
     dense_cols: np.ndarray     # (inputs [x taps], outputs) of the dense weight
     dense_bias: np.ndarray     # (outputs,), zeros where there is none
@@ -80,7 +79,7 @@ class RefitPass(PrunePass):
                 if cols.shape[0] > int(self.opts["max_channels"]) or c.node.name in layers:
                     continue
                 bias = _current_bias(c.node)  # in the node (Conv, Gemm) or its Add (MatMul)
-                layers[c.node.name] = _Layer(c.node.name, c.data.name, c.axis, w.name, (w.name, axis),
+                layers[c.node.name] = _Layer(c.node.name, c.data.name, c.axis, (w.name, axis),
                                              cols.astype(np.float64),
                                              np.zeros(cols.shape[1]) if bias is None else bias.astype(np.float64),
                                              geo)
