@@ -145,7 +145,7 @@ def collect(model: ir.Model, requests: dict[str, Request], calib: Calibration) -
                 raise BadInput(f"calibration: ONNX Runtime cannot run the model on the calibration "
                                f"data ({first_line(e)})") from None
             outs.update({n: feeds[n] for n in names if n in graph_inputs})
-            keep = np.asarray(feeds[calib.mask]) != 0 if calib.mask else None
+            keep = calib.keep(feeds)
             for name in names:
                 arr = outs[name]
                 req = requests[name]

@@ -111,3 +111,18 @@ def out_axis(node: ir.Node, weight: ir.Value) -> int | None:
     if op == "Attention" and node.domain == "com.microsoft":
         return 1
     return None
+
+
+def current_bias(node: ir.Node) -> np.ndarray | None:
+    """The per-output-channel bias a consumer has now: its Conv/Gemm bias input, or the
+    constant of the Add that follows a MatMul; None where there is none."""
+    if node.op_type in ("Conv", "Gemm") and len(node.inputs) > 2 and node.inputs[2] is not None:
+        b = const_array(node.inputs[2])
+        return None if b is None else np.broadcast_to(b, b.shape).reshape(-1)
+    if node.op_type == "MatMul":
+        uses = list(node.outputs[0].uses())
+        if len(uses) == 1 and uses[0].node.op_type == "Add":
+            b = const_array(uses[0].node.inputs[1 - uses[0].idx])
+            if b is not None and all(d == 1 for d in b.shape[:-1]):
+                return b.reshape(-1)
+    return None

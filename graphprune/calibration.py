@@ -207,6 +207,11 @@ class Calibration:
             yield feeds
         self.digest = h.hexdigest()
 
+    def keep(self, feeds: Feeds) -> np.ndarray | None:
+        """The positions of a batch that count (the --calib-mask input is non-zero), or None
+        without a mask."""
+        return np.asarray(feeds[self.mask]) != 0 if self.mask and self.mask in feeds else None
+
     def limited(self, n: int | None) -> Calibration:
         """The same data, only its first n samples (None: all)."""
         import copy

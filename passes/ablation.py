@@ -27,6 +27,7 @@ import onnx_ir as ir
 from graphprune.calibration import Progress
 from graphprune.consumers import consumers
 from graphprune.errors import BadInput, first_line
+from graphprune.passes.activation_base import check_groups, name_scores
 from graphprune.registry import PrunePass, register
 from graphprune.scoring import normalize
 
@@ -39,9 +40,7 @@ class Ablation(PrunePass):
     options = {"groups": "heads", "samples": 64, "max_units": 4096, "normalize": "mean"}
 
     def run(self, model: ir.Model) -> bool:
-        which = self.opts["groups"]
-        if which not in ("all", "heads", "channels"):
-            raise BadInput(f"ablate: groups must be all, heads or channels, not {which!r}")
+        which = check_groups(self.name, self.opts["groups"])
         if int(self.opts["samples"]) < 1:
             raise BadInput(f"ablate: samples must be at least 1, not {self.opts['samples']}")
         self.ctx.require_calibration("ablate")
@@ -65,7 +64,7 @@ class Ablation(PrunePass):
             sess = _session(path)
             ones = {n: np.ones(_mask_shape(c), np.float32) for (_, c), n in zip(pairs, names)}
             dense = [_run(sess, {**f, **ones}) for f in batches]
-            keeps = [_keep(f, calib.mask) for f in batches]
+            keeps = [calib.keep(f) for f in batches]
             energy = [sum(_sq(y, 0.0, k) for y, k in zip(ys, keeps)) for ys in zip(*dense)]
             progress = Progress("ablation", units, calib.quiet)
             try:
@@ -85,15 +84,10 @@ class Ablation(PrunePass):
                     self.ctx.scores[g.id] = normalize(raw, self.opts["normalize"])
             finally:
                 progress.close()
-        prev = self.ctx.score_name
-        self.ctx.score_name = self.name if which == "all" or not prev else f"{prev}+{self.name}"
+        name_scores(self.ctx, self.name, which)
         self.stats = {"groups_scored": len(mine), "units_ablated": units,
                       "samples": sum(len(next(iter(f.values()))) for f in batches)}
         return False
-
-
-def _keep(feeds, mask):
-    return np.asarray(feeds[mask]) != 0 if mask and mask in feeds else None
 
 
 def _sq(a, b, keep) -> float:

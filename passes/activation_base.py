@@ -30,6 +30,21 @@ from graphprune.registry import PrunePass
 from graphprune.scoring import combine, magnitude_parts, normalize, per_unit
 
 
+def check_groups(name: str, which: str) -> str:
+    """The `groups=` option of a criterion: all, heads or channels."""
+    if which not in ("all", "heads", "channels"):
+        from graphprune.errors import BadInput
+
+        raise BadInput(f"{name}: groups must be all, heads or channels, not {which!r}")
+    return which
+
+
+def name_scores(ctx, name: str, which: str) -> None:
+    """Record who scored: a criterion for one kind of group joins the earlier one's name."""
+    prev = ctx.score_name
+    ctx.score_name = name if which == "all" or not prev else f"{prev}+{name}"
+
+
 class _ActivationCriterion(PrunePass):
     kind = "score"
     options = {"reduce": "mean", "normalize": "mean", "groups": "all"}
@@ -41,11 +56,7 @@ class _ActivationCriterion(PrunePass):
     def run(self, model: ir.Model) -> bool:
         analysis = self.ctx.analysis()
         inits = model.graph.initializers
-        which = self.opts["groups"]
-        if which not in ("all", "heads", "channels"):
-            from graphprune.errors import BadInput
-
-            raise BadInput(f"{self.name}: groups must be all, heads or channels, not {which!r}")
+        which = check_groups(self.name, self.opts["groups"])
         mine = [g for g in analysis.groups if g.n_units and which in ("all", g.kind)]
         found = {g.id: consumers(g, model) for g in mine}
         requests = {}
@@ -66,8 +77,7 @@ class _ActivationCriterion(PrunePass):
                 parts = magnitude_parts(g, inits)
             raw = combine(parts, self.opts["reduce"], g.n_units)
             self.ctx.scores[g.id] = normalize(raw, self.opts["normalize"])
-        prev = self.ctx.score_name
-        self.ctx.score_name = self.name if which == "all" or not prev else f"{prev}+{self.name}"
+        name_scores(self.ctx, self.name, which)
         self.stats = {"groups_scored": len(mine), "groups_magnitude_fallback": fallback,
                       "tensors_watched": len(requests)}
         return False

@@ -27,7 +27,7 @@ import numpy as np
 import onnx_ir as ir
 
 from graphprune.activations import _session
-from graphprune.bias import BiasUpdate, apply as apply_bias, out_axis
+from graphprune.bias import BiasUpdate, apply as apply_bias, current_bias, out_axis
 from graphprune.consumers import consumers
 from graphprune.errors import BadInput
 from graphprune.patches import ConvGeometry, conv_geometry, patches_at, sample_positions
@@ -54,8 +54,6 @@ class RefitPass(PrunePass):
     options = {"ridge": 1e-4, "samples": 0, "patches": 64, "max_channels": 2048}
 
     def run(self, model: ir.Model) -> bool:
-        from graphprune.passes.restore_stats import _current_bias
-
         if int(self.opts["patches"]) < 1:
             raise BadInput(f"refit: patches must be at least 1, not {self.opts['patches']}")
         self.ctx.require_calibration("refit")
@@ -78,11 +76,8 @@ class RefitPass(PrunePass):
                     continue
                 if cols.shape[0] > int(self.opts["max_channels"]) or c.node.name in layers:
                     continue
-                bias = _current_bias(c.node)  # in the node (Conv, Gemm) or its Add (MatMul)
                 layers[c.node.name] = _Layer(c.node.name, c.data.name, c.axis, (w.name, axis),
-                                             cols.astype(np.float64),
-                                             np.zeros(cols.shape[1]) if bias is None else bias.astype(np.float64),
-                                             geo)
+                                             cols.astype(np.float64), _bias(c.node, cols.shape[1]), geo)
         inputs = {v.name for v in model.graph.inputs}
         computed = sorted({lay.data for lay in layers.values()} - inputs)
         dense = _session(model, computed) if computed else None
@@ -105,7 +100,7 @@ class RefitPass(PrunePass):
             sol = np.linalg.solve(a, b)                             # (kept inputs + 1, outputs)
             self._write(model, node, lay, sol[:-1])
             dense_bias = lay.dense_bias if outs is None else lay.dense_bias[outs]
-            now = self._bias(node)
+            now = _bias(node, len(dense_bias))
             apply_bias(model, [BiasUpdate(node, sol[-1] + dense_bias - now, ("", -1))], {})
             done += 1
         return {"layers_refit": done}
@@ -124,7 +119,7 @@ class RefitPass(PrunePass):
                 r_d, r_p = patches_at(x_d, lay.geo, pos), patches_at(x_p, lay.geo, pos)
             else:
                 r_d, r_p = (np.moveaxis(x, lay.axis, -1) for x in (x_d, x_p))
-                keep = np.asarray(feeds[calib.mask]) != 0 if calib.mask else None
+                keep = calib.keep(feeds)
                 if keep is not None and r_d.shape[:-1] == keep.shape:
                     r_d, r_p = r_d[keep], r_p[keep]
                 r_d, r_p = r_d.reshape(-1, r_d.shape[-1]), r_p.reshape(-1, r_p.shape[-1])
@@ -148,12 +143,12 @@ class RefitPass(PrunePass):
             new = np.moveaxis(cols.reshape(np.moveaxis(arr, in_axis, 0).shape), 0, in_axis)
         w.const_value = ir.tensor(np.ascontiguousarray(new.astype(arr.dtype)), name=w.name)
 
-    @staticmethod
-    def _bias(node) -> np.ndarray:
-        from graphprune.passes.restore_stats import _current_bias
 
-        b = _current_bias(node)
-        return 0.0 if b is None else b.astype(np.float64)
+
+def _bias(node, n: int) -> np.ndarray:
+    """The consumer's bias now (in the node, or its Add for a MatMul); zeros where none."""
+    b = current_bias(node)
+    return np.zeros(n) if b is None else b.astype(np.float64)
 
 
 def _fetch(sess, name, feeds) -> np.ndarray:

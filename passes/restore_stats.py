@@ -23,7 +23,7 @@ import numpy as np
 import onnx_ir as ir
 
 from graphprune.activations import Request, collect
-from graphprune.bias import out_axis
+from graphprune.bias import current_bias, out_axis
 from graphprune.consumers import consumers
 from graphprune.registry import PrunePass, register
 from graphprune.shapes import shape_of
@@ -119,21 +119,6 @@ class RestoreStatsPass(PrunePass):
 
             node.replace_input_with(1, _new_const(model.graph, f"{w.name}_rescaled", new))
         # The existing bias is scaled too: b -> scale * b + shift.
-        bias = _current_bias(node)
+        bias = current_bias(node)
         delta = shift + (scale - 1.0) * bias if bias is not None else shift
         apply_bias(model, [BiasUpdate(node, delta, ("", -1))], {})
-
-
-def _current_bias(node: ir.Node) -> np.ndarray | None:
-    from graphprune.shapes import const_array
-
-    if node.op_type in ("Conv", "Gemm") and len(node.inputs) > 2 and node.inputs[2] is not None:
-        b = const_array(node.inputs[2])
-        return None if b is None else np.broadcast_to(b, b.shape).reshape(-1)
-    if node.op_type == "MatMul":
-        uses = list(node.outputs[0].uses())
-        if len(uses) == 1 and uses[0].node.op_type == "Add":
-            b = const_array(uses[0].node.inputs[1 - uses[0].idx])
-            if b is not None and all(d == 1 for d in b.shape[:-1]):
-                return b.reshape(-1)
-    return None
