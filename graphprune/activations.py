@@ -12,16 +12,16 @@ the number of samples.
 
 from __future__ import annotations
 
-import os
-import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import numpy as np
 import onnx_ir as ir
 
-from graphprune.calibration import Calibration, Progress
+from graphprune.calibration import Calibration
 from graphprune.errors import BadInput, first_line
+from graphprune.progress import Progress
+from graphprune.runtime import model_session
 
 
 @dataclass
@@ -95,48 +95,18 @@ class Request:
     raw: dict[str, Callable[[np.ndarray], np.ndarray]] = field(default_factory=dict)
 
 
-def _session(model: ir.Model, names: list[str]):
-    """An ONNX Runtime session of the model with `names` exposed as extra outputs. The model
-    is written to a temporary folder (external data included) and its outputs restored."""
-    import onnxruntime as ort
-
-    from graphprune.saving import save_model, uses_external_data
-    from graphprune.shapes import infer_exact_shapes
-
-    values = {v.name: v for node in model.graph for v in node.outputs if v is not None}
-    missing = [n for n in names if n not in values]
-    if missing:
-        raise BadInput(f"calibration: no tensor named {missing[0]!r} in the model")
-    if any(values[n].dtype is None for n in names):
-        infer_exact_shapes(model)
-    untyped = [n for n in names if values[n].dtype is None]
-    if untyped:
-        raise BadInput(f"calibration: tensor {untyped[0]!r} has no known type; cannot expose it")
-    added = [values[n] for n in names if not values[n].is_graph_output()]
-    opts = ort.SessionOptions()
-    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
-    opts.log_severity_level = 3
-    model.graph.outputs.extend(added)
-    try:
-        with tempfile.TemporaryDirectory() as tmp:
-            path = os.path.join(tmp, "calibration.onnx")
-            save_model(model, path, external=uses_external_data(model))
-            return ort.InferenceSession(path, opts, providers=["CPUExecutionProvider"])
-    finally:
-        for v in added:
-            model.graph.outputs.remove(v)
-
-
-def collect(model: ir.Model, requests: dict[str, Request], calib: Calibration) -> dict[str, ChannelStats]:
-    """Run the calibration data and return the statistics of every requested tensor."""
+def collect(model: ir.Model, requests: dict[str, Request], calib: Calibration,
+            quiet: bool = False) -> dict[str, ChannelStats]:
+    """Run the calibration data and return the statistics of every requested tensor
+    (`quiet`: no progress bar, for callers that show their own)."""
     names = sorted(requests)
     if not names:
         return {}
     graph_inputs = {v.name for v in model.graph.inputs}
     computed = [n for n in names if n not in graph_inputs]  # model inputs come from the feeds
-    sess = _session(model, computed)
+    sess = model_session(model, computed)
     stats = {name: ChannelStats() for name in names}
-    progress = Progress("calibration", calib.n_samples, calib.quiet)
+    progress = Progress("calibration", calib.n_samples, calib.quiet or quiet)
     try:
         for feeds in calib.batches():
             try:

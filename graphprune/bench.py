@@ -11,7 +11,7 @@ import time
 
 import numpy as np
 
-from graphprune.verify import session
+from graphprune.runtime import session
 
 
 def latency_pair(path_a: str, path_b: str, feeds: dict[str, np.ndarray], repeats: int = 30,

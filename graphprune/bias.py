@@ -1,9 +1,9 @@
 """Adding a per-output-channel vector to a consumer's bias, creating the bias where the
 consumer has none (Conv and Gemm bias inputs; a MatMul's following Add, or a new Add).
 
-Compensation passes record updates before `remove` (they need the dense weights and the
-plan); `remove` applies them after slicing, cutting each vector to the output channels
-that stayed.
+Compensation passes record updates before `remove` (graphprune.edits: they need the
+dense weights and the plan); `remove` applies them after slicing, cutting each vector to
+the output channels that stayed. Repair passes apply theirs directly.
 """
 
 from __future__ import annotations
@@ -13,6 +13,7 @@ from dataclasses import dataclass
 import numpy as np
 import onnx_ir as ir
 
+from graphprune.initializers import new_initializer, set_data
 from graphprune.shapes import const_array, shape_of
 
 
@@ -21,17 +22,6 @@ class BiasUpdate:
     node: ir.Node
     delta: np.ndarray             # one value per output channel of the dense consumer
     out_key: tuple[str, int]      # weight axis of the output channels (slices the delta)
-
-
-def _new_const(graph: ir.Graph, base: str, arr: np.ndarray) -> ir.Value:
-    name, n = base, 0
-    while name in graph.initializers:
-        n += 1
-        name = f"{base}_{n}"
-    value = ir.Value(name=name, shape=ir.Shape(arr.shape), type=ir.TensorType(ir.DataType.from_numpy(arr.dtype)),
-                     const_value=ir.tensor(arr, name=name))
-    graph.register_initializer(value)
-    return value
 
 
 def _add_to_input(graph: ir.Graph, node: ir.Node, index: int, delta: np.ndarray) -> None:
@@ -43,9 +33,9 @@ def _add_to_input(graph: ir.Graph, node: ir.Node, index: int, delta: np.ndarray)
     new = (np.broadcast_to(base, np.broadcast_shapes(base.shape, delta.shape)) +
            delta.reshape((1,) * (base.ndim - 1) + (-1,)) if base.ndim else base + delta).astype(base.dtype)
     if old is not None and len(list(old.uses())) == 1 and old.name in graph.initializers and new.shape == arr.shape:
-        old.const_value = ir.tensor(np.ascontiguousarray(new), name=old.name)
+        set_data(old, new)
         return
-    value = _new_const(graph, f"{node.name or 'node'}_bias", np.ascontiguousarray(new))
+    value = new_initializer(graph, f"{node.name or 'node'}_bias", new)
     if len(node.inputs) <= index:
         node.resize_inputs(index + 1)
     node.replace_input_with(index, value)
@@ -61,7 +51,7 @@ def _matmul_bias(graph: ir.Graph, node: ir.Node, delta: np.ndarray) -> None:
         if arr is not None and arr.shape[-1:] == delta.shape and all(d == 1 for d in arr.shape[:-1]):
             _add_to_input(graph, add, other, delta.astype(arr.dtype))
             return
-    c = _new_const(graph, f"{node.name or 'matmul'}_bias", delta.astype(np.float32))
+    c = new_initializer(graph, f"{node.name or 'matmul'}_bias", delta.astype(np.float32))
     add = ir.node("Add", [y, c], name=f"{node.name or 'matmul'}/bias")
     graph.insert_after(node, add)
     out = add.outputs[0]
@@ -78,6 +68,8 @@ def _matmul_bias(graph: ir.Graph, node: ir.Node, delta: np.ndarray) -> None:
 
 
 def apply(model: ir.Model, updates: list[BiasUpdate], kept: dict) -> int:
+    """Add each update's delta (cut to the output channels in `kept`, if sliced) to its
+    consumer's bias; returns how many were applied."""
     graph = model.graph
     done = 0
     for u in updates:
@@ -104,8 +96,7 @@ def out_axis(node: ir.Node, weight: ir.Value) -> int | None:
     if op == "Conv":
         return 0
     if op == "Gemm":
-        t = node.attributes.get("transB")
-        return 0 if t is not None and int(t.value) else 1
+        return 0 if node.attributes.get_int("transB", 0) else 1
     if op == "MatMul" and node.inputs[1] is weight:
         return rank - 1
     if op == "Attention" and node.domain == "com.microsoft":

@@ -89,11 +89,11 @@ def _mmap_member(path, zf, info) -> np.ndarray:
 
 class Calibration:
     """Validated calibration batches for a model whose inputs are `inputs`
-    ([(name, dims, onnx type string)], as `verify.input_meta` gives them)."""
+    ([(name, dims, onnx type string)], as `probes.input_meta` gives them)."""
 
     def __init__(self, source, inputs, batch: int = 32, limit: int | None = None, quiet: bool = False,
                  mask: str | None = None):
-        from graphprune.verify import _NP
+        from graphprune.runtime import ORT_NUMPY
 
         self.inputs = inputs
         self.batch = max(int(batch), 1)
@@ -104,7 +104,7 @@ class Calibration:
         self.limit = limit
         self.quiet = quiet
         self.source = source if isinstance(source, str) else "python"
-        self.want = {name: (dims, _NP.get(t), t) for name, dims, t in inputs}
+        self.want = {name: (dims, ORT_NUMPY.get(t), t) for name, dims, t in inputs}
         if mask is not None and mask not in self.want:
             raise BadInput(f"--calib-mask: {mask!r} is not a model input (inputs: {', '.join(sorted(self.want))})")
         self.mask = mask  # an input whose zeros mark padding positions, left out of statistics
@@ -244,29 +244,3 @@ def _file_digest(path: str) -> str:
         for block in iter(lambda: f.read(1 << 20), b""):
             h.update(block)
     return h.hexdigest()
-
-
-class Progress:
-    """A one-line progress bar on stderr; silent when stderr is not a terminal, in CI
-    (the CI variable is set) or when quiet."""
-
-    def __init__(self, label: str, total: int | None, quiet: bool = False):
-        self.label, self.total, self.done = label, total, 0
-        self.on = not quiet and sys.stderr.isatty() and not os.environ.get("CI")
-
-    def update(self, n: int) -> None:
-        self.done += n
-        if not self.on:
-            return
-        if self.total:
-            width = 30
-            fill = int(width * min(self.done / self.total, 1.0))
-            sys.stderr.write(f"\r{self.label} [{'#' * fill}{'.' * (width - fill)}] {self.done}/{self.total}")
-        else:
-            sys.stderr.write(f"\r{self.label} {self.done} samples")
-        sys.stderr.flush()
-
-    def close(self) -> None:
-        if self.on:
-            sys.stderr.write("\n")
-            sys.stderr.flush()

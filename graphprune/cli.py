@@ -20,8 +20,10 @@ def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="graphprune",
         description="Structurally prune an ONNX model: fewer channels, same interface, verified.",
-        epilog="Default pipeline: normalize, l1, select:ratio=0.3,round_to=auto, remove, cleanup. "
-               "Example: graphprune m.onnx -o small.onnx --pass l2 --pass select:macs=0.5",
+        epilog="Default pipeline: normalize, l1, select:ratio=0.3,round_to=auto, remove, cleanup; with --calib: "
+               "normalize, wifv:normalize=standardize, select:ratio=0.3,scope=global,round_to=auto, "
+               "compensate:method=lsq, remove, restore-stats, cleanup. Stages left out of --pass are filled in. "
+               "Example: graphprune m.onnx -o small.onnx --calib data.npz --pass select:macs=0.5",
     )
     p.add_argument("model", nargs="?", help="input ONNX file (never modified)")
     p.add_argument("-o", "--output", help="where to write the pruned model")
@@ -56,7 +58,7 @@ def _parser() -> argparse.ArgumentParser:
 def list_passes() -> str:
     from graphprune.registry import KINDS, registered
 
-    lines = []
+    lines = ["Kinds, in the order a pipeline runs them: " + ", ".join(KINDS) + "."]
     passes = registered()
     for kind in KINDS:
         for name, cls in sorted(passes.items()):
@@ -129,10 +131,6 @@ def _run(args) -> int:
         raise BadInput("no model given (usage: graphprune MODEL -o OUT [--pass ...])")
     if not args.output and not args.dry_run:
         raise BadInput("no output given: use -o OUT, or --dry-run to only plan")
-    if args.output:
-        from graphprune.saving import check_output_path
-
-        check_output_path(args.output, args.model)
     opts = Options(passes=args.passes, output=None if args.dry_run else args.output,
                    dry_run=args.dry_run, verify=not args.no_verify, verify_each=args.verify_each,
                    inputs=args.inputs, eval_data=args.eval_data, bench=args.bench,
@@ -141,8 +139,8 @@ def _run(args) -> int:
                    bench_repeats=args.bench_repeats, bench_batch=args.bench_batch,
                    report=args.report)
     report = prune(args.model, opts)
-    if args.report:
-        reporting.write_json(report, args.report)
+    for line in report.get("warnings", []):
+        print(f"graphprune: warning: {line}", file=sys.stderr)
     if not args.quiet:
         print(f"pipeline: {' -> '.join(report['pipeline'])}")
         print(reporting.summary_table(report))
@@ -160,8 +158,6 @@ def _run(args) -> int:
                   "counts in multiples of 8 or 16: add round_to=auto to the select pass")
         for line in report.get("pins", [])[:8]:
             print(f"pinned: {line}")
-        for line in report.get("warnings", []):
-            print(f"warning: {line}")
         if args.verbose:
             print(reporting.groups_table(report))
         if opts.output:

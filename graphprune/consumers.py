@@ -31,22 +31,17 @@ class Consumer:
         return moved.reshape(moved.shape[0], -1)
 
 
-def _attr(node, name, default):
-    a = node.attributes.get(name)
-    return default if a is None else a.value
-
-
 def _data_input(node: ir.Node, weight_name: str, weight_axis: int):
     ins = node.inputs
     op = node.op_type if node.domain in ("", "ai.onnx") else f"{node.domain}::{node.op_type}"
     if op in ("Conv", "ConvTranspose"):
-        if ins[1].name != weight_name or int(_attr(node, "group", 1)) != 1:
+        if ins[1].name != weight_name or node.attributes.get_int("group", 1) != 1:
             return None
         return ins[0], 1
     if op == "Gemm":
         if ins[1].name != weight_name:
             return None
-        return ins[0], 0 if int(_attr(node, "transA", 0)) else 1
+        return ins[0], 0 if node.attributes.get_int("transA", 0) else 1
     if op == "MatMul":
         if ins[1].name == weight_name:
             return ins[0], -1

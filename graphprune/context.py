@@ -1,4 +1,5 @@
-"""The state every pass reads and writes: model, cached analysis, scores, plan, report."""
+"""The state every pass reads and writes: model, cached analysis, scores, plan, the edits
+waiting for `remove`, what `remove` did, and the report."""
 
 from __future__ import annotations
 
@@ -9,8 +10,10 @@ import numpy as np
 import onnx_ir as ir
 
 from graphprune.analysis.cost import CostModel
-from graphprune.analysis.flow import Flow, build_flow
+from graphprune.analysis.flow import DimKey, Flow, build_flow
 from graphprune.analysis.groups import Group, find_groups
+from graphprune.edits import PendingEdits
+from graphprune.errors import BadInput
 
 
 @dataclass
@@ -24,6 +27,20 @@ class Analysis:
 
 
 @dataclass
+class Removal:
+    """What `remove` did, for the `repair` passes after it: the plan and groups it
+    executed, the kept positions of every sliced axis (dense names and sizes), and the
+    model as it was just before (tensors shared, not copied; kept only when a repair pass
+    follows) with the activation statistics already measured on it."""
+
+    plan: dict[int, np.ndarray]
+    groups: list[Group]
+    kept: dict[DimKey, np.ndarray]
+    dense: ir.Model | None = None
+    dense_stats: dict = field(default_factory=dict)
+
+
+@dataclass
 class Context:
     model: ir.Model
     source: str | None = None
@@ -33,11 +50,10 @@ class Context:
     report: dict[str, Any] = field(default_factory=dict)
     flow_options: dict[str, Any] = field(default_factory=dict)  # set by "analysis" passes
     calibration: Any = None  # graphprune.calibration.Calibration, from --calib
-    bias_updates: list = field(default_factory=list)  # from compensate passes, applied by remove
-    # (initializer, new array) from compensate passes, written by remove before it slices:
-    # until then the model stays dense, so later passes measure the dense model.
-    weight_updates: list = field(default_factory=list)
-    after_remove: list = field(default_factory=list)  # callables (model, kept) run by remove
+    pending: PendingEdits = field(default_factory=PendingEdits)  # compensate -> remove
+    keep_dense: bool = False  # set by the runner when a repair pass follows remove
+    removal: Removal | None = None  # set by remove
+    quiet: bool = False
     _analysis: Analysis | None = None
     _stats: dict = field(default_factory=dict)
 
@@ -50,42 +66,55 @@ class Context:
         return self._analysis
 
     def graph_changed(self) -> None:
-        """Forget the analysis; scores and plan refer to the old groups and go too."""
+        """Forget the analysis; scores, plan and statistics refer to the old graph and go too."""
         self._analysis = None
         self.scores = {}
         self.plan = {}
         self._stats = {}
 
-    def activation_stats(self, requests: dict, who: str) -> dict:
+    def activation_stats(self, requests: dict, who: str, dense: bool = False) -> dict:
         """Statistics of the requested tensors over the calibration data, computed once per
-        tensor and graph state (see graphprune.activations)."""
+        tensor and graph state (see graphprune.activations). `dense=True` after `remove`
+        measures the model as it was before removal (a repair pass's targets)."""
         from graphprune.activations import collect
 
         self.require_calibration(who)
+        model, cache = self.model, self._stats
+        if dense and self.removal is not None:
+            if self.removal.dense is None:
+                raise RuntimeError(f"{who}: the dense model was not kept (no repair pass was planned)")
+            model, cache = self.removal.dense, self.removal.dense_stats
         missing = {k: r for k, r in requests.items()
-                   if k not in self._stats or (r.gram and self._stats[k].gram is None) or
-                   any(key not in self._stats[k].extra for key in [*r.reducers, *r.raw])}
+                   if k not in cache or (r.gram and cache[k].gram is None) or
+                   any(key not in cache[k].extra for key in [*r.reducers, *r.raw])}
         if missing:
-            self._stats.update(collect(self.model, missing, self.calibration))
+            cache.update(collect(model, missing, self.calibration))
             self.report["calibration"] = self.calibration.describe()
             unmasked = self.report["calibration"].get("unmasked_tensors")
             if unmasked:
-                line = (f"--calib-mask {self.calibration.mask!r} does not line up with the positions of "
-                        f"{len(unmasked)} tensor(s) (e.g. {unmasked[0]!r}): their statistics include padding")
-                warnings = self.report.setdefault("warnings", [])
-                if line not in warnings:
-                    warnings.append(line)
-        return {k: self._stats[k] for k in requests}
+                self.warn(f"--calib-mask {self.calibration.mask!r} does not line up with the positions of "
+                          f"{len(unmasked)} tensor(s) (e.g. {unmasked[0]!r}): their statistics include padding")
+        return {k: cache[k] for k in requests}
 
     def require_calibration(self, who: str) -> None:
-        from graphprune.errors import BadInput
-
         if self.calibration is None:
             raise BadInput(f"{who} needs calibration data: pass --calib FILE.npz "
                            "(one array per model input, first axis = samples)")
 
+    def require_removal(self, who: str) -> Removal:
+        """What remove did (a repair pass runs after it; the pipeline order guarantees it)."""
+        if self.removal is None:
+            raise BadInput(f"{who} repairs a pruned model: it runs after remove")
+        return self.removal
+
     def removed_masks(self) -> dict[int, np.ndarray]:
         return unit_masks(self.analysis().groups, self.plan)
+
+    def warn(self, line: str) -> None:
+        """A warning for the report (and the CLI's stderr), recorded once."""
+        warnings = self.report.setdefault("warnings", [])
+        if line not in warnings:
+            warnings.append(line)
 
 
 def unit_masks(groups: list[Group], plan: dict[int, np.ndarray]) -> dict[int, np.ndarray]:

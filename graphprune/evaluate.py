@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 
 from graphprune.errors import BadInput
-from graphprune.verify import session
+from graphprune.runtime import session
 
 
 def accuracy(path: str, data: dict[str, np.ndarray], labels: np.ndarray, batch: int = 256) -> float:

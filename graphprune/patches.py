@@ -12,6 +12,8 @@ from dataclasses import dataclass
 import numpy as np
 import onnx_ir as ir
 
+from graphprune.shapes import attr_value
+
 
 @dataclass(frozen=True)
 class ConvGeometry:
@@ -32,8 +34,7 @@ def conv_geometry(node: ir.Node, weight_shape: tuple[int, ...]) -> ConvGeometry 
         return None
 
     def attr(name, default):
-        a = node.attributes.get(name)
-        return default if a is None else a.value
+        return attr_value(node, name, default)
 
     if int(attr("group", 1)) != 1 or attr("auto_pad", "NOTSET") not in ("NOTSET", b"NOTSET"):
         return None

@@ -1,8 +1,24 @@
-"""The pass protocol, the registry of passes by name, and `NAME:key=value,...` specs.
+"""The pass protocol, the registry of passes by name, `NAME:key=value,...` specs, and
+the order passes may run in.
 
 A graphprune pass is an onnx-ir in-place pass that also holds the shared `Context`.
-Each pass declares its kind (where it sits in a pipeline) and its options with defaults;
-the option's default type decides how a value from the command line is parsed.
+Each pass declares its kind, which says where it may run, and its options with
+defaults; the option's default type decides how a value from the command line is parsed.
+
+Kinds, in pipeline order:
+
+    normalize   make the graph analysable (exact)                          once
+    analysis    opt-in options that change what a unit is (hidden, ...)     before scores
+    score       fill per-unit scores of the groups                          one or more
+    select      choose the units to remove from the scores                  once
+    compensate  decide edits on the dense model; `remove` applies them      opt-in
+    remove      slice every coupled tensor                                  once
+    repair      fix the pruned model against the dense one (refit, ...)     opt-in
+    cleanup     dead code, order, exact shapes (exact)                      once
+
+A pipeline whose passes are out of this order is refused (`check_order`): an analysis
+option after a score pass would silently drop the scores, a compensation after `remove`
+would have nothing to compensate.
 """
 
 from __future__ import annotations
@@ -14,9 +30,11 @@ import onnx_ir as ir
 from graphprune.context import Context
 from graphprune.errors import BadInput
 
-# "analysis" and "compensate" passes are opt-in: a pipeline gets none unless asked.
-KINDS = ("normalize", "analysis", "score", "select", "compensate", "remove", "cleanup")
-OPT_IN_KINDS = ("analysis", "compensate")
+KINDS = ("normalize", "analysis", "score", "select", "compensate", "remove", "repair", "cleanup")
+# A pipeline gets no pass of these kinds unless asked (or a default asks for it).
+OPT_IN_KINDS = ("analysis", "compensate", "repair")
+# At most one pass of each of these kinds.
+SINGLE_KINDS = ("normalize", "select", "remove", "cleanup")
 
 _REGISTRY: dict[str, type[PrunePass]] = {}
 
@@ -84,6 +102,22 @@ def _convert(pass_name: str, key: str, raw: str, default: Any) -> Any:
         return raw
     except ValueError:
         raise BadInput(f"pass {pass_name}: option {key}={raw!r} is not a valid {type(default).__name__}") from None
+
+
+def check_order(specs: list[str]) -> None:
+    """Refuse a pipeline whose passes are out of kind order, or that repeats a single
+    stage, naming the passes and an order that works."""
+    parsed = [(s, parse_spec(s)[0].kind) for s in specs]
+    rank = {k: i for i, k in enumerate(KINDS)}
+    for kind in SINGLE_KINDS:
+        named = [s for s, k in parsed if k == kind]
+        if len(named) > 1:
+            raise BadInput(f"pipeline: {' and '.join(named)} are both {kind} passes; give one")
+    for (a, ka), (b, kb) in zip(parsed, parsed[1:]):
+        if rank[kb] < rank[ka]:
+            works = [s for s, _ in sorted(parsed, key=lambda p: rank[p[1]])]
+            raise BadInput(f"pipeline: {b} ({kb}) cannot run after {a} ({ka}); "
+                           f"an order that works: {', '.join(works)}")
 
 
 def parse_spec(spec: str) -> tuple[type[PrunePass], dict[str, Any]]:

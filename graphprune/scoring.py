@@ -12,11 +12,55 @@ from __future__ import annotations
 
 import numpy as np
 
+import onnx_ir as ir
+
 from graphprune.analysis.groups import Group
 from graphprune.errors import BadInput
+from graphprune.registry import PrunePass
 
 REDUCE = ("sum", "mean", "max", "prod")
 NORMALIZE = ("none", "mean", "max", "sum", "standardize")
+GROUPS = ("all", "heads", "channels")
+
+
+class ScorePass(PrunePass):
+    """The base of every criterion: for each group of the kind asked (`groups=all`, `heads`
+    or `channels`), the per-unit parts that `parts(g)` returns (one array per weight slice
+    or consumer) are combined (`reduce`) and normalized within the group (`normalize`).
+    A criterion for one kind of group leaves the other groups' scores as an earlier
+    criterion set them, so two criteria can share the work (`--pass amp:groups=heads
+    --pass wifv:groups=channels`)."""
+
+    kind = "score"
+    options = {"reduce": "mean", "normalize": "mean", "groups": "all"}
+
+    def prepare(self, model: ir.Model, groups: list[Group]) -> None:
+        """Work shared by all groups (e.g. activation statistics), before `parts`."""
+
+    def parts(self, g: Group) -> list[np.ndarray] | None:
+        """Per-unit scores of `g`, one array per slice or consumer; None leaves the group's
+        score as it was (a criterion that cannot score it)."""
+        raise NotImplementedError
+
+    def run(self, model: ir.Model) -> bool:
+        which = self.opts.get("groups", "all")
+        if which not in GROUPS:
+            raise BadInput(f"{self.name}: groups must be all, heads or channels, not {which!r}")
+        mine = [g for g in self.ctx.analysis().groups if g.n_units and which in ("all", g.kind)]
+        self.stats = {}
+        self.prepare(model, mine)
+        scored = 0
+        for g in mine:
+            parts = self.parts(g)
+            if parts is None:
+                continue
+            raw = combine(parts, self.opts.get("reduce", "sum"), g.n_units)
+            self.ctx.scores[g.id] = normalize(raw, self.opts.get("normalize", "none"))
+            scored += 1
+        prev = self.ctx.score_name  # a criterion for one kind of group joins the earlier one's name
+        self.ctx.score_name = self.name if which == "all" or not prev else f"{prev}+{self.name}"
+        self.stats = {"groups_scored": scored, **self.stats}
+        return False
 
 
 def per_unit(group: Group, key, per_position: np.ndarray) -> np.ndarray:

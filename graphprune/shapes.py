@@ -1,4 +1,5 @@
-"""Small helpers over onnx-ir values: static shapes, constant arrays, exact shape inference."""
+"""Small helpers over onnx-ir values and nodes: static shapes, constant arrays, attribute
+values, exact shape inference."""
 
 from __future__ import annotations
 
@@ -40,6 +41,13 @@ def const_array(value: ir.Value | None) -> np.ndarray | None:
     if value is None or value.const_value is None:
         return None
     return value.const_value.numpy()
+
+
+def attr_value(node: ir.Node, name: str, default=None):
+    """The Python value of a node's attribute (int, float, string, list, tensor), or
+    `default` where the node does not set it."""
+    a = node.attributes.get(name)
+    return default if a is None else a.value
 
 
 def int_list(value: ir.Value | None) -> list[int] | None:

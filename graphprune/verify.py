@@ -8,46 +8,17 @@ against what the model file itself says.
 
 from __future__ import annotations
 
+import os
+import tempfile
 from dataclasses import dataclass
 
 import numpy as np
 import onnx
-import onnxruntime as ort
 
 from graphprune.errors import BadInput, VerificationError, first_line
-
-_NP = {
-    "tensor(float)": np.float32, "tensor(double)": np.float64, "tensor(float16)": np.float16,
-    "tensor(int64)": np.int64, "tensor(int32)": np.int32, "tensor(int8)": np.int8,
-    "tensor(uint8)": np.uint8, "tensor(bool)": np.bool_,
-}
-
-
-def session(path: str, optimize: bool = False, threads: int = 0,
-            spinning: bool = True, lean: bool = False) -> ort.InferenceSession:
-    """An ONNX Runtime CPU session. `lean` is for one-off verification runs: without
-    weight pre-packing and the memory arena, ORT maps external weights from the file
-    instead of copying them, so a 2 GB model costs page cache, not private memory."""
-    opts = ort.SessionOptions()
-    opts.log_severity_level = 3
-    if lean:
-        opts.add_session_config_entry("session.disable_prepacking", "1")
-        opts.enable_cpu_mem_arena = False
-    if not spinning:
-        # Idle worker threads otherwise spin after a run and steal cores from the next
-        # session's run, which skews interleaved latency measurements.
-        opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
-    if not optimize:
-        opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
-    if threads:
-        opts.intra_op_num_threads = threads
-    return ort.InferenceSession(path, opts, providers=["CPUExecutionProvider"])
-
-
-# Probe inputs are generated in memory; a declared shape beyond this is refused.
-PROBE_BUDGET_BYTES = 1 << 30
-
-InputMeta = list[tuple[str, list, str]]  # (name, shape, type) of each model input
+from graphprune.probes import (InputMeta, calib_feeds, first_rows, index_bounds, input_meta, load_inputs,
+                               probe_inputs)
+from graphprune.runtime import session
 
 
 @dataclass
@@ -61,77 +32,32 @@ class Reference:
     source: str = "random probes"  # what the feeds are: --inputs, --eval or --calib samples
 
 
-def input_meta(sess: ort.InferenceSession) -> InputMeta:
-    return [(i.name, list(i.shape), i.type) for i in sess.get_inputs()]
-
-
-def index_bounds(path: str) -> dict[str, int]:
-    """Graph inputs used as Gather indices into a constant table (token ids, token types):
-    input name -> table size, so probes stay inside it. External data is not read."""
-    import onnx
-
+def reference(model_path: str, inputs_file: str | None = None, eval_file: str | None = None,
+              calib=None) -> Reference:
+    """Run the original model once in ONNX Runtime (unoptimized) on the verification
+    inputs: --inputs, else the first --eval samples, else the first --calib samples, else
+    random probes. Its session is dropped before pruning, so it does not hold the weights."""
     try:
-        proto = onnx.load(path, load_external_data=False)
-    except Exception:  # noqa: BLE001 - bounds are a convenience; the loader reports errors
-        return {}
-    tables = {t.name: list(t.dims) for t in proto.graph.initializer}
-    inputs = {i.name for i in proto.graph.input}
-    bounds: dict[str, int] = {}
-    for node in proto.graph.node:
-        if node.op_type != "Gather" or len(node.input) < 2 or node.input[1] not in inputs:
-            continue
-        dims = tables.get(node.input[0])
-        if not dims:
-            continue
-        axis = next((a.i for a in node.attribute if a.name == "axis"), 0)
-        size = int(dims[axis % len(dims)])
-        bounds[node.input[1]] = min(bounds.get(node.input[1], size), size)
-    return bounds
-
-
-def probe_inputs(inputs: InputMeta, batch: int = 2, seed: int = 0,
-                 bounds: dict[str, int] | None = None) -> dict[str, np.ndarray]:
-    """Random inputs matching the model's declared inputs. Symbolic dims become `batch` on
-    the first axis; other symbolic dims (a sequence) 16 when an integer input (token ids)
-    has them, else 1. Integers stay below `bounds` (Gather tables), else in {0, 1} (masks)."""
-    rng = np.random.default_rng(seed)
-    bounds = bounds or {}
-    feeds = {}
-    total = 0
-    def integer(t) -> bool:
-        return _NP.get(t) is not None and np.issubdtype(_NP[t], np.integer)
-
-    token_dims = {d for _, dims, t in inputs if integer(t) for i, d in enumerate(dims[1:]) if isinstance(d, str)}
-    for name, dims, type_ in inputs:
-        shape = [d if isinstance(d, int) and d > 0 else
-                 (batch if i == 0 else (16 if integer(type_) or d in token_dims else 1))
-                 for i, d in enumerate(dims)]
-        dtype = _NP.get(type_)
-        if dtype is None:
-            raise BadInput(f"input {name!r} has type {type_}, which probes cannot fill; pass --inputs")
-        total += int(np.prod(shape, dtype=np.float64)) * np.dtype(dtype).itemsize
-        if total > PROBE_BUDGET_BYTES:
-            raise BadInput(f"input {name!r} declares shape {shape}, too large for probe inputs "
-                           f"(over {PROBE_BUDGET_BYTES >> 20} MiB); pass --inputs")
-        if np.issubdtype(dtype, np.floating):
-            feeds[name] = rng.standard_normal(shape).astype(dtype)
-        elif dtype == np.bool_:
-            feeds[name] = rng.random(shape) < 0.5
+        sess = session(model_path, lean=True)
+    except Exception as e:  # noqa: BLE001 - ORT raises several types
+        raise BadInput(f"{model_path}: ONNX Runtime cannot load the input model ({first_line(e)})") from None
+    inputs = input_meta(sess)
+    try:
+        if inputs_file:
+            feeds, source = load_inputs(inputs_file, inputs), "--inputs"
+        elif eval_file:  # real samples say more than random probes
+            feeds, source = first_rows(load_inputs(eval_file, inputs), inputs), "--eval samples"
         else:
-            feeds[name] = rng.integers(0, min(bounds.get(name, 2), 10), size=shape).astype(dtype)
-    return feeds
-
-
-def load_inputs(path: str, inputs: InputMeta) -> dict[str, np.ndarray]:
+            feeds, source = calib_feeds(calib, inputs), "--calib samples"
+            if feeds is None:
+                feeds, source = probe_inputs(inputs, bounds=index_bounds(model_path)), "random probes"
+    except BadInput as e:
+        raise BadInput(f"{model_path}: {e}") from None
     try:
-        data = np.load(path, allow_pickle=False)
-    except (OSError, ValueError) as e:
-        raise BadInput(f"{path}: cannot read inputs ({e})") from None
-    names = [name for name, _, _ in inputs]
-    missing = [n for n in names if n not in data.files]
-    if missing:
-        raise BadInput(f"{path}: no array for model input(s) {', '.join(missing)} (has {', '.join(data.files)})")
-    return {n: data[n] for n in names}
+        outputs = sess.run(None, feeds)
+    except Exception as e:  # noqa: BLE001
+        raise BadInput(f"{model_path}: ONNX Runtime cannot run the input model ({first_line(e)})") from None
+    return Reference([o.name for o in sess.get_outputs()], inputs, feeds, outputs, source)
 
 
 def compare(ref: list[np.ndarray], got: list[np.ndarray]) -> dict:
@@ -187,3 +113,36 @@ def verify_file(path: str, ref: Reference) -> dict:
     return result
 
 
+def step_checker(ref: Reference):
+    """For --verify-each: a check run after each pass that changed the model. The model
+    must be valid; an exact pass (normalize, cleanup) must also leave the outputs of the
+    step before it unchanged. Errors name the pass."""
+    from graphprune.saving import save_model
+
+    previous = {"ref": ref}
+
+    def check(p, exact: bool) -> None:
+        model = p.ctx.model
+        with tempfile.TemporaryDirectory() as tmp:
+            path = os.path.join(tmp, "step.onnx")
+            ir_version = model.ir_version
+            # Between passes, initializers need not be listed as inputs (IR < 4 wants that
+            # only in the final file, which cleanup restores).
+            model.ir_version = max(ir_version, 4)
+            try:
+                save_model(model, path)
+            finally:
+                model.ir_version = ir_version
+            last = previous["ref"]
+            try:
+                result = verify_file(path, last)
+            except VerificationError as e:
+                raise VerificationError(f"after pass {p.spec()}: {e}") from None
+            scale = 1 + max(float(abs(o).max()) for o in last.outputs)
+            if exact and result["max_abs_diff"] > 1e-4 * scale:
+                raise VerificationError(
+                    f"after pass {p.spec()}: outputs changed by {result['max_abs_diff']:.3g} "
+                    "in a pass that must not change them")
+            outputs = session(path).run(None, last.feeds)
+            previous["ref"] = Reference(last.output_names, last.inputs, last.feeds, outputs)
+    return check

@@ -18,35 +18,33 @@ and the feeds say which unit is off.
 
 from __future__ import annotations
 
-import os
-import tempfile
-
 import numpy as np
 import onnx_ir as ir
 
-from graphprune.calibration import Progress
 from graphprune.consumers import consumers
 from graphprune.errors import BadInput, first_line
-from graphprune.passes.activation_base import check_groups, name_scores
-from graphprune.registry import PrunePass, register
-from graphprune.scoring import normalize
+from graphprune.progress import Progress
+from graphprune.registry import register
+from graphprune.runtime import model_session, run_on
+from graphprune.scoring import ScorePass
 
 
 @register
-class Ablation(PrunePass):
+class Ablation(ScorePass):
     name = "ablate"
-    kind = "score"
     summary = "output change when each unit is switched off on calibration samples (needs --calib)"
     options = {"groups": "heads", "samples": 64, "max_units": 4096, "normalize": "mean"}
 
-    def run(self, model: ir.Model) -> bool:
-        which = check_groups(self.name, self.opts["groups"])
+    def parts(self, g):
+        raw = self.raw.get(g.id)
+        return None if raw is None else [raw]
+
+    def prepare(self, model: ir.Model, groups) -> None:
         if int(self.opts["samples"]) < 1:
             raise BadInput(f"ablate: samples must be at least 1, not {self.opts['samples']}")
         self.ctx.require_calibration("ablate")
-        analysis = self.ctx.analysis()
         inits = model.graph.initializers
-        found = [(g, consumers(g, model)) for g in analysis.groups if g.n_units and which in ("all", g.kind)]
+        found = [(g, consumers(g, model)) for g in groups]
         if any(c.data.shape is None for _, cons in found for c in cons):
             from graphprune.shapes import infer_exact_shapes
 
@@ -60,14 +58,14 @@ class Ablation(PrunePass):
         calib = self.ctx.calibration.limited(int(self.opts["samples"]))
         batches = list(calib.batches())
         pairs = [(g, c) for g, cons in mine for c in cons]
-        with _masked(model, [(c, inits[c.key[0]].const_value.dtype) for _, c in pairs]) as (path, names):
-            sess = _session(path)
+        self.raw = {}
+        with _masked(model, [(c, inits[c.key[0]].const_value.dtype) for _, c in pairs]) as names:
+            sess = model_session(model, who="ablate", optimize=True)
             ones = {n: np.ones(_mask_shape(c), np.float32) for (_, c), n in zip(pairs, names)}
             dense = [_run(sess, {**f, **ones}) for f in batches]
             keeps = [calib.keep(f) for f in batches]
             energy = [sum(_sq(y, 0.0, k) for y, k in zip(ys, keeps)) for ys in zip(*dense)]
-            progress = Progress("ablation", units, calib.quiet)
-            try:
+            with Progress("ablation", units, calib.quiet or self.ctx.quiet, unit="units") as progress:
                 for g, _ in mine:
                     masks = [(c, n) for (gg, c), n in zip(pairs, names) if gg is g]
                     raw = np.zeros(g.n_units)
@@ -81,13 +79,8 @@ class Ablation(PrunePass):
                             got = _run(sess, {**f, **feeds})
                             raw[u] += sum(_sq(a, b, keep) / max(e, 1e-30) for a, b, e in zip(got, ref, energy))
                         progress.update(1)
-                    self.ctx.scores[g.id] = normalize(raw, self.opts["normalize"])
-            finally:
-                progress.close()
-        name_scores(self.ctx, self.name, which)
-        self.stats = {"groups_scored": len(mine), "units_ablated": units,
-                      "samples": sum(len(next(iter(f.values()))) for f in batches)}
-        return False
+                    self.raw[g.id] = raw
+        self.stats.update({"units_ablated": units, "samples": sum(len(next(iter(f.values()))) for f in batches)})
 
 
 def _sq(a, b, keep) -> float:
@@ -105,31 +98,20 @@ def _mask_shape(c) -> tuple[int, ...]:
 
 
 def _run(sess, feeds):
-    names = {i.name for i in sess.get_inputs()}
     try:
-        return sess.run(None, {k: v for k, v in feeds.items() if k in names})
+        return run_on(sess, feeds)
     except Exception as e:  # noqa: BLE001 - ORT raises several types
         raise BadInput(f"ablate: ONNX Runtime cannot run the model on the calibration data ({first_line(e)})") from None
 
 
-def _session(path):
-    import onnxruntime as ort
-
-    opts = ort.SessionOptions()
-    opts.log_severity_level = 3
-    return ort.InferenceSession(path, opts, providers=["CPUExecutionProvider"])
-
-
 class _masked:
-    """The model with a Mul by a new graph input in front of each (group, consumer), saved
-    to a temporary file; the graph is restored on exit. Yields (path, mask input names)."""
+    """The model with a Mul by a new graph input in front of each (group, consumer); the
+    graph is restored on exit. Yields the mask input names."""
 
     def __init__(self, model: ir.Model, items):
         self.model, self.items = model, items
 
     def __enter__(self):
-        from graphprune.saving import save_model, uses_external_data
-
         graph = self.model.graph
         self.undo, names = [], []
         try:
@@ -154,18 +136,13 @@ class _masked:
                 c.node.replace_input_with(index, mul.outputs[0])
                 self.undo += [("input", mask), ("node", mul), ("rewire", (c.node, index, data))]
                 names.append(mask.name)
-            self.tmp = tempfile.TemporaryDirectory()
-            path = os.path.join(self.tmp.name, "ablation.onnx")
-            save_model(self.model, path, external=uses_external_data(self.model))
         except BaseException:
             self._restore()
             raise
-        return path, names
+        return names
 
     def __exit__(self, *exc):
         self._restore()
-        if hasattr(self, "tmp"):
-            self.tmp.cleanup()
         return False
 
     def _restore(self):

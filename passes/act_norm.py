@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-from graphprune.passes.activation_base import _ActivationCriterion
+from graphprune.passes.activation_base import ActivationCriterion
 from graphprune.registry import register
 
 
 @register
-class ActNorm(_ActivationCriterion):
+class ActNorm(ActivationCriterion):
     name = "act-norm"
     summary = "L2 norm of the input channel over the calibration data (needs --calib)"
 

@@ -26,61 +26,34 @@ import onnx_ir as ir
 
 from graphprune.activations import Request
 from graphprune.consumers import consumers
-from graphprune.registry import PrunePass
-from graphprune.scoring import combine, magnitude_parts, normalize, per_unit
+from graphprune.scoring import ScorePass, magnitude_parts, per_unit
 
 
-def check_groups(name: str, which: str) -> str:
-    """The `groups=` option of a criterion: all, heads or channels."""
-    if which not in ("all", "heads", "channels"):
-        from graphprune.errors import BadInput
-
-        raise BadInput(f"{name}: groups must be all, heads or channels, not {which!r}")
-    return which
-
-
-def name_scores(ctx, name: str, which: str) -> None:
-    """Record who scored: a criterion for one kind of group joins the earlier one's name."""
-    prev = ctx.score_name
-    ctx.score_name = name if which == "all" or not prev else f"{prev}+{name}"
-
-
-class _ActivationCriterion(PrunePass):
-    kind = "score"
-    options = {"reduce": "mean", "normalize": "mean", "groups": "all"}
+class ActivationCriterion(ScorePass):
     needs_reducer = False
 
     def per_position(self, stats, cols: np.ndarray) -> np.ndarray:
         raise NotImplementedError
 
-    def run(self, model: ir.Model) -> bool:
-        analysis = self.ctx.analysis()
-        inits = model.graph.initializers
-        which = check_groups(self.name, self.opts["groups"])
-        mine = [g for g in analysis.groups if g.n_units and which in ("all", g.kind)]
-        found = {g.id: consumers(g, model) for g in mine}
+    def prepare(self, model: ir.Model, groups) -> None:
+        self.inits = model.graph.initializers
+        self.found = {g.id: consumers(g, model) for g in groups}
         requests = {}
-        for gid, cons in found.items():
-            for c in cons:
+        for g in groups:
+            for c in self.found[g.id]:
                 req = requests.setdefault(c.data.name, Request(c.axis))
                 if self.needs_reducer:
-                    self.add_reducer(req, analysis.groups[gid], c, inits)
-        stats = self.ctx.activation_stats(requests, self.name)
-        fallback = 0
-        for g in mine:
-            parts = []
-            for c in found.get(g.id, []):
-                cols = c.columns(inits[c.key[0]].const_value.numpy())
-                parts.append(self.unit_scores(g, c, stats[c.data.name], cols))
-            if not parts:
-                fallback += 1
-                parts = magnitude_parts(g, inits)
-            raw = combine(parts, self.opts["reduce"], g.n_units)
-            self.ctx.scores[g.id] = normalize(raw, self.opts["normalize"])
-        name_scores(self.ctx, self.name, which)
-        self.stats = {"groups_scored": len(mine), "groups_magnitude_fallback": fallback,
-                      "tensors_watched": len(requests)}
-        return False
+                    self.add_reducer(req, g, c, self.inits)
+        self.act = self.ctx.activation_stats(requests, self.name)
+        self.stats.update({"groups_magnitude_fallback": 0, "tensors_watched": len(requests)})
+
+    def parts(self, g):
+        parts = [self.unit_scores(g, c, self.act[c.data.name], c.columns(self.inits[c.key[0]].const_value.numpy()))
+                 for c in self.found[g.id]]
+        if not parts:
+            self.stats["groups_magnitude_fallback"] += 1
+            parts = magnitude_parts(g, self.inits)
+        return parts
 
     def unit_scores(self, g, c, st, cols) -> np.ndarray:
         return per_unit(g, c.key, self.per_position(st, cols))

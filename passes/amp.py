@@ -5,13 +5,13 @@ from __future__ import annotations
 
 import numpy as np
 
-from graphprune.passes.activation_base import _ActivationCriterion
+from graphprune.passes.activation_base import ActivationCriterion
 from graphprune.scoring import per_unit
 from graphprune.registry import register
 
 
 @register
-class AMP(_ActivationCriterion):
+class AMP(ActivationCriterion):
     name = "amp"
     summary = "mean L1 norm of each unit's contribution through its consumer (AMP; needs --calib)"
     needs_reducer = True

@@ -39,9 +39,7 @@ class HiddenPass(PrunePass):
     def run(self, model: ir.Model) -> bool:
         self.ctx.flow_options["through_norms"] = True
         self.ctx.graph_changed()
-        warnings = self.ctx.report.setdefault("warnings", [])
-        if WARNING not in warnings:
-            warnings.append(WARNING)
+        self.ctx.warn(WARNING)
         return False
 
 

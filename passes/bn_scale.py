@@ -7,30 +7,22 @@ from __future__ import annotations
 
 import onnx_ir as ir
 
-from graphprune.registry import PrunePass, register
-from graphprune.scoring import combine, magnitude_parts, normalize
+from graphprune.registry import register
+from graphprune.scoring import ScorePass, magnitude_parts
 
 
 @register
-class BNScalePass(PrunePass):
+class BNScalePass(ScorePass):
     name = "bn-scale"
-    kind = "score"
     summary = "|gamma| of the BatchNorm scales in each group (L1 where a group has none)"
-    options = {"reduce": "mean", "normalize": "mean"}
 
-    def run(self, model: ir.Model) -> bool:
-        analysis = self.ctx.analysis()
-        inits = model.graph.initializers
-        fallback = 0
-        for g in analysis.groups:
-            if g.n_units == 0:
-                continue
-            parts = magnitude_parts(g, inits, ("bn_scale",))
-            if not parts:
-                fallback += 1
-                parts = magnitude_parts(g, inits)
-            raw = combine(parts, self.opts["reduce"], g.n_units)
-            self.ctx.scores[g.id] = normalize(raw, self.opts["normalize"])
-        self.ctx.score_name = self.name
-        self.stats = {"groups_scored": len(self.ctx.scores), "groups_without_bn": fallback}
-        return False
+    def prepare(self, model: ir.Model, groups) -> None:
+        self.inits = model.graph.initializers
+        self.stats["groups_without_bn"] = 0
+
+    def parts(self, g):
+        parts = magnitude_parts(g, self.inits, ("bn_scale",))
+        if not parts:
+            self.stats["groups_without_bn"] += 1
+            parts = magnitude_parts(g, self.inits)
+        return parts

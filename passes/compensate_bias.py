@@ -25,7 +25,9 @@ match the dense ones in the least-squares sense (the "mask tuning" of post-train
 transformer pruning). A full refit has kept x outputs unknowns and overfits a few
 thousand tokens; this has kept ones. Exact where a removed channel's contribution is a
 multiple of a kept one's plus a constant, and where it is a constant (all scales 1).
-Needs --calib.
+Needs --calib. Nothing changes here: the new weights and bias deltas wait in
+`ctx.pending` (graphprune.edits) until `remove` applies them, so the model stays dense
+for every pass before it.
 """
 
 from __future__ import annotations
@@ -34,9 +36,10 @@ import numpy as np
 import onnx_ir as ir
 
 from graphprune.activations import Request
-from graphprune.bias import BiasUpdate, out_axis
+from graphprune.bias import out_axis
 from graphprune.consumers import consumers
 from graphprune.errors import BadInput
+from graphprune.lstsq import ridge_solve
 from graphprune.patches import conv_geometry, patch_gram
 from graphprune.registry import PrunePass, register
 
@@ -85,14 +88,15 @@ class BiasCompensationPass(PrunePass):
             if geo is not None:
                 req.raw[f"patches:{c.node.name}"] = patch_gram(geo, int(self.opts["patches"]))
         stats = self.ctx.activation_stats(requests, f"compensate:{self.opts['method']}")
-        updates, refits = [], 0
+        pending, deltas, refits = self.ctx.pending, [], 0
         for g, units, c, axis in todo:
             rows = g.positions(c.key, units)
             gram = stats[c.data.name].gram if fits(c) else stats[c.data.name].extra.get(f"patches:{c.node.name}")
             if gram is not None:  # a patch Gram exists only where conv_fits asked for one
                 delta = self._refit(model, c, axis, rows, gram)
                 if delta is not None:
-                    updates.append(BiasUpdate(c.node, delta, (c.key[0], axis)))
+                    pending.add_bias(c.node, delta, (c.key[0], axis))
+                    deltas.append(delta)
                     refits += 1
                     continue
             w = inits[c.key[0]].const_value.numpy().astype(np.float64)
@@ -101,12 +105,12 @@ class BiasCompensationPass(PrunePass):
             moved = np.moveaxis(w, c.key[1], 0).shape[1:]   # weight shape without the in axis
             out_pos = axis if axis < c.key[1] else axis - 1
             delta = np.moveaxis(contrib.reshape(moved), out_pos, 0).reshape(moved[out_pos], -1).sum(1)
-            updates.append(BiasUpdate(c.node, delta, (c.key[0], axis)))
-        self.ctx.bias_updates.extend(updates)
-        self.stats = {"consumers_compensated": len(updates), "least_squares_refits": refits}
+            pending.add_bias(c.node, delta, (c.key[0], axis))
+            deltas.append(delta)
+        self.stats = {"consumers_compensated": len(deltas), "least_squares_refits": refits}
         report = self.ctx.report.setdefault("compensation", [])
-        report.append({"method": self.opts["method"], "consumers": len(updates), "refits": refits,
-                       "max_abs_delta": float(max((np.abs(u.delta).max() for u in updates), default=0.0))})
+        report.append({"method": self.opts["method"], "consumers": len(deltas), "refits": refits,
+                       "max_abs_delta": float(max((np.abs(d).max() for d in deltas), default=0.0))})
         return False
 
     def _refit(self, model, c, axis, removed, gram):
@@ -138,21 +142,15 @@ class BiasCompensationPass(PrunePass):
             new = new_cols.T.reshape(w.shape)
         else:
             new = np.moveaxis(new_cols.reshape(np.moveaxis(w, c.key[1], 0).shape), 0, c.key[1])
-        self.ctx.weight_updates.append((value, np.ascontiguousarray(new.astype(w.dtype))))
+        self.ctx.pending.set_weight(value, new)
         return delta
-
-    def _regularized(self, a):
-        return self.opts["ridge"] * max(np.trace(a) / len(a), 1e-12)
 
     def _columns(self, cols, keep, gram):
         """Least squares over the kept rows of `cols` (in, out) and the bias."""
         n_in = cols.shape[0]
         idx = np.concatenate([keep, [n_in]])                   # kept inputs and the constant column
         full = np.vstack([cols, np.zeros((1, cols.shape[1]))])  # the bias is added after: target x W
-        a = gram[np.ix_(idx, idx)]
-        b = gram[idx] @ full
-        a = a + np.eye(len(idx)) * self._regularized(a)
-        sol = np.linalg.solve(a, b)                            # (kept + 1, out)
+        sol = ridge_solve(gram[np.ix_(idx, idx)], gram[idx] @ full, self.opts["ridge"])  # (kept + 1, out)
         new_cols = cols.copy()
         new_cols[keep] = sol[:-1]
         return new_cols, sol[-1]
@@ -170,9 +168,7 @@ class BiasCompensationPass(PrunePass):
         channels = keep[::taps] // taps if taps > 1 else keep
         e = np.zeros((cols.shape[0], len(channels)))
         e[keep, np.repeat(np.arange(len(channels)), taps)] = 1.0
-        a = e.T @ p @ e
-        lam = self._regularized(a)
-        s = np.linalg.solve(a + lam * np.eye(len(a)), e.T @ p.sum(1) + lam)  # shrunk towards 1
+        s = ridge_solve(e.T @ p @ e, e.T @ p.sum(1), self.opts["ridge"], prior=1.0)  # shrunk towards 1
         factor = e @ s
         new_cols = cols * factor[:, None]
         return new_cols, cols.T @ (mean * (1.0 - factor))

@@ -5,12 +5,12 @@ from __future__ import annotations
 
 import numpy as np
 
-from graphprune.passes.activation_base import _ActivationCriterion
+from graphprune.passes.activation_base import ActivationCriterion
 from graphprune.registry import register
 
 
 @register
-class IFV(_ActivationCriterion):
+class IFV(ActivationCriterion):
     name = "ifv"
     summary = "input feature variance at the consumers (FLAP's IFV; needs --calib)"
 
@@ -19,7 +19,7 @@ class IFV(_ActivationCriterion):
 
 
 @register
-class WIFV(_ActivationCriterion):
+class WIFV(ActivationCriterion):
     name = "wifv"
     summary = "fluctuation: input variance x squared weight column norm (FLAP's WIFV; needs --calib)"
 
@@ -28,7 +28,7 @@ class WIFV(_ActivationCriterion):
 
 
 @register
-class WIFN(_ActivationCriterion):
+class WIFN(ActivationCriterion):
     name = "wifn"
     summary = "mean |weight column| x RMS of the input (FLAP's WIFN; needs --calib)"
 

@@ -15,21 +15,17 @@ import onnx
 import onnx_ir as ir
 from onnx.reference import ReferenceEvaluator
 
-from graphprune.shapes import opset_of, shape_of
+from graphprune.initializers import new_initializer
+from graphprune.shapes import attr_value, opset_of, shape_of
 
 # Refuse to materialize constants larger than this many elements.
 MAX_FOLD_ELEMENTS = 1 << 29
 
 
-def _attr(node: ir.Node, name: str, default=None):
-    a = node.attributes.get(name)
-    return default if a is None else a.value
-
-
 def _numpy_fold(node: ir.Node, args: list[np.ndarray | None]):
     op = node.op_type
     if op == "ConstantOfShape":
-        value = _attr(node, "value")
+        value = attr_value(node, "value")
         fill = value.numpy().reshape(-1)[0] if value is not None else np.float32(0)
         return [np.full([int(d) for d in args[0]], fill, dtype=np.asarray(fill).dtype)]
     if op == "Shape":
@@ -37,26 +33,26 @@ def _numpy_fold(node: ir.Node, args: list[np.ndarray | None]):
     if op == "Identity":
         return [args[0]]
     if op == "Cast":
-        to = ir.DataType(_attr(node, "to")).numpy()
+        to = ir.DataType(attr_value(node, "to")).numpy()
         return [args[0].astype(to)]
     if op == "Unsqueeze":
-        axes = _attr(node, "axes") if len(args) == 1 else [int(a) for a in args[1].reshape(-1)]
+        axes = attr_value(node, "axes") if len(args) == 1 else [int(a) for a in args[1].reshape(-1)]
         out = args[0]
         rank = out.ndim + len(axes)
         for a in sorted(x % rank for x in axes):
             out = np.expand_dims(out, a)
         return [out]
     if op == "Concat":
-        return [np.concatenate(args, axis=_attr(node, "axis"))]
+        return [np.concatenate(args, axis=attr_value(node, "axis"))]
     if op == "Gather" and args[1].dtype.kind in "iu":
-        return [np.take(args[0], args[1], axis=_attr(node, "axis", 0))]
+        return [np.take(args[0], args[1], axis=attr_value(node, "axis", 0))]
     if op == "Reshape" and len(args) == 2:
         target = [int(d) for d in args[1]]
-        if not _attr(node, "allowzero", 0):
+        if not attr_value(node, "allowzero", 0):
             target = [args[0].shape[i] if d == 0 else d for i, d in enumerate(target)]
         return [args[0].reshape(target)]
     if op == "Transpose":
-        return [np.transpose(args[0], _attr(node, "perm"))]
+        return [np.transpose(args[0], attr_value(node, "perm"))]
     return None
 
 
@@ -104,8 +100,8 @@ def fold_constants(model: ir.Model) -> int:
             s = shape_of(node.inputs[0])
             if s is None or not all(isinstance(d, int) for d in s):
                 continue
-            start = _attr(node, "start", 0)
-            end = _attr(node, "end", None)
+            start = attr_value(node, "start", 0)
+            end = attr_value(node, "end", None)
             results = [np.array(s[slice(start, end)], dtype=np.int64)]
         else:
             args = [v.const_value.numpy() if v is not None and v.const_value is not None else None
@@ -130,9 +126,7 @@ def _replace_with_constants(graph: ir.Graph, node: ir.Node, results) -> None:
         arr = np.asarray(arr)
         if out.dtype is not None and out.dtype.numpy() != arr.dtype:
             arr = arr.astype(out.dtype.numpy())
-        const = ir.Value(name=out.name, shape=ir.Shape(arr.shape), type=ir.TensorType(ir.DataType.from_numpy(arr.dtype)),
-                         const_value=ir.tensor(arr, name=out.name))
-        out.name = None
+        name, out.name = out.name, None
+        const = new_initializer(graph, name or "folded", arr)
         out.replace_all_uses_with(const)
-        graph.register_initializer(const)
     graph.remove(node, safe=True)

@@ -10,29 +10,20 @@ from __future__ import annotations
 
 import onnx_ir as ir
 
-from graphprune.registry import PrunePass, register
-from graphprune.scoring import combine, normalize, per_unit, position_norms, weight_slices
+from graphprune.registry import register
+from graphprune.scoring import ScorePass, magnitude_parts
 
 
-class _Magnitude(PrunePass):
-    kind = "score"
+class _Magnitude(ScorePass):
     p = 1.0
-    options = {"reduce": "mean", "normalize": "mean", "roles": "out+in+bn_scale"}
+    options = {**ScorePass.options, "roles": "out+in+bn_scale"}
 
-    def run(self, model: ir.Model) -> bool:
-        analysis = self.ctx.analysis()
-        roles = tuple(self.opts["roles"].split("+"))
-        inits = model.graph.initializers
-        for g in analysis.groups:
-            if g.n_units == 0:
-                continue
-            parts = [per_unit(g, key, position_norms(arr, key[1], self.p))
-                     for key, arr in weight_slices(g, inits, roles)]
-            raw = combine(parts, self.opts["reduce"], g.n_units)
-            self.ctx.scores[g.id] = normalize(raw, self.opts["normalize"])
-        self.ctx.score_name = self.name
-        self.stats = {"groups_scored": len(self.ctx.scores)}
-        return False
+    def prepare(self, model: ir.Model, groups) -> None:
+        self.inits = model.graph.initializers
+        self.roles = tuple(self.opts["roles"].split("+"))
+
+    def parts(self, g):
+        return magnitude_parts(g, self.inits, self.roles, self.p)
 
 
 @register

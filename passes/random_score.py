@@ -5,20 +5,18 @@ from __future__ import annotations
 import numpy as np
 import onnx_ir as ir
 
-from graphprune.registry import PrunePass, register
+from graphprune.registry import register
+from graphprune.scoring import ScorePass
 
 
 @register
-class RandomPass(PrunePass):
+class RandomPass(ScorePass):
     name = "random"
-    kind = "score"
     summary = "seeded random scores (baseline)"
-    options = {"seed": 0}
+    options = {"seed": 0, "groups": "all"}
 
-    def run(self, model: ir.Model) -> bool:
-        rng = np.random.default_rng(self.opts["seed"])
-        for g in self.ctx.analysis().groups:
-            self.ctx.scores[g.id] = rng.random(g.n_units)
-        self.ctx.score_name = self.name
-        self.stats = {"groups_scored": len(self.ctx.scores)}
-        return False
+    def prepare(self, model: ir.Model, groups) -> None:
+        self.rng = np.random.default_rng(self.opts["seed"])
+
+    def parts(self, g):
+        return [self.rng.random(g.n_units)]

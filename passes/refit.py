@@ -16,7 +16,8 @@ uses patches at `patches` sampled output positions per image, the same positions
 models. Consumers wider than `max_channels` (times the kernel size) are left as they are.
 One pass over `samples` calibration samples per layer (default 0: all of them; a fit on few
 rows overfits, and with text batched by length the first samples are the shortest).
-Needs --calib.
+Needs --calib. A `repair` pass: it runs after `remove`, on the pruned model, against the
+dense model that `remove` kept (graphprune.context.Removal).
 """
 
 from __future__ import annotations
@@ -26,12 +27,15 @@ from dataclasses import dataclass
 import numpy as np
 import onnx_ir as ir
 
-from graphprune.activations import _session
 from graphprune.bias import BiasUpdate, apply as apply_bias, current_bias, out_axis
 from graphprune.consumers import consumers
 from graphprune.errors import BadInput
+from graphprune.initializers import set_data
+from graphprune.lstsq import ridge_solve
 from graphprune.patches import ConvGeometry, conv_geometry, patches_at, sample_positions
+from graphprune.progress import Progress
 from graphprune.registry import PrunePass, register
+from graphprune.runtime import model_session, run_on
 
 
 @dataclass
@@ -39,7 +43,7 @@ class _Layer:
     node: str                  # consumer node name
     data: str                  # its input activation
     axis: int                  # the activation's channel axis
-    out_key: tuple[str, int]   # weight axis of the output channels
+    out_key: tuple[str, int]   # weight axis of the output channels (dense names)
     dense_cols: np.ndarray     # (inputs [x taps], outputs) of the dense weight
     dense_bias: np.ndarray     # (outputs,), zeros where there is none
     geo: ConvGeometry | None
@@ -48,8 +52,8 @@ class _Layer:
 @register
 class RefitPass(PrunePass):
     name = "refit"
-    kind = "compensate"
-    summary = ("after removal, refit each pruned consumer in graph order on the pruned model's own inputs "
+    kind = "repair"
+    summary = ("refit each pruned consumer in graph order on the pruned model's own inputs "
                "to give its dense outputs (sequential least squares; needs --calib)")
     options = {"ridge": 1e-4, "samples": 0, "patches": 64, "max_channels": 2048}
 
@@ -57,11 +61,45 @@ class RefitPass(PrunePass):
         if int(self.opts["patches"]) < 1:
             raise BadInput(f"refit: patches must be at least 1, not {self.opts['patches']}")
         self.ctx.require_calibration("refit")
-        analysis = self.ctx.analysis()
-        inits = model.graph.initializers
+        removal = self.ctx.require_removal("refit")
+        layers = self._layers(removal)
+        order = {n.name: (i, n) for i, n in enumerate(model.graph)}
+        live = sorted((lay for lay in layers.values() if lay.node in order), key=lambda lay: order[lay.node][0])
+        self.stats = {"layers": len(layers), "layers_refit": 0}
+        if not live:
+            return False
+        inputs = {v.name for v in removal.dense.graph.inputs}
+        computed = sorted({lay.data for lay in live} - inputs)
+        dense = model_session(removal.dense, computed, "refit") if computed else None
+        calib = self.ctx.calibration.limited(int(self.opts["samples"]) or None)
+        done = 0
+        with Progress(f"refit ({len(live)} layers)", len(live), self.ctx.quiet, unit="layers") as progress:
+            for lay in live:
+                node = order[lay.node][1]
+                outs = removal.kept.get(lay.out_key)
+                target = lay.dense_cols if outs is None else lay.dense_cols[:, outs]
+                a, b = self._moments(model, lay, target, calib, dense)
+                progress.update(1)
+                if a is None:
+                    continue
+                sol = ridge_solve(a, b, self.opts["ridge"])      # (kept inputs + 1, outputs)
+                self._write(node, lay, sol[:-1])
+                dense_bias = lay.dense_bias if outs is None else lay.dense_bias[outs]
+                now = _bias(node, len(dense_bias))
+                apply_bias(model, [BiasUpdate(node, sol[-1] + dense_bias - now, ("", -1))], {})
+                done += 1
+        self.stats["layers_refit"] = done
+        if done:
+            self.ctx.graph_changed()
+        return done > 0
+
+    def _layers(self, removal) -> dict[str, _Layer]:
+        """The consumers of the removed units, with their dense weights (from the dense model)."""
+        dense = removal.dense
+        inits = dense.graph.initializers
         layers = {}
-        for gid in self.ctx.plan:
-            for c in consumers(analysis.groups[gid], model):
+        for gid in removal.plan:
+            for c in consumers(removal.groups[gid], dense):
                 w = inits.get(c.key[0])
                 if w is None or c.node.inputs[1] is not w or len(list(w.uses())) != 1:
                     continue
@@ -78,37 +116,12 @@ class RefitPass(PrunePass):
                     continue
                 layers[c.node.name] = _Layer(c.node.name, c.data.name, c.axis, (w.name, axis),
                                              cols.astype(np.float64), _bias(c.node, cols.shape[1]), geo)
-        inputs = {v.name for v in model.graph.inputs}
-        computed = sorted({lay.data for lay in layers.values()} - inputs)
-        dense = _session(model, computed) if computed else None
-        self.ctx.after_remove.append(lambda m, kept: self._refit_all(m, kept, layers, dense))
-        self.stats = {"layers": len(layers)}
-        return False
-
-    def _refit_all(self, model: ir.Model, kept, layers, dense) -> dict:
-        order = {n.name: i for i, n in enumerate(model.graph)}
-        calib = self.ctx.calibration.limited(int(self.opts["samples"]) or None)
-        done = 0
-        for lay in sorted((lay for lay in layers.values() if lay.node in order), key=lambda lay: order[lay.node]):
-            node = next(n for n in model.graph if n.name == lay.node)
-            outs = kept.get(lay.out_key)
-            target = lay.dense_cols if outs is None else lay.dense_cols[:, outs]
-            a, b = self._moments(model, lay, target, calib, dense)
-            if a is None:
-                continue
-            a = a + np.eye(len(a)) * float(self.opts["ridge"]) * max(np.trace(a) / len(a), 1e-12)
-            sol = np.linalg.solve(a, b)                             # (kept inputs + 1, outputs)
-            self._write(model, node, lay, sol[:-1])
-            dense_bias = lay.dense_bias if outs is None else lay.dense_bias[outs]
-            now = _bias(node, len(dense_bias))
-            apply_bias(model, [BiasUpdate(node, sol[-1] + dense_bias - now, ("", -1))], {})
-            done += 1
-        return {"layers_refit": done}
+        return layers
 
     def _moments(self, model, lay, target, calib, dense):
         """[x', 1]^T [x', 1] and [x', 1]^T (x W) over the calibration data."""
         inputs = {v.name for v in model.graph.inputs}
-        pruned = _session(model, [lay.data]) if lay.data not in inputs else None
+        pruned = model_session(model, [lay.data], "refit") if lay.data not in inputs else None
         rng = np.random.default_rng(0)
         a = b = None
         for feeds in calib.batches():
@@ -133,7 +146,7 @@ class RefitPass(PrunePass):
         return a, b
 
     @staticmethod
-    def _write(model, node, lay, cols):
+    def _write(node, lay, cols):
         w = node.inputs[1]
         arr = w.const_value.numpy()
         if lay.geo is not None:
@@ -141,8 +154,7 @@ class RefitPass(PrunePass):
         else:
             in_axis = 1 - lay.out_key[1]
             new = np.moveaxis(cols.reshape(np.moveaxis(arr, in_axis, 0).shape), 0, in_axis)
-        w.const_value = ir.tensor(np.ascontiguousarray(new.astype(arr.dtype)), name=w.name)
-
+        set_data(w, new.astype(arr.dtype))
 
 
 def _bias(node, n: int) -> np.ndarray:
@@ -154,5 +166,4 @@ def _bias(node, n: int) -> np.ndarray:
 def _fetch(sess, name, feeds) -> np.ndarray:
     if name in feeds:  # a graph input
         return np.asarray(feeds[name])
-    want = {i.name for i in sess.get_inputs()}
-    return sess.run([name], {k: v for k, v in feeds.items() if k in want})[0]
+    return run_on(sess, feeds, [name])[0]

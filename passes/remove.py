@@ -5,6 +5,11 @@ sliced to its kept positions; then each node whose rule has a rewrite updates th
 attributes and shape-carrying constants that spell out sizes (conv `group`, Reshape
 targets, Pad pads, Slice bounds, Split sizes, Resize sizes). Constants shared with other
 nodes are never edited in place: a rewritten one gets a new initializer.
+
+Edits that compensation passes decided on the dense model (`ctx.pending`) are applied
+here: new weights before slicing, bias deltas after. What was removed is recorded in
+`ctx.removal` (kept positions per axis, the plan, and the dense model when a repair pass
+follows) for the repair passes.
 """
 
 from __future__ import annotations
@@ -13,10 +18,12 @@ import numpy as np
 import onnx_ir as ir
 
 from graphprune.analysis.flow import DimKey
-from graphprune import bias
 from graphprune.analysis.rules import rule_for
+from graphprune.context import Removal
+from graphprune.edits import PendingEdits
+from graphprune.initializers import new_initializer, set_data
 from graphprune.registry import PrunePass, register
-from graphprune.shapes import const_array, infer_exact_shapes, opset_of, shape_of
+from graphprune.shapes import attr_value, const_array, infer_exact_shapes, opset_of, shape_of
 
 
 class Edit:
@@ -53,8 +60,7 @@ class Edit:
         return const_array(value)
 
     def attr(self, name: str, default=None):
-        a = self.node.attributes.get(name)
-        return default if a is None else a.value
+        return attr_value(self.node, name, default)
 
     def set_attr(self, node: ir.Node, name: str, value) -> None:
         if isinstance(value, (list, tuple)):
@@ -68,17 +74,8 @@ class Edit:
 
     def set_input(self, node: ir.Node, index: int, array: np.ndarray) -> None:
         old = node.inputs[index] if index < len(node.inputs) else None
-        graph = self.model.graph
         base = (old.name if old is not None and old.name else f"{node.name}_in{index}") + "_pruned"
-        name, n = base, 0
-        while name in graph.initializers:
-            n += 1
-            name = f"{base}{n}"
-        array = np.asarray(array)
-        value = ir.Value(name=name, shape=ir.Shape(array.shape),
-                         type=ir.TensorType(ir.DataType.from_numpy(array.dtype)),
-                         const_value=ir.tensor(array, name=name))
-        graph.register_initializer(value)
+        value = new_initializer(self.model.graph, base, np.asarray(array))
         if len(node.inputs) <= index:  # an optional input the node did not have yet
             node.resize_inputs(index + 1)
         node.replace_input_with(index, value)
@@ -104,14 +101,19 @@ class RemovePass(PrunePass):
     options = {}
 
     def run(self, model: ir.Model) -> bool:
-        updates, self.ctx.weight_updates = self.ctx.weight_updates, []
-        if not self.ctx.plan:
+        ctx = self.ctx
+        pending, ctx.pending = ctx.pending, PendingEdits()
+        analysis = ctx.analysis()
+        plan = dict(ctx.plan)
+        kept = kept_positions(analysis, plan)
+        # The dense model for the repair passes: a structural copy sharing the tensors,
+        # which every edit below replaces rather than mutates.
+        dense = model.clone() if ctx.keep_dense else None
+        ctx.removal = Removal(plan, analysis.groups, kept, dense, ctx._stats if dense is not None else {})
+        if not plan:
             self.stats = {"units_removed": 0}
             return False
-        for value, arr in updates:  # refit weights (compensate:lsq/scale), still at dense size
-            value.const_value = ir.tensor(arr, name=value.name)
-        analysis = self.ctx.analysis()
-        kept = kept_positions(analysis, self.ctx.plan)
+        written = pending.write_weights(model)  # refit weights (compensate:lsq/scale), dense size
         edit = Edit(model, kept)
         for node in list(model.graph):
             rule = rule_for(node)
@@ -119,23 +121,16 @@ class RemovePass(PrunePass):
                 edit.node = node
                 rule.rewrite(node, edit)
         sliced = self._slice_constants(model, kept)
-        compensated = bias.apply(model, self.ctx.bias_updates, kept)
-        self.ctx.bias_updates = []
+        compensated = pending.add_biases(model, kept)
         infer_exact_shapes(model)
-        restored = {}
-        for action in self.ctx.after_remove:  # statistics restoration on the pruned model
-            restored.update(action(model, kept))
-        self.ctx.after_remove = []
-        if restored:
-            infer_exact_shapes(model)  # the model is valid after this pass, not only after cleanup
         self.stats = {
-            "units_removed": int(sum(len(u) for u in self.ctx.plan.values())),
+            "units_removed": int(sum(len(u) for u in plan.values())),
             "tensors_sliced": sliced,
             "rewrites": edit.rewritten,
+            "weights_refit": written,
             "biases_compensated": compensated,
-            **restored,
         }
-        self.ctx.graph_changed()
+        ctx.graph_changed()
         return True
 
     @staticmethod
@@ -151,8 +146,6 @@ class RemovePass(PrunePass):
             arr = value.const_value.numpy()
             for axis, positions in cuts:
                 arr = np.take(arr, positions, axis=axis)
-            arr = np.ascontiguousarray(arr)
-            value.const_value = ir.tensor(arr, name=name)
-            value.shape = ir.Shape(arr.shape)
+            set_data(value, arr)
             count += 1
         return count

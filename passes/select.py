@@ -108,6 +108,13 @@ class SelectPass(PrunePass):
             "params_kept": after.params / before.params if before.params else 1.0,
             "round_to": self.round_to,
         }
+        asked = (not targets and not kinds) or any(o[k] for k in ("ratio", *kinds)) or \
+            any(o[k] is not None and o[k] < 1 for k in ("macs", "params"))
+        if asked and not self.ctx.plan:
+            why = ("no group can be pruned (see the pinned lines)" if not self.cands else
+                   f"{len(self.cands)} prunable groups, but the budget, round_to or min_keep leave "
+                   "none of their units to remove")
+            self.ctx.warn(f"{self.spec()} removed nothing: {why}")
         return False
 
     # -- candidates and limits ---------------------------------------------------------

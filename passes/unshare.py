@@ -15,6 +15,8 @@ from __future__ import annotations
 
 import onnx_ir as ir
 
+from graphprune.initializers import free_name, new_initializer
+
 SMALL = 1 << 16  # elements; vectors of any length count as small
 
 
@@ -28,10 +30,7 @@ def unshare_constants(graph: ir.Graph) -> int:
         if len(uses) < 2 or (len(arr.shape) > 1 and arr.size > SMALL):
             continue
         for n, use in enumerate(uses[1:], start=1):
-            name = _free_name(graph, f"{value.name}_use{n}")
-            copy = ir.Value(name=name, shape=ir.Shape(arr.shape), type=value.type,
-                            const_value=ir.tensor(arr.numpy(), name=name))
-            graph.register_initializer(copy)
+            copy = new_initializer(graph, f"{value.name}_use{n}", arr.numpy())
             use.node.replace_input_with(use.idx, copy)
             copies += 1
     return copies
@@ -51,7 +50,7 @@ def privatize_shape_targets(graph: ir.Graph) -> int:
         clone = ir.node("Concat", list(prod.inputs), attributes={"axis": 0},
                         name=f"{prod.name}_for_{node.name}")
         graph.insert_after(prod, clone)
-        clone.outputs[0].name = _free_value_name(taken, f"{target.name}_for_{node.name}")
+        clone.outputs[0].name = free_name(taken, f"{target.name}_for_{node.name}")
         taken.add(clone.outputs[0].name)
         clone.outputs[0].shape = target.shape
         clone.outputs[0].dtype = target.dtype
@@ -59,18 +58,3 @@ def privatize_shape_targets(graph: ir.Graph) -> int:
         clones += 1
     return clones
 
-
-def _free_name(graph: ir.Graph, base: str) -> str:
-    name, n = base, 0
-    while name in graph.initializers:
-        n += 1
-        name = f"{base}_{n}"
-    return name
-
-
-def _free_value_name(taken: set, base: str) -> str:
-    name, n = base, 0
-    while name in taken:
-        n += 1
-        name = f"{base}_{n}"
-    return name

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import numpy as np
 
-from graphprune.passes.activation_base import _ActivationCriterion
+from graphprune.passes.activation_base import ActivationCriterion
 from graphprune.registry import register
 
 
 @register
-class WandaSP(_ActivationCriterion):
+class WandaSP(ActivationCriterion):
     name = "wanda-sp"
     summary = "sum |weight column| x L2 norm of the input (structured Wanda; needs --calib)"
 

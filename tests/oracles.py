@@ -15,7 +15,8 @@ from graphprune.context import Context
 from graphprune.loading import load_model
 from graphprune.pipeline import Options, prune, run_passes
 from graphprune.saving import save_model
-from graphprune.verify import index_bounds, input_meta, probe_inputs, session
+from graphprune.probes import index_bounds, input_meta, probe_inputs
+from graphprune.runtime import session
 
 INERT_ROLES = ("out", "in", "bias", "bn_scale", "bn_shift", "slope")
 

@@ -13,7 +13,8 @@ from graphprune.calibration import Calibration
 from graphprune.context import Context
 from graphprune.errors import BadInput
 from graphprune.loading import load_model
-from graphprune.pipeline import Options, graph_input_meta, prune, run_passes
+from graphprune.pipeline import Options, prune, run_passes
+from graphprune.probes import graph_input_meta
 from oracles import run_model
 
 R = np.random.default_rng(3)

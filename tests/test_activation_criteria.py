@@ -16,7 +16,8 @@ CRITERIA = ["ifv", "wifv", "wifn", "wanda-sp", "act-norm", "amp"]
 
 def _calib_for(path, tmp_path, n=24):
     """An .npz of 2n probe samples (rebatched to a fixed-batch model's batch size)."""
-    from graphprune.verify import index_bounds, input_meta, probe_inputs, session
+    from graphprune.probes import index_bounds, input_meta, probe_inputs
+    from graphprune.runtime import session
 
     meta = [(name, ["n", *dims[1:]], t) for name, dims, t in input_meta(session(path))]
     parts = [probe_inputs(meta, batch=n, seed=s, bounds=index_bounds(path)) for s in range(2)]
@@ -84,7 +85,7 @@ def test_activation_scores_find_dead_channels(tmp_path):
     onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), path)
     calib = [{"x": r.standard_normal((64, 8)).astype(np.float32)}]
     from graphprune.calibration import Calibration
-    from graphprune.pipeline import graph_input_meta
+    from graphprune.probes import graph_input_meta
 
     for criterion, finds in (("act-norm", True), ("wifv", True), ("l1", False)):
         model = load_model(path)

@@ -91,7 +91,7 @@ def test_verify_each_names_the_breaking_pass(zoo, tmp_path):
     @register
     class Vandal(PrunePass):
         name = "test-vandal"
-        kind = "compensate"
+        kind = "repair"
         options = {}
 
         def run(self, model):

@@ -276,7 +276,8 @@ def test_refit_weights_wait_for_removal(tmp_path, method):
     from graphprune.calibration import Calibration
     from graphprune.context import Context
     from graphprune.loading import load_model
-    from graphprune.pipeline import graph_input_meta, run_passes
+    from graphprune.pipeline import run_passes
+    from graphprune.probes import graph_input_meta
 
     path, spec = mlp(tmp_path)
     model = load_model(path)
@@ -287,6 +288,6 @@ def test_refit_weights_wait_for_removal(tmp_path, method):
     for name, value in model.graph.initializers.items():
         if name in dense:
             np.testing.assert_array_equal(value.const_value.numpy(), dense[name])
-    assert len(ctx.weight_updates) == 1
+    assert len(ctx.pending.weights) == 1
     run_passes(ctx, ["remove"])
-    assert ctx.weight_updates == [] and model.graph.initializers["w2"].const_value.numpy().shape == (12, 4)
+    assert not ctx.pending and model.graph.initializers["w2"].const_value.numpy().shape == (12, 4)

@@ -209,7 +209,7 @@ def ort_accuracy(path, x, y, batch=500):
 
 
 def _input_names(path):
-    from graphprune.verify import session
+    from graphprune.runtime import session
 
     return [i.name for i in session(path).get_inputs()]
 

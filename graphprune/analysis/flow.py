@@ -16,7 +16,7 @@ import numpy as np
 import onnx_ir as ir
 
 from graphprune.analysis.rules import rule_for
-from graphprune.shapes import Dim, const_array, shape_of
+from graphprune.shapes import Dim, attr_value, const_array, shape_of
 
 DimKey = tuple[str, int]
 
@@ -70,8 +70,7 @@ class FlowBuilder:
         return const_array(value)
 
     def attr(self, name: str, default=None):
-        attr = self.node.attributes.get(name)
-        return default if attr is None else attr.value
+        return attr_value(self.node, name, default)
 
     def option(self, name: str) -> bool:
         """An analysis option a pass turned on (e.g. `through_norms` from `hidden`)."""

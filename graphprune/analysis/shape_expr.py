@@ -80,8 +80,8 @@ def _through(prod: ir.Node, private: bool, depth: int) -> list[Entry] | None:
         rank = len(shape_of(x) or ()) if shape_of(x) is not None else None
         if rank is None:
             return None
-        start = _int_attr(prod, "start", 0)
-        end = _int_attr(prod, "end", rank)
+        start = prod.attributes.get_int("start", 0)
+        end = prod.attributes.get_int("end", rank)
         axes = range(rank)[slice(start, end)]
         return [Dim(x, a) for a in axes]
     if op == "Concat":
@@ -99,7 +99,7 @@ def _through(prod: ir.Node, private: bool, depth: int) -> list[Entry] | None:
         return src
     if op == "Gather":
         idx = const_array(prod.inputs[1])
-        if idx is None or _int_attr(prod, "axis", 0) != 0:
+        if idx is None or prod.attributes.get_int("axis", 0) != 0:
             return None
         return [src[int(i)] for i in idx.reshape(-1)]
     if op == "Slice":
@@ -111,11 +111,6 @@ def _through(prod: ir.Node, private: bool, depth: int) -> list[Entry] | None:
         step = int(params[3][0]) if len(params) > 3 and params[3] is not None else 1
         return src[slice(int(params[0][0]), int(params[1][0]), step)]
     return None
-
-
-def _int_attr(node: ir.Node, name: str, default: int) -> int:
-    a = node.attributes.get(name)
-    return default if a is None else int(a.value)
 
 
 def write_literal(edit, entry: Lit, new: int) -> None:

@@ -27,12 +27,12 @@ def _keeps_axis0(node) -> bool:
     if node.domain not in ("", "ai.onnx"):
         return False
     if node.op_type == "Transpose":
-        perm = node.attributes.get("perm")
-        return perm is not None and int(perm.value[0]) == 0
+        perm = node.attributes.get_ints("perm")
+        return perm is not None and int(perm[0]) == 0
     if node.op_type in ("Softmax", "LogSoftmax"):
         rank = len(shape_of(node.inputs[0]) or ())
-        axis = node.attributes.get("axis")
-        return axis is not None and int(axis.value) % max(rank, 1) != 0
+        axis = node.attributes.get_int("axis")
+        return axis is not None and axis % max(rank, 1) != 0
     if node.op_type in _PASS:
         return True
     if node.op_type in _SCALAR and len(node.inputs) == 2:

@@ -1,0 +1,82 @@
+"""ONNX Runtime sessions, made in one place: for a model file (verification, evaluation,
+latency), and for an in-memory model with chosen intermediate tensors exposed as extra
+outputs (calibration statistics, refits, ablation).
+
+Sessions run on the CPU provider. Unless asked to optimize, graph optimizations are off:
+graphprune compares against what the model file itself says.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+
+import numpy as np
+import onnx_ir as ir
+
+from graphprune.errors import BadInput
+
+# ONNX Runtime's type strings -> numpy dtypes (inputs graphprune can fill or read).
+ORT_NUMPY = {
+    "tensor(float)": np.float32, "tensor(double)": np.float64, "tensor(float16)": np.float16,
+    "tensor(int64)": np.int64, "tensor(int32)": np.int32, "tensor(int8)": np.int8,
+    "tensor(uint8)": np.uint8, "tensor(bool)": np.bool_,
+}
+
+
+def session(path: str, optimize: bool = False, threads: int = 0,
+            spinning: bool = True, lean: bool = False):
+    """An ONNX Runtime CPU session of a model file. `lean` is for one-off verification
+    runs: without weight pre-packing and the memory arena, ORT maps external weights from
+    the file instead of copying them, so a 2 GB model costs page cache, not private memory.
+    `spinning=False` keeps idle worker threads from stealing cores from the next session's
+    run, which would skew interleaved latency measurements."""
+    import onnxruntime as ort
+
+    opts = ort.SessionOptions()
+    opts.log_severity_level = 3
+    if lean:
+        opts.add_session_config_entry("session.disable_prepacking", "1")
+        opts.enable_cpu_mem_arena = False
+    if not spinning:
+        opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    if not optimize:
+        opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+    if threads:
+        opts.intra_op_num_threads = threads
+    return ort.InferenceSession(path, opts, providers=["CPUExecutionProvider"])
+
+
+def model_session(model: ir.Model, outputs: list[str] = (), who: str = "calibration", optimize: bool = False):
+    """A session of an in-memory model with the tensors `outputs` exposed as extra graph
+    outputs. The model is written to a temporary folder (external data stays external) and
+    its outputs are restored; `who` names the caller in errors."""
+    from graphprune.saving import save_model, uses_external_data
+    from graphprune.shapes import infer_exact_shapes
+
+    values = {v.name: v for node in model.graph for v in node.outputs if v is not None}
+    missing = [n for n in outputs if n not in values]
+    if missing:
+        raise BadInput(f"{who}: no tensor named {missing[0]!r} in the model")
+    if any(values[n].dtype is None for n in outputs):
+        infer_exact_shapes(model)
+    untyped = [n for n in outputs if values[n].dtype is None]
+    if untyped:
+        raise BadInput(f"{who}: tensor {untyped[0]!r} has no known type; cannot expose it")
+    added = [values[n] for n in outputs if not values[n].is_graph_output()]
+    model.graph.outputs.extend(added)
+    try:
+        with tempfile.TemporaryDirectory() as tmp:
+            path = os.path.join(tmp, "model.onnx")
+            save_model(model, path, external=uses_external_data(model))
+            return session(path, optimize=optimize)
+    finally:
+        for v in added:
+            model.graph.outputs.remove(v)
+
+
+def run_on(sess, feeds: dict, outputs: list[str] | None = None) -> list[np.ndarray]:
+    """Run with the feeds the session takes (extra names, e.g. masks of other sessions,
+    are dropped)."""
+    names = {i.name for i in sess.get_inputs()}
+    return sess.run(outputs, {k: v for k, v in feeds.items() if k in names})
