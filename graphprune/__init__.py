@@ -39,7 +39,7 @@ def _install_checkout_finder() -> None:
     here = _os.path.dirname(_os.path.abspath(__file__))
     folder = _os.path.join(_os.path.dirname(here), "passes")
     if not _os.path.isdir(_os.path.join(here, "passes")) and _os.path.isfile(_os.path.join(folder, "__init__.py")):
-        _sys.meta_path.append(_CheckoutPasses(folder))
+        _sys.meta_path.insert(0, _CheckoutPasses(folder))
 
 
 _install_checkout_finder()

@@ -20,9 +20,10 @@ def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="graphprune",
         description="Structurally prune an ONNX model: fewer channels, same interface, verified.",
-        epilog="Default pipeline: normalize, l1, select:ratio=0.3,round_to=auto, remove, cleanup; with --calib: "
-               "normalize, wifv:normalize=standardize, select:ratio=0.3,scope=global,round_to=auto, "
-               "compensate:method=lsq, remove, restore-stats, cleanup. Stages left out of --pass are filled in. "
+        epilog="Default pipeline: normalize, l1, select:macs=0.5,round_to=auto,strict=false, remove, cleanup; "
+               "with --calib: normalize, wifv:normalize=standardize, select:macs=0.5,scope=global,round_to=auto,"
+               "strict=false, compensate:method=lsq, remove, restore-stats, cleanup. Stages left out of --pass are "
+               "filled in (with --calib and a criterion named, the data-free defaults). "
                "Example: graphprune m.onnx -o small.onnx --calib data.npz --pass select:macs=0.5",
     )
     p.add_argument("model", nargs="?", help="input ONNX file (never modified)")

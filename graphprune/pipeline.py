@@ -7,10 +7,10 @@
 
 The passes run in the order given and printed; an order that breaks the kinds' order
 (registry.KINDS) is refused. Stages the user leaves out are filled in with defaults, and
-the defaults use what the user gave: without calibration data, `l1` and
-`select:ratio=0.3,round_to=auto` (channel counts kept on ONNX Runtime's CPU block); with
+the defaults use what the user gave: without calibration data, `l1` and half the MACs,
+the same fraction of every group (channel counts kept on ONNX Runtime's CPU block); with
 `--calib`, the calibration pipeline (FLAP-allocated fluctuation scores, least-squares
-compensation, BatchNorm/statistics restoration) at the same budget. With `verify_each`,
+compensation, BatchNorm/statistics restoration) at the same budget, half the MACs. With `verify_each`,
 the model is checked after every pass that changed it: exact passes (normalize, cleanup)
 must keep outputs identical, others must keep the model valid; the first pass that
 breaks it is named in the error.
@@ -33,10 +33,12 @@ from graphprune.registry import KINDS, OPT_IN_KINDS, check_order, parse_spec
 from graphprune.saving import model_bytes, save_model, uses_external_data
 from graphprune.verify import check_only, reference, step_checker, verify_file
 
-# The default of each stage a pipeline leaves out. Without calibration data: magnitude
-# scores, a local ratio; compensation and repair are opt-in.
-DATA_FREE_DEFAULTS = {"normalize": "normalize", "score": "l1", "select": "select:ratio=0.3,round_to=auto",
-                      "remove": "remove", "cleanup": "cleanup"}
+# The default of each stage a pipeline leaves out. The default budget is half the MACs
+# (as far as the model allows: strict=false warns instead of refusing), with channel
+# counts kept on ONNX Runtime's CPU block. Without calibration data: magnitude scores,
+# the same fraction of every group; compensation and repair are opt-in.
+DATA_FREE_DEFAULTS = {"normalize": "normalize", "score": "l1",
+                      "select": "select:macs=0.5,round_to=auto,strict=false", "remove": "remove", "cleanup": "cleanup"}
 # With --calib and no criterion named: the best calibration pipeline measured
 # (tools/README.md, "Defaults"): FLAP's fluctuation criterion and allocation at the same
 # budget, the least-squares refit of the consumers, and the layers' output statistics
@@ -44,9 +46,8 @@ DATA_FREE_DEFAULTS = {"normalize": "normalize", "score": "l1", "select": "select
 # neither. A pipeline that names its criterion is the user's own: its other stages get
 # the data-free defaults, and no compensation unless named.
 CALIBRATION_DEFAULTS = {**DATA_FREE_DEFAULTS, "score": "wifv:normalize=standardize",
-                        "select": "select:ratio=0.3,scope=global,round_to=auto",
+                        "select": "select:macs=0.5,scope=global,round_to=auto,strict=false",
                         "compensate": "compensate:method=lsq", "repair": "restore-stats"}
-DEFAULT_PIPELINE = [DATA_FREE_DEFAULTS[k] for k in KINDS if k in DATA_FREE_DEFAULTS]
 _EXACT_KINDS = ("normalize", "cleanup")
 _RECOVERY_KINDS = ("compensate", "repair")
 

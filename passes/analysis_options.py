@@ -9,6 +9,12 @@ Runtime's SkipLayerNormalization, and ReduceMean over the last axis as in RMSNor
 out) passes that axis through. The result is not exact even for inert channels: the
 norm's mean and variance then run over fewer features. The report says so.
 
+channel-norms: let channels be pruned through a mean over channels of per-channel
+statistics, as in ConvNeXt-V2's global response normalization (GRN: each channel's
+spatial L2 norm divided by the mean of those norms over the channels). By default such a
+mean pins its channels; with this pass the mean runs over the kept channels, which is not
+exact either: the report warns.
+
 query-heads: in grouped-query attention a unit is normally a KV head with all its query
 heads. With this pass the KV heads stay and a unit is the r-th query head of every KV
 group, so query heads are removed uniformly per group (n_rep shrinks).
@@ -40,6 +46,24 @@ class HiddenPass(PrunePass):
         self.ctx.flow_options["through_norms"] = True
         self.ctx.graph_changed()
         self.ctx.warn(WARNING)
+        return False
+
+
+CHANNEL_NORMS_WARNING = ("channel-norms pruning: a mean over channels (e.g. GRN's) now runs over fewer "
+                         "channels, so outputs change even where removed channels were inert")
+
+
+@register
+class ChannelNormsPass(PrunePass):
+    name = "channel-norms"
+    kind = "analysis"
+    summary = "opt-in: prune channels through a mean over per-channel statistics (GRN; inexact; reported)"
+    options = {}
+
+    def run(self, model: ir.Model) -> bool:
+        self.ctx.flow_options["channel_stats"] = True
+        self.ctx.graph_changed()
+        self.ctx.warn(CHANNEL_NORMS_WARNING)
         return False
 
 

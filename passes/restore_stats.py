@@ -9,7 +9,7 @@ calibration data, this pass measures each such output per channel on the dense m
   dense one;
 - elsewhere (BN folded into the convolution, or none), folds a per-channel scale and
   shift into the consumer's weights and bias so the pruned output has the dense mean and
-  standard deviation.
+  standard deviation (`rescale=false` leaves these layers alone: adaptive BN only).
 
 Layers are corrected one at a time in graph order, each measured after the ones before it
 (so the corrections do not fight): one pass over `samples` calibration samples (default
@@ -54,7 +54,7 @@ class RestoreStatsPass(PrunePass):
     name = "restore-stats"
     kind = "repair"
     summary = "re-estimate BatchNorm statistics / restore dense per-channel output mean and std (needs --calib)"
-    options = {"eps": 1e-6, "samples": 256}
+    options = {"eps": 1e-6, "samples": 256, "rescale": True}
 
     def run(self, model: ir.Model) -> bool:
         self.ctx.require_calibration("restore-stats")
@@ -69,6 +69,8 @@ class RestoreStatsPass(PrunePass):
                 targets[c.node.outputs[0].name] = (c.node.name, axis, (w.name, out_axis(c.node, w)))
         order = {n.name: (i, n) for i, n in enumerate(model.graph)}
         live = sorted(((y, *t) for y, t in targets.items() if t[0] in order), key=lambda t: order[t[1]][0])
+        if not self.opts["rescale"]:
+            live = [t for t in live if _bn_reader(order[t[1]][1].outputs[0]) is not None]
         self.stats = {"layers": len(targets), "bn_reestimated": 0, "layers_rescaled": 0}
         if not live:
             return False

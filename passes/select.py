@@ -10,7 +10,9 @@ the channel block of ONNX Runtime's blocked CPU convolutions on this machine, 16
 AVX-512 and 8 otherwise, for the groups whose size is a multiple of it today: counts off
 that block make ORT fall back to slower kernels, and a pruned model can then run slower
 than the dense one; groups already off the block are not constrained),
-`min_keep` units per group, `max_ratio` of a group's units, `exclude` and `include`
+`min_keep` units per group, `max_ratio` of a group's units, `strict` (a `macs=`/`params=`
+target the constraints cannot reach is an error; with `strict=false` the plan goes as far
+as they allow and the report warns), `exclude` and `include`
 (glob patterns separated by `|`, matched against the names of the weights that produce
 a group and of their nodes): excluded groups stay whole; with `include`, only matching
 groups are pruned.
@@ -67,7 +69,7 @@ class SelectPass(PrunePass):
     kind = "select"
     summary = "choose units by ratio (local/global) or by a macs=/params= target"
     options = {"ratio": None, "heads": None, "channels": None, "macs": None, "params": None, "scope": "local",
-               "round_to": "1", "min_keep": 1, "max_ratio": 1.0, "exclude": "", "include": ""}
+               "round_to": "1", "min_keep": 1, "max_ratio": 1.0, "strict": True, "exclude": "", "include": ""}
 
     def run(self, model: ir.Model) -> bool:
         o = self.opts
@@ -247,8 +249,9 @@ class SelectPass(PrunePass):
             best = self._counts_from(order, lo)
         reached = self._cost(best, what)
         if reached > goal * (1 + 1e-6):
-            raise BadInput(
-                f"select: cannot reach {what}={keep:g}; the most this model allows with "
-                f"these constraints is {what}={reached / total:.3f}"
-            )
+            line = (f"select: cannot reach {what}={keep:g}; the most this model allows with "
+                    f"these constraints is {what}={reached / total:.3f}")
+            if self.opts["strict"]:
+                raise BadInput(line)
+            self.ctx.warn(line + ", which was taken")
         return best

@@ -25,7 +25,7 @@ def test_list_passes(capsys):
 
 
 def test_default_pipeline_and_completion():
-    sel = "select:ratio=0.3,round_to=auto"
+    sel = "select:macs=0.5,round_to=auto,strict=false"
     assert complete_pipeline([]) == ["normalize", "l1", sel, "remove", "cleanup"]
     assert complete_pipeline(["l2"]) == ["normalize", "l2", sel, "remove", "cleanup"]
     assert complete_pipeline(["select:macs=0.5"]) == ["normalize", "l1", "select:macs=0.5", "remove", "cleanup"]

@@ -9,7 +9,12 @@ criterion can find them. Without it, every channel of so small a net carries sig
 one-shot pruning without calibration costs much accuracy.
 
     pip install torch==2.13.0 scikit-learn
-    python tools/train_digits.py          # writes models/digits_cnn.onnx, models/digits_eval.npz
+    python tools/train_digits.py          # writes models/digits_cnn.onnx, models/digits_eval.npz,
+                                          # models/digits_calib.npz
+    python tools/train_digits.py --calib-only   # only the calibration file, from the same split
+
+The calibration file holds the first 256 training digits (inputs only): calibration comes
+from the training split, the evaluation file is the 500 held-out digits.
 """
 
 from __future__ import annotations
@@ -42,15 +47,29 @@ class DigitsCNN(nn.Module):
         return self.fc(x.mean((2, 3)))
 
 
-def main(epochs: int = 40, seed: int = 0, slimming: float = 3e-3) -> None:
+CALIB_SAMPLES = 256
+
+
+def split(seed: int = 0):
+    """The digits as (N, 1, 8, 8) in [0, 1], labels, and the training / held-out indices."""
     from sklearn.datasets import load_digits
 
-    torch.manual_seed(seed)
     digits = load_digits()
     x = (digits.images.astype(np.float32) / 16.0).reshape(-1, 1, 8, 8)
     y = digits.target.astype(np.int64)
     order = np.random.default_rng(seed).permutation(len(y))
-    train, held = order[:-500], order[-500:]
+    return x, y, order[:-500], order[-500:]
+
+
+def write_calib(seed: int = 0) -> None:
+    x, _, train, _ = split(seed)
+    np.savez_compressed(os.path.join(ROOT, "models", "digits_calib.npz"), input=x[train[:CALIB_SAMPLES]])
+    print(f"wrote models/digits_calib.npz ({CALIB_SAMPLES} training digits)")
+
+
+def main(epochs: int = 40, seed: int = 0, slimming: float = 3e-3) -> None:
+    torch.manual_seed(seed)
+    x, y, train, held = split(seed)
     model = DigitsCNN()
     opt = torch.optim.AdamW(model.parameters(), lr=3e-3, weight_decay=1e-4)
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, epochs)
@@ -81,7 +100,13 @@ def main(epochs: int = 40, seed: int = 0, slimming: float = 3e-3) -> None:
                           output_names=["logits"], dynamic_axes={"input": {0: "batch"}, "logits": {0: "batch"}})
     np.savez_compressed(os.path.join(out_dir, "digits_eval.npz"), input=x[held], labels=y[held])
     print("wrote models/digits_cnn.onnx and models/digits_eval.npz")
+    write_calib(seed)
 
 
 if __name__ == "__main__":
-    main()
+    import sys
+
+    if "--calib-only" in sys.argv[1:]:
+        write_calib()
+    else:
+        main()

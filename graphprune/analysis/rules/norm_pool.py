@@ -146,8 +146,11 @@ def reduce(node, b) -> None:
     keep = int(b.attr("keepdims", 1))
     # With `hidden`, a mean over the last axis (RMSNorm and LayerNorm written out as
     # primitive ops) lets that axis be pruned: the statistic then covers fewer features.
-    through = (b.option("through_norms") and node.op_type == "ReduceMean" and keep
-               and axes == {rank - 1})
+    # With `channel-norms`, so does a mean over the channels of one value per channel and
+    # sample (ConvNeXt-V2's global response normalization divides by it).
+    through = node.op_type == "ReduceMean" and keep and (
+        (b.option("through_norms") and axes == {rank - 1}) or
+        (b.option("channel_stats") and _per_channel_statistic(b.shape(x), axes)))
     out = 0
     for a in range(rank):
         if a in axes:
@@ -159,6 +162,11 @@ def reduce(node, b) -> None:
             continue
         b.tie(x, a, y, out)
         out += 1
+
+
+def _per_channel_statistic(shape, axes: set[int]) -> bool:
+    """One reduced axis of a tensor whose other axes (batch aside) have size 1."""
+    return len(axes) == 1 and 0 not in axes and all(d == 1 for a, d in enumerate(shape) if a not in axes and a != 0)
 
 
 def resize(node, b) -> None:
