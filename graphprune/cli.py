@@ -22,7 +22,7 @@ def _parser() -> argparse.ArgumentParser:
         description="Structurally prune an ONNX model: fewer channels, same interface, verified.",
         epilog="Default pipeline: normalize, l1, select:macs=0.5,round_to=auto,strict=false, remove, cleanup; "
                "with --calib: normalize, wifv:normalize=standardize, select:macs=0.5,scope=global,round_to=auto,"
-               "strict=false, compensate:method=lsq, remove, restore-stats, cleanup. Stages left out of --pass are "
+               "strict=false, remove, refit, cleanup. Stages left out of --pass are "
                "filled in (with --calib and a criterion named, the data-free defaults). "
                "Example: graphprune m.onnx -o small.onnx --calib data.npz --pass select:macs=0.5",
     )

@@ -9,8 +9,8 @@ The passes run in the order given and printed; an order that breaks the kinds' o
 (registry.KINDS) is refused. Stages the user leaves out are filled in with defaults, and
 the defaults use what the user gave: without calibration data, `l1` and half the MACs,
 the same fraction of every group (channel counts kept on ONNX Runtime's CPU block); with
-`--calib`, the calibration pipeline (FLAP-allocated fluctuation scores, least-squares
-compensation, BatchNorm/statistics restoration) at the same budget, half the MACs. With `verify_each`,
+`--calib`, the calibration pipeline (FLAP-allocated fluctuation scores and the sequential
+least-squares refit of the pruned layers) at the same budget. With `verify_each`,
 the model is checked after every pass that changed it: exact passes (normalize, cleanup)
 must keep outputs identical, others must keep the model valid; the first pass that
 breaks it is named in the error.
@@ -39,15 +39,14 @@ from graphprune.verify import check_only, reference, step_checker, verify_file
 # the same fraction of every group; compensation and repair are opt-in.
 DATA_FREE_DEFAULTS = {"normalize": "normalize", "score": "l1",
                       "select": "select:macs=0.5,round_to=auto,strict=false", "remove": "remove", "cleanup": "cleanup"}
-# With --calib and no criterion named: the best calibration pipeline measured
-# (tools/README.md, "Defaults"): FLAP's fluctuation criterion and allocation at the same
-# budget, the least-squares refit of the consumers, and the layers' output statistics
-# restored. Compensation and repair are filled in together, and only when the user named
-# neither. A pipeline that names its criterion is the user's own: its other stages get
-# the data-free defaults, and no compensation unless named.
+# With --calib and no criterion named: the calibration pipeline that ranked best on
+# development data (tools/bench_defaults.py; tools/README.md, "Defaults"): FLAP's
+# fluctuation criterion and allocation at the same budget, then the sequential
+# least-squares refit of the pruned layers. The recovery stages (compensate, repair) are
+# filled in only when the user named none. A pipeline that names its criterion is the
+# user's own: its other stages get the data-free defaults, and no recovery unless named.
 CALIBRATION_DEFAULTS = {**DATA_FREE_DEFAULTS, "score": "wifv:normalize=standardize",
-                        "select": "select:macs=0.5,scope=global,round_to=auto,strict=false",
-                        "compensate": "compensate:method=lsq", "repair": "restore-stats"}
+                        "select": "select:macs=0.5,scope=global,round_to=auto,strict=false", "repair": "refit"}
 _EXACT_KINDS = ("normalize", "cleanup")
 _RECOVERY_KINDS = ("compensate", "repair")
 

@@ -31,64 +31,51 @@ import onnx_ir as ir
 
 from graphprune.registry import PrunePass, register
 
-WARNING = ("hidden-size pruning: normalizations now run over fewer features, so outputs "
-           "change even where removed channels were inert")
+class _AnalysisOption(PrunePass):
+    """Turns on one option of the dimension-flow analysis (`flag`), warning where the
+    result is inexact."""
+
+    kind = "analysis"
+    options = {}
+    flag = ""
+    warning = ""
+
+    def run(self, model: ir.Model) -> bool:
+        self.ctx.flow_options[self.flag] = True
+        self.ctx.graph_changed()
+        if self.warning:
+            self.ctx.warn(self.warning)
+        return False
 
 
 @register
-class HiddenPass(PrunePass):
+class HiddenPass(_AnalysisOption):
     name = "hidden"
-    kind = "analysis"
     summary = "opt-in: prune the hidden size through LayerNorm/RMSNorm (inexact; reported)"
-    options = {}
-
-    def run(self, model: ir.Model) -> bool:
-        self.ctx.flow_options["through_norms"] = True
-        self.ctx.graph_changed()
-        self.ctx.warn(WARNING)
-        return False
-
-
-CHANNEL_NORMS_WARNING = ("channel-norms pruning: a mean over channels (e.g. GRN's) now runs over fewer "
-                         "channels, so outputs change even where removed channels were inert")
+    flag = "through_norms"
+    warning = ("hidden-size pruning: normalizations now run over fewer features, so outputs "
+               "change even where removed channels were inert")
 
 
 @register
-class ChannelNormsPass(PrunePass):
+class ChannelNormsPass(_AnalysisOption):
     name = "channel-norms"
-    kind = "analysis"
     summary = "opt-in: prune channels through a mean over per-channel statistics (GRN; inexact; reported)"
-    options = {}
-
-    def run(self, model: ir.Model) -> bool:
-        self.ctx.flow_options["channel_stats"] = True
-        self.ctx.graph_changed()
-        self.ctx.warn(CHANNEL_NORMS_WARNING)
-        return False
+    flag = "channel_stats"
+    warning = ("channel-norms pruning: a mean over channels (e.g. GRN's) now runs over fewer "
+               "channels, so outputs change even where removed channels were inert")
 
 
 @register
-class QueryHeadsPass(PrunePass):
+class QueryHeadsPass(_AnalysisOption):
     name = "query-heads"
-    kind = "analysis"
     summary = ("opt-in: in grouped-query attention, prune the r-th query head of every KV group "
                "(KV heads kept) instead of whole KV groups")
-    options = {}
-
-    def run(self, model: ir.Model) -> bool:
-        self.ctx.flow_options["query_heads"] = True
-        self.ctx.graph_changed()
-        return False
+    flag = "query_heads"
 
 
 @register
-class HeadDimsPass(PrunePass):
+class HeadDimsPass(_AnalysisOption):
     name = "head-dims"
-    kind = "analysis"
     summary = "opt-in: prune the j-th position of every attention head (head_dim) instead of whole heads"
-    options = {}
-
-    def run(self, model: ir.Model) -> bool:
-        self.ctx.flow_options["head_dims"] = True
-        self.ctx.graph_changed()
-        return False
+    flag = "head_dims"

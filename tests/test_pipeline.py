@@ -61,13 +61,14 @@ def test_defaults_without_and_with_calibration():
     assert complete_pipeline([]) == plain
     calib = complete_pipeline([], calibrated=True)
     assert calib == ["normalize", CALIBRATION_DEFAULTS["score"], CALIBRATION_DEFAULTS["select"],
-                     CALIBRATION_DEFAULTS["compensate"], "remove", CALIBRATION_DEFAULTS["repair"], "cleanup"]
+                     "remove", CALIBRATION_DEFAULTS["repair"], "cleanup"]
     # A user's select keeps its place; the calibration stages are filled around it.
-    assert complete_pipeline(["select:macs=0.5"], calibrated=True)[1:4] == [
-        CALIBRATION_DEFAULTS["score"], "select:macs=0.5", CALIBRATION_DEFAULTS["compensate"]]
-    # A named recovery stage replaces both recovery defaults.
-    assert complete_pipeline(["refit"], calibrated=True) == [
-        "normalize", CALIBRATION_DEFAULTS["score"], CALIBRATION_DEFAULTS["select"], "remove", "refit", "cleanup"]
+    assert complete_pipeline(["select:macs=0.5"], calibrated=True)[1:5] == [
+        CALIBRATION_DEFAULTS["score"], "select:macs=0.5", "remove", CALIBRATION_DEFAULTS["repair"]]
+    # A named recovery stage replaces the recovery defaults.
+    assert complete_pipeline(["compensate:method=lsq"], calibrated=True) == [
+        "normalize", CALIBRATION_DEFAULTS["score"], CALIBRATION_DEFAULTS["select"], "compensate:method=lsq",
+        "remove", "cleanup"]
     # A named criterion makes the pipeline the user's own: data-free defaults, no compensation.
     assert complete_pipeline(["wifv"], calibrated=True) == ["normalize", "wifv", DATA_FREE_DEFAULTS["select"],
                                                            "remove", "cleanup"]

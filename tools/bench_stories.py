@@ -40,7 +40,7 @@ import llama2c  # noqa: E402
 
 CALIB_PIPELINES = ("l1,l2,wifv,wifv+compensate,wifv+compensate:method=lsq,wifv+global,wifv+global+compensate,"
                    "wifv+global+compensate:method=lsq,wifv+global+compensate:method=lsq+restore-stats,amp,"
-                   "amp+compensate,wanda-sp+compensate")
+                   "amp+compensate,wanda-sp+compensate,wifv+global+refit")
 
 
 def block_params(cfg) -> int:
