@@ -23,7 +23,7 @@ import numpy as np
 import onnx_ir as ir
 
 from graphprune import bias
-from graphprune.initializers import set_data
+from graphprune.initializers import c_order, set_data
 
 
 @dataclass
@@ -36,7 +36,7 @@ class PendingEdits:
         old = value.const_value
         if old is None or tuple(old.shape) != tuple(array.shape):
             raise ValueError(f"pending weight for {value.name!r} must keep its dense shape")
-        self.weights[value.name] = np.ascontiguousarray(array.astype(old.dtype.numpy()))
+        self.weights[value.name] = c_order(array.astype(old.dtype.numpy()))
 
     def add_bias(self, node: ir.Node, delta: np.ndarray, out_key: tuple[str, int]) -> None:
         self.biases.append(bias.BiasUpdate(node, np.asarray(delta, dtype=np.float64), out_key))

@@ -17,9 +17,14 @@ def free_name(taken, base: str, sep: str = "_") -> str:
     return name
 
 
+def c_order(array) -> np.ndarray:
+    """A C-contiguous array of the same shape (np.ascontiguousarray would make a 0-d one 1-d)."""
+    return np.require(np.asarray(array), requirements="C")
+
+
 def new_initializer(graph: ir.Graph, base: str, array: np.ndarray, sep: str = "_") -> ir.Value:
     """Register `array` as a new initializer named `base` (or the first free variant)."""
-    array = np.ascontiguousarray(array)
+    array = c_order(array)
     name = free_name(graph.initializers, base, sep)
     value = ir.Value(name=name, shape=ir.Shape(array.shape),
                      type=ir.TensorType(ir.DataType.from_numpy(array.dtype)),
@@ -31,6 +36,6 @@ def new_initializer(graph: ir.Graph, base: str, array: np.ndarray, sep: str = "_
 def set_data(value: ir.Value, array: np.ndarray) -> None:
     """Give an initializer new data (a new tensor: the old one may be shared, e.g. with a
     snapshot of the dense model); its declared shape follows."""
-    array = np.ascontiguousarray(array)
+    array = c_order(array)
     value.const_value = ir.tensor(array, name=value.name)
     value.shape = ir.Shape(array.shape)

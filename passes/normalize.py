@@ -72,9 +72,7 @@ def split_sum(graph: ir.Graph) -> int:
                 acc.name = None
         y = node.outputs[0]
         name = y.name
-        y.replace_all_uses_with(acc)
-        if y in graph.outputs:
-            graph.outputs[graph.outputs.index(y)] = acc
+        y.replace_all_uses_with(acc, replace_graph_outputs=True)
         graph.remove(node, safe=True)
         acc.name = name
         count += 1

@@ -26,3 +26,11 @@ def test_new_initializer_and_set_data():
     set_data(m.graph.initializers["w1"], np.zeros((3, 2), np.float32))
     assert list(m.graph.initializers["w1"].shape) == [3, 2]
     assert snapshot.graph.initializers["w1"].const_value is old and old.numpy().shape == (3, 4)
+
+
+def test_scalars_stay_scalars():
+    m = ir.from_proto(build([N("MatMul", ["x", "w1"], ["y"])], {"w1": w(3, 4)}, {"x": [2, 3]}, {"y": [2, 4]}))
+    v = new_initializer(m.graph, "s", np.array(2.5, np.float32))
+    assert v.const_value.numpy().shape == () and list(v.shape) == []
+    set_data(v, np.array(3.0, np.float32))
+    assert v.const_value.numpy().shape == ()

@@ -1,8 +1,7 @@
-"""Rules of graphprune/analysis/rules/reshape.py and round_trip.py: a flatten ties each
-channel to its block of features, a split into heads ties each head to its block of rows,
-a channel shuffle keeps one channel of every shuffle group together, a merge round trip
-(Reshape -> Transpose -> Reshape, as exporters write k.transpose) ties heads end to end,
-and Reshape targets are rewritten to the kept sizes."""
+"""Rules of graphprune/analysis/rules/reshape.py: a flatten ties each channel to its block
+of features, a split into heads ties each head to its block of rows, a channel shuffle
+keeps one channel of every shuffle group together, Reshape targets are rewritten to the
+kept sizes, and a target of unknown origin pins."""
 
 from __future__ import annotations
 
@@ -65,27 +64,6 @@ def test_channel_shuffle_keeps_one_channel_of_every_group_together(tmp_path):
     assert g.n_units == 3 and (units[:3] == units[3:]).all() and g.kind == "channels"
     diff, _, _ = inert_removal_diff(save(proto, tmp_path), tmp_path)
     assert diff < 1e-5
-
-
-def test_a_merge_round_trip_ties_heads_end_to_end(tmp_path):
-    """(b, h, s, d) -> (b*h, s, d) -> Transpose -> (b, h, d, s): the heads come out as they
-    went in, although the merged axis mixes batch and heads."""
-    proto = build([N("MatMul", ["x", "wq"], ["q"]), N("Reshape", ["q", "split"], ["h"]),
-                   N("Transpose", ["h"], ["t"], perm=[0, 2, 1, 3]),
-                   N("Reshape", ["t", "fold"], ["f"]), N("Transpose", ["f"], ["ft"], perm=[0, 2, 1]),
-                   N("Reshape", ["ft", "unfold"], ["k"]), N("Transpose", ["k"], ["kt"], perm=[0, 1, 3, 2]),
-                   N("Transpose", ["kt"], ["u"], perm=[0, 2, 1, 3]), N("Reshape", ["u", "merge"], ["m"]),
-                   N("MatMul", ["m", "wo"], ["y"])],
-                  {"wq": w(8, 12), "split": i64(2, 5, 3, 4), "fold": i64(6, 5, 4), "unfold": i64(2, 3, 4, 5),
-                   "merge": i64(2, 5, 12), "wo": w(12, 8)}, {"x": [2, 5, 8]}, {"y": [2, 5, 8]})
-    a = analyse(proto)
-    g = group_of(a, "wq", 1)
-    assert g is not None and coupled(a, ("wq", 1), ("k", 1), ("wo", 0)) and not g.pinned.any()
-    path = save(proto, tmp_path)
-    diff, groups, _ = inert_removal_diff(path, tmp_path)
-    assert groups >= 1 and diff < 1e-5
-    report = prune_to_file(path, str(tmp_path / "p.onnx"), ["l1", "select:ratio=0.3"])
-    assert report["verification"]["checker"] == "passed"
 
 
 def test_a_run_time_reshape_target_of_unknown_origin_pins():
