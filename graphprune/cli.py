@@ -1,7 +1,7 @@
 """graphprune MODEL -o OUT [--pass NAME[:key=value,...]]...
 
-Exit codes: 0 success, 2 bad input or usage, 1 internal error (or a result that failed
-verification, which is then not written).
+Exit codes: 0 success, 2 bad input or usage, 3 a result outside --tolerance (not written),
+1 internal error (or a result that failed verification, which is then not written).
 """
 
 from __future__ import annotations
@@ -40,6 +40,15 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--inputs", metavar="FILE.npz", help="inputs for verification (default: random probes)")
     p.add_argument("--eval", dest="eval_data", metavar="FILE.npz",
                    help="labelled data (model inputs + 'labels'): report top-1 before/after")
+    p.add_argument("--eval-output", metavar="NAME", help="the output holding the class scores or labels for --eval "
+                   "(found when there is one)")
+    p.add_argument("--eval-metric", metavar="MODULE:FUNCTION",
+                   help="a task metric: FUNCTION(model_path) -> number (higher is better), from a module or a "
+                        "FILE.py; reported before/after, and checked by --tolerance metric=")
+    p.add_argument("--tolerance", metavar="KEY=VALUE,...",
+                   help="limits the pruned model must keep (top1, top5, agreement, salient, psnr, cosine: at least; "
+                        "rel, kl: at most; metric: share of --eval-metric kept); outside them nothing is written "
+                        "and the exit code is 3")
     p.add_argument("--calib", metavar="FILE.npz",
                    help="calibration data for activation criteria and compensation (one array per "
                         "model input, first axis = samples)")
@@ -122,7 +131,6 @@ def _one_line(e: Exception) -> str:
 
 
 def _run(args) -> int:
-    from graphprune import report as reporting
     from graphprune.pipeline import Options, prune
 
     if args.list_passes:
@@ -138,33 +146,15 @@ def _run(args) -> int:
                    calib=args.calib, calib_samples=args.calib_samples, calib_batch=args.calib_batch,
                    calib_mask=args.calib_mask, quiet=args.quiet,
                    bench_repeats=args.bench_repeats, bench_batch=args.bench_batch,
-                   report=args.report)
+                   report=args.report, eval_output=args.eval_output, eval_metric=args.eval_metric,
+                   tolerance=args.tolerance)
     report = prune(args.model, opts)
     for line in report.get("warnings", []):
         print(f"graphprune: warning: {line}", file=sys.stderr)
     if not args.quiet:
-        print(f"pipeline: {' -> '.join(report['pipeline'])}")
-        print(reporting.summary_table(report))
-        v = report.get("verification")
-        if v and v.get("numeric") == "skipped":
-            print("checked: the ONNX checker passed (numeric verification skipped)")
-        elif v:
-            top1 = v["top1_agreement"]
-            print(f"verified: checker passed, ONNX Runtime ran, output shapes kept; on {v.get('inputs', 'probes')}: "
-                  f"max |diff| {v['max_abs_diff']:.4g}, cosine {v['cosine']:.4f}"
-                  + (f", top-1 agreement {top1 * 100:.1f}%" if top1 is not None else ""))
-        b, a = report.get("before", {}), report.get("after", {})
-        if "latency_ms" in b and a["latency_ms"] > b["latency_ms"]:
-            print("hint: the pruned model is slower; ONNX Runtime's CPU convolutions want channel "
-                  "counts in multiples of 8 or 16: add round_to=auto to the select pass")
-        for line in report.get("pins", [])[:8]:
-            print(f"pinned: {line}")
-        if args.verbose:
-            print(reporting.groups_table(report))
-        if opts.output:
-            print(f"wrote {opts.output} in {report['seconds']:.2f}s")
-        else:
-            print("dry run: nothing written")
+        from graphprune.console import print_report
+
+        print_report(report, args.verbose)
     return 0
 
 

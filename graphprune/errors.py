@@ -1,8 +1,9 @@
 """Errors that graphprune reports to its users.
 
 `BadInput` means the user's model, file or options cannot be used; the CLI prints its
-message on one line and exits with code 2. Anything else escaping a pass is an
-internal error (exit code 1).
+message on one line and exits with code 2. `ToleranceError` (exit code 3): the pruned
+model runs but is outside the user's --tolerance, so it was not written. Anything else
+escaping a pass is an internal error (exit code 1).
 """
 
 from __future__ import annotations
@@ -30,3 +31,9 @@ class VerificationError(GraphpruneError):
     """A pruned model failed verification; it was not written."""
 
     exit_code = 1
+
+
+class ToleranceError(GraphpruneError):
+    """The pruned model works but changed more than --tolerance allows; it was not written."""
+
+    exit_code = 3

@@ -24,14 +24,14 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from graphprune import report as reporting
+from graphprune import checks, report as reporting
 from graphprune.context import Context
 from graphprune.errors import BadInput
 from graphprune.loading import load_model
 from graphprune.probes import graph_input_meta, index_bounds, probe_inputs
 from graphprune.registry import KINDS, OPT_IN_KINDS, check_order, parse_spec
 from graphprune.saving import model_bytes, save_model, uses_external_data
-from graphprune.verify import check_only, reference, step_checker, verify_file
+from graphprune.verify import reference, step_checker
 
 # The default of each stage a pipeline leaves out. The default budget is half the MACs
 # (as far as the model allows: strict=false warns instead of refusing), with channel
@@ -62,6 +62,9 @@ class Options:
     verify_each: bool = False
     inputs: str | None = None
     eval_data: str | None = None
+    eval_output: str | None = None   # the class output for --eval (found when not given)
+    eval_metric: str | None = None   # MODULE:FUNCTION or FILE.py:FUNCTION, a task metric of the model file
+    tolerance: str | None = None     # e.g. "top1=0.95,psnr=30": outside it, nothing is written
     bench: bool = False
     bench_repeats: int = 30
     bench_batch: int = 16
@@ -151,18 +154,23 @@ def _prune(model_path: str, opts: Options) -> dict[str, Any]:
     ctx = Context(model, source=model_path, quiet=opts.quiet)
     if opts.calib_mask is not None and opts.calib is None:
         raise BadInput("--calib-mask needs --calib")
+    # Verification data never overlaps calibration data: without --inputs/--eval, the
+    # calibration file's last samples are held out for verification.
+    holdout = checks.calib_holdout(opts.calib, opts.inputs, opts.eval_data) if opts.verify else 0
     if opts.calib is not None:
         from graphprune.calibration import Calibration
 
         ctx.calibration = Calibration(opts.calib, graph_input_meta(model), batch=opts.calib_batch,
-                                      limit=opts.calib_samples, quiet=opts.quiet, mask=opts.calib_mask)
+                                      limit=opts.calib_samples, quiet=opts.quiet, mask=opts.calib_mask,
+                                      holdout=holdout)
     specs = complete_pipeline(opts.passes, calibrated=ctx.calibration is not None)
     ctx.report.update({"input": model_path, "output": opts.output, "pipeline": specs})
 
     # The reference run also proves ORT can run the input; --no-verify (with no
     # --verify-each or --bench) skips it and only checks the result's structure.
     needs_reference = opts.verify or opts.verify_each or opts.bench
-    ref = reference(model_path, opts.inputs, opts.eval_data, opts.calib) if needs_reference else None
+    ref = reference(model_path, opts.inputs, opts.eval_data, opts.calib, holdout) if needs_reference else None
+    checker = checks.Checker(ref, model_path, opts.verify, opts.tolerance, opts.eval_metric)
 
     ctx.report["passes"] = run_passes(ctx, specs, step_checker(ref) if opts.verify_each else None)
     totals = ctx.analysis().cost.totals()
@@ -174,19 +182,16 @@ def _prune(model_path: str, opts: Options) -> dict[str, Any]:
         ctx.report["seconds"] = round(time.perf_counter() - t_start, 3)
         return ctx.report
 
-    verification: dict[str, Any] = {}
-
-    def _verify(tmp_path: str) -> None:
-        verification.update(verify_file(tmp_path, ref) if opts.verify else check_only(tmp_path))
-
-    save_model(model, opts.output, model_path, before_commit=_verify, external=external)
-    ctx.report["verification"] = verification
+    save_model(model, opts.output, model_path, before_commit=checker, external=external)
+    ctx.report["verification"] = checker.result
+    for line in checker.result.get("outside_tolerance", []):
+        ctx.warn(f"{line} (past the default tolerance; --tolerance makes this an error)")
     ctx.report["after"]["file_bytes"] = model_bytes(opts.output)
     ctx.report["seconds"] = round(time.perf_counter() - t_start, 3)
     if opts.eval_data:
         from graphprune.evaluate import accuracy_pair
 
-        ctx.report["accuracy"] = accuracy_pair(model_path, opts.output, opts.eval_data)
+        ctx.report["accuracy"] = accuracy_pair(model_path, opts.output, opts.eval_data, opts.eval_output)
     if opts.bench:
         from graphprune.bench import latency_pair
 

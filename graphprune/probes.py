@@ -3,8 +3,6 @@ and samples read from the user's files (--inputs, --eval, --calib)."""
 
 from __future__ import annotations
 
-import os
-
 import numpy as np
 import onnx_ir as ir
 
@@ -94,38 +92,3 @@ def probe_inputs(inputs: InputMeta, batch: int = 2, seed: int = 0,
         else:
             feeds[name] = rng.integers(0, min(bounds.get(name, 2), 10), size=shape).astype(dtype)
     return feeds
-
-
-def load_inputs(path: str, inputs: InputMeta) -> dict[str, np.ndarray]:
-    """One array per model input from an .npz."""
-    try:
-        data = np.load(path, allow_pickle=False)
-    except (OSError, ValueError) as e:
-        raise BadInput(f"{path}: cannot read inputs ({e})") from None
-    names = [name for name, _, _ in inputs]
-    missing = [n for n in names if n not in data.files]
-    if missing:
-        raise BadInput(f"{path}: no array for model input(s) {', '.join(missing)} (has {', '.join(data.files)})")
-    return {n: data[n] for n in names}
-
-
-def first_rows(feeds: dict, inputs: InputMeta, limit: int = 64) -> dict:
-    """The first rows of each input: the declared batch where it is fixed, else `limit`."""
-    out = {}
-    for name, dims, _ in inputs:
-        n = dims[0] if dims and isinstance(dims[0], int) and dims[0] > 0 else limit
-        out[name] = feeds[name][:n]
-    return out
-
-
-def calib_feeds(calib, inputs: InputMeta) -> dict | None:
-    """The first calibration samples (an .npz; a Python iterable may be single-use), or
-    None where there is no file or it holds less than the model's fixed batch."""
-    from graphprune.calibration import first_samples
-
-    if not isinstance(calib, (str, os.PathLike)):
-        return None
-    feeds = first_rows(first_samples(str(calib), 64), inputs)
-    fixed = all(not (dims and isinstance(dims[0], int) and dims[0] > 0) or len(feeds[name]) == dims[0]
-                for name, dims, _ in inputs)
-    return feeds if fixed else None

@@ -64,7 +64,10 @@ def _pin_line(reason: str, n: int) -> str:
 
 def write_json(report: dict[str, Any], path: str) -> None:
     folder = os.path.dirname(os.path.abspath(path))
+    from graphprune.saving import file_mode
+
     fd, tmp = tempfile.mkstemp(prefix=".report.", suffix=".tmp", dir=folder)
+    os.fchmod(fd, file_mode())
     try:
         with os.fdopen(fd, "w") as f:
             json.dump(report, f, indent=2, default=_jsonable)

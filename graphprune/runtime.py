@@ -51,7 +51,7 @@ def model_session(model: ir.Model, outputs: list[str] = (), who: str = "calibrat
     """A session of an in-memory model with the tensors `outputs` exposed as extra graph
     outputs. The model is written to a temporary folder (external data stays external) and
     its outputs are restored; `who` names the caller in errors."""
-    from graphprune.saving import save_model, uses_external_data
+    from graphprune.saving import save_scratch
     from graphprune.shapes import infer_exact_shapes
 
     values = {v.name: v for node in model.graph for v in node.outputs if v is not None}
@@ -68,7 +68,7 @@ def model_session(model: ir.Model, outputs: list[str] = (), who: str = "calibrat
     try:
         with tempfile.TemporaryDirectory() as tmp:
             path = os.path.join(tmp, "model.onnx")
-            save_model(model, path, external=uses_external_data(model))
+            save_scratch(model, path)
             return session(path, optimize=optimize)
     finally:
         for v in added:

@@ -23,6 +23,13 @@ def tensor_bytes(model: ir.Model) -> int:
     return sum(v.const_value.nbytes for v in model.graph.initializers.values() if v.const_value is not None)
 
 
+def file_mode() -> int:
+    """The mode a new file gets under the process's umask (mkstemp would leave 0600)."""
+    mask = os.umask(0)
+    os.umask(mask)
+    return 0o666 & ~mask
+
+
 def check_output_path(out_path: str, input_path: str | None) -> None:
     """Refuse writing over the input model or into a folder that does not exist."""
     out_abs = os.path.abspath(out_path)
@@ -67,6 +74,7 @@ def save_model(model: ir.Model, out_path: str, input_path: str | None = None,
     external = bool(external) or tensor_bytes(model) > EXTERNAL_DATA_THRESHOLD
     remove_stale_temporaries(folder, name)
     fd, tmp = tempfile.mkstemp(prefix=f".{name}.{os.getpid()}.", suffix=".tmp", dir=folder)
+    os.fchmod(fd, file_mode())
     os.close(fd)
     data_name = f"{name}.data"
     # No ".." anywhere in the name: the checker reads it as leaving the folder.
@@ -89,6 +97,18 @@ def save_model(model: ir.Model, out_path: str, input_path: str | None = None,
             if os.path.exists(leftover):
                 os.unlink(leftover)
         raise
+
+
+def save_scratch(model: ir.Model, path: str) -> None:
+    """Write an intermediate model for ONNX Runtime to run (calibration, refits,
+    --verify-each). IR versions before 4 want every initializer listed as an input, which
+    holds only once cleanup has run, so the scratch file says IR 4 or later."""
+    ir_version = model.ir_version
+    model.ir_version = max(ir_version, 4)
+    try:
+        save_model(model, path, external=uses_external_data(model))
+    finally:
+        model.ir_version = ir_version
 
 
 def remove_stale_temporaries(folder: str, name: str) -> None:

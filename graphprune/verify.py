@@ -1,24 +1,31 @@
-"""Verification of a written model: ONNX checker (path form, works past 2 GB), a load
-and a run in ONNX Runtime, unchanged output names and shapes, and a numeric comparison
-with the original (max abs diff, cosine similarity, top-1 agreement) on probe inputs.
+"""Verification of a written model: ONNX checker (path form, works past 2 GB), a load and
+a run in ONNX Runtime, unchanged output names and shapes, and each output compared with
+the original's by what it is (graphprune.outputs: class scores by agreement and KL,
+detection entries by the salient entries kept, images by PSNR, state by relative error),
+on real samples where the user gave any and on at least 32 otherwise, run in the model's
+own batch size. The result says what it measured: how many samples, from where, and
+which outputs are outside tolerance.
 
-The original always runs with graph optimizations disabled, so the comparison is
-against what the model file itself says.
+The original always runs with graph optimizations disabled, so the comparison is against
+what the model file itself says.
 """
 
 from __future__ import annotations
 
 import os
 import tempfile
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import onnx
 
 from graphprune.errors import BadInput, VerificationError, first_line
-from graphprune.probes import (InputMeta, calib_feeds, first_rows, index_bounds, input_meta, load_inputs,
-                               probe_inputs)
+from graphprune.outputs import classify, compare_output, summary, violations
+from graphprune.probes import InputMeta, index_bounds, input_meta, probe_inputs
 from graphprune.runtime import session
+
+PROBE_SAMPLES = 32     # random probes when no data is given
+SAMPLES = 64           # samples taken from a data file
 
 
 @dataclass
@@ -27,57 +34,82 @@ class Reference:
 
     output_names: list[str]
     inputs: InputMeta
-    feeds: dict[str, np.ndarray]
-    outputs: list[np.ndarray]
-    source: str = "random probes"  # what the feeds are: --inputs, --eval or --calib samples
+    runs: list[dict[str, np.ndarray]]       # feeds of each run (a batch, or one sample)
+    outputs: list[np.ndarray]               # per output: all runs' results stacked
+    source: str = "random probes"           # --inputs, --eval, held-out --calib samples, random probes
+    samples: int = 0
+    kinds: list[str] = field(default_factory=list)
+
+    @property
+    def feeds(self) -> dict[str, np.ndarray]:
+        """The first run's feeds (a batch that runs everywhere)."""
+        return self.runs[0]
+
+
+def stack(parts: list[np.ndarray]) -> np.ndarray:
+    """Results of several runs as one array: along the first axis when the rest agrees,
+    else as rows of the last axis, else flat."""
+    if len(parts) == 1:
+        return parts[0]
+    if all(p.shape[1:] == parts[0].shape[1:] for p in parts) and parts[0].ndim:
+        return np.concatenate(parts, axis=0)
+    if all(p.ndim and p.shape[-1] == parts[0].shape[-1] for p in parts):
+        return np.concatenate([p.reshape(-1, p.shape[-1]) for p in parts], axis=0)
+    return np.concatenate([p.ravel() for p in parts])
+
+
+def run_all(sess, runs: list[dict]) -> list[np.ndarray]:
+    results = [sess.run(None, feeds) for feeds in runs]
+    return [stack([r[i] for r in results]) for i in range(len(results[0]))]
+
+
+def verification_runs(model_path: str, inputs: InputMeta, inputs_file=None, eval_file=None, calib_file=None,
+                      holdout: int = 0, batch: int = 16) -> tuple[list[dict], str, int]:
+    """The feeds to verify on and where they come from: --inputs, else the first --eval
+    samples, else the calibration file's last `holdout` samples (which calibration does
+    not use), else random probes; at least PROBE_SAMPLES samples, one batch at a time."""
+    from graphprune.samples import read_runs
+
+    if inputs_file:
+        runs, _, n = read_runs(inputs_file, inputs, batch=batch)
+        return runs, "--inputs", n
+    if eval_file:
+        runs, _, n = read_runs(eval_file, inputs, slice(0, SAMPLES), batch=batch, extra_ok=("labels",))
+        return runs, "--eval samples", n
+    if calib_file and holdout:
+        runs, _, n = read_runs(calib_file, inputs, slice(-holdout, None), batch=batch)
+        return runs, "held-out --calib samples", n
+    fixed = [dims[0] for _, dims, _ in inputs if dims and isinstance(dims[0], int) and dims[0] > 0]
+    per_run = min(fixed) if fixed else PROBE_SAMPLES
+    bounds = index_bounds(model_path)
+    runs = [probe_inputs(inputs, batch=per_run, seed=i, bounds=bounds)
+            for i in range(max(1, PROBE_SAMPLES // per_run))]
+    return runs, "random probes", per_run * len(runs)
 
 
 def reference(model_path: str, inputs_file: str | None = None, eval_file: str | None = None,
-              calib=None) -> Reference:
-    """Run the original model once in ONNX Runtime (unoptimized) on the verification
-    inputs: --inputs, else the first --eval samples, else the first --calib samples, else
-    random probes. Its session is dropped before pruning, so it does not hold the weights."""
+              calib_file: str | None = None, holdout: int = 0) -> Reference:
+    """Run the original model (unoptimized) on the verification inputs."""
     try:
         sess = session(model_path, lean=True)
     except Exception as e:  # noqa: BLE001 - ORT raises several types
         raise BadInput(f"{model_path}: ONNX Runtime cannot load the input model ({first_line(e)})") from None
     inputs = input_meta(sess)
     try:
-        if inputs_file:
-            feeds, source = load_inputs(inputs_file, inputs), "--inputs"
-        elif eval_file:  # real samples say more than random probes
-            feeds, source = first_rows(load_inputs(eval_file, inputs), inputs), "--eval samples"
-        else:
-            feeds, source = calib_feeds(calib, inputs), "--calib samples"
-            if feeds is None:
-                feeds, source = probe_inputs(inputs, bounds=index_bounds(model_path)), "random probes"
+        runs, source, n = verification_runs(model_path, inputs, inputs_file, eval_file, calib_file, holdout)
     except BadInput as e:
         raise BadInput(f"{model_path}: {e}") from None
     try:
-        outputs = sess.run(None, feeds)
+        outputs = run_all(sess, runs)
     except Exception as e:  # noqa: BLE001
-        raise BadInput(f"{model_path}: ONNX Runtime cannot run the input model ({first_line(e)})") from None
-    return Reference([o.name for o in sess.get_outputs()], inputs, feeds, outputs, source)
-
-
-def compare(ref: list[np.ndarray], got: list[np.ndarray]) -> dict:
-    """Max abs diff, cosine similarity and top-1 agreement over all outputs."""
-    diffs, cosines, agree = [], [], []
-    for a, b in zip(ref, got):
-        a64, b64 = a.astype(np.float64).ravel(), b.astype(np.float64).ravel()
-        diffs.append(float(np.max(np.abs(a64 - b64))) if a64.size else 0.0)
-        na, nb = np.linalg.norm(a64), np.linalg.norm(b64)
-        cosines.append(float(a64 @ b64 / (na * nb)) if na > 0 and nb > 0 else float(na == nb))
-        # Class scores may carry trailing 1s (N, C, 1, 1): rank over the last real axis.
-        while a.ndim > 2 and a.shape[-1] == 1:
-            a, b = a.reshape(a.shape[:-1]), b.reshape(b.shape[:-1])
-        if a.ndim >= 2 and a.shape[-1] > 1:
-            agree.append(float(np.mean(a.argmax(-1) == b.argmax(-1))))
-    return {
-        "max_abs_diff": max(diffs) if diffs else 0.0,
-        "cosine": min(cosines) if cosines else 1.0,
-        "top1_agreement": min(agree) if agree else None,
-    }
+        if source == "random probes":
+            raise BadInput(f"{model_path}: the model does not run on random probe inputs ({first_line(e)}); "
+                           "pass real inputs with --inputs FILE.npz (one array per model input)") from None
+        raise BadInput(f"{model_path}: ONNX Runtime cannot run the model on the {source} ({first_line(e)})") from None
+    names = [o.name for o in sess.get_outputs()]
+    states = {name: tuple(runs[0][name].shape) for name, _, _ in inputs}  # outputs shaped like an input: state
+    kinds = [classify(name, out, states) for name, out in zip(names, outputs)]
+    return Reference(names, inputs, runs, outputs, source, n, kinds)
 
 
 def check_only(path: str) -> dict:
@@ -89,8 +121,9 @@ def check_only(path: str) -> dict:
     return {"checker": "passed", "numeric": "skipped"}
 
 
-def verify_file(path: str, ref: Reference) -> dict:
-    """Check `path` against the reference run; raise VerificationError if it is broken."""
+def verify_file(path: str, ref: Reference, tolerance: dict | None = None) -> dict:
+    """Check `path` against the reference run; raise VerificationError if it is broken.
+    Returns per-output metrics, the outputs outside `tolerance`, and aggregates."""
     check_only(path)
     try:
         sess = session(path, optimize=True, lean=True)
@@ -100,24 +133,35 @@ def verify_file(path: str, ref: Reference) -> dict:
     if names != ref.output_names:
         raise VerificationError(f"output names changed: {ref.output_names} -> {names}")
     try:
-        got = sess.run(None, ref.feeds)
+        got = run_all(sess, ref.runs)
     except Exception as e:  # noqa: BLE001
         raise VerificationError(f"ONNX Runtime fails to run the result: {first_line(e)}") from None
     del sess
     for name, a, b in zip(names, ref.outputs, got):
         if a.shape != b.shape:
             raise VerificationError(f"output {name!r} changed shape: {list(a.shape)} -> {list(b.shape)}")
-    result = compare(ref.outputs, got)
-    result["checker"] = "passed"
-    result["inputs"] = ref.source
-    return result
+    reports = [compare_output(n, k, a, b) for n, k, a, b in zip(names, ref.kinds, ref.outputs, got)]
+    from graphprune.outputs import DEFAULT_TOLERANCE
+
+    limits = {**DEFAULT_TOLERANCE, **(tolerance or {})}
+    top1 = [r.metrics["top1"] for r in reports if "top1" in r.metrics]
+    return {
+        "checker": "passed", "inputs": ref.source, "samples": ref.samples,
+        "outputs": {r.name: {"kind": r.kind, **r.metrics} for r in reports},
+        "summary": [summary(r) for r in reports],
+        "outside_tolerance": violations(reports, limits),
+        "tolerance": limits,
+        "max_abs_diff": max((r.metrics.get("max_abs_diff", 0.0) for r in reports), default=0.0),
+        "cosine": min((r.metrics["cosine"] for r in reports if "cosine" in r.metrics), default=1.0),
+        "top1_agreement": min(top1) if top1 else None,
+    }
 
 
 def step_checker(ref: Reference):
     """For --verify-each: a check run after each pass that changed the model. The model
     must be valid; an exact pass (normalize, cleanup) must also leave the outputs of the
     step before it unchanged. Errors name the pass."""
-    from graphprune.saving import save_model
+    from graphprune.saving import save_scratch
 
     previous = {"ref": ref}
 
@@ -125,24 +169,18 @@ def step_checker(ref: Reference):
         model = p.ctx.model
         with tempfile.TemporaryDirectory() as tmp:
             path = os.path.join(tmp, "step.onnx")
-            ir_version = model.ir_version
-            # Between passes, initializers need not be listed as inputs (IR < 4 wants that
-            # only in the final file, which cleanup restores).
-            model.ir_version = max(ir_version, 4)
-            try:
-                save_model(model, path)
-            finally:
-                model.ir_version = ir_version
+            save_scratch(model, path)
             last = previous["ref"]
             try:
                 result = verify_file(path, last)
             except VerificationError as e:
                 raise VerificationError(f"after pass {p.spec()}: {e}") from None
-            scale = 1 + max(float(abs(o).max()) for o in last.outputs)
+            scale = 1 + max(float(abs(o).max()) if o.dtype.kind == "f" and o.size else 0.0 for o in last.outputs)
             if exact and result["max_abs_diff"] > 1e-4 * scale:
                 raise VerificationError(
                     f"after pass {p.spec()}: outputs changed by {result['max_abs_diff']:.3g} "
                     "in a pass that must not change them")
-            outputs = session(path).run(None, last.feeds)
-            previous["ref"] = Reference(last.output_names, last.inputs, last.feeds, outputs)
+            outputs = run_all(session(path), last.runs)
+            previous["ref"] = Reference(last.output_names, last.inputs, last.runs, outputs, last.source,
+                                        last.samples, last.kinds)
     return check

@@ -69,7 +69,7 @@ class SelectPass(PrunePass):
     kind = "select"
     summary = "choose units by ratio (local/global) or by a macs=/params= target"
     options = {"ratio": None, "heads": None, "channels": None, "macs": None, "params": None, "scope": "local",
-               "round_to": "1", "min_keep": 1, "max_ratio": 1.0, "strict": True, "exclude": "", "include": ""}
+               "round_to": "auto", "min_keep": 1, "max_ratio": 1.0, "strict": True, "exclude": "", "include": ""}
 
     def run(self, model: ir.Model) -> bool:
         o = self.opts

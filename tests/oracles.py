@@ -56,7 +56,7 @@ def inert_removal_diff(path: str, tmp, ratio: float = 0.5, seed: int = 0, analys
     names opt-in analysis passes (query-heads) to run first."""
     model = load_model(path)
     ctx = Context(model)
-    run_passes(ctx, ["normalize", *analysis, f"random:seed={seed}", f"select:ratio={ratio}"])
+    run_passes(ctx, ["normalize", *analysis, f"random:seed={seed}", f"select:ratio={ratio},round_to=1"])
     make_inert(model, ctx)
     ref_path, out_path = str(tmp / "inert.onnx"), str(tmp / "removed.onnx")
     save_model(model, ref_path)

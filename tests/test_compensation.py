@@ -85,12 +85,12 @@ def test_constant_channels_removed_with_compensation_are_exact(tmp_path, build):
     path, spec = build(tmp_path)
     calib = _calib(spec)
     ratio = len(DEAD) / 16
-    plain, _ = _run(path, tmp_path, ["ifv", f"select:ratio={ratio}"], calib)
+    plain, _ = _run(path, tmp_path, ["ifv", f"select:ratio={ratio},round_to=1"], calib)
     feeds = {spec[0]: calib[0][spec[0]]}
     _, ref = run_model(path, feeds)
     _, without = run_model(plain, feeds)
     assert np.abs(without[0] - ref[0]).max() > 1e-2, "removing the constant channels changed nothing"
-    out, report = _run(path, tmp_path, ["ifv", f"select:ratio={ratio}", "compensate"], calib)
+    out, report = _run(path, tmp_path, ["ifv", f"select:ratio={ratio},round_to=1", "compensate"], calib)
     removed = [g for g in report["groups"] if g["removed"]]
     assert len(removed) == 1 and removed[0]["removed"] == len(DEAD)
     assert report["calibration"]["samples"] == 64
@@ -101,7 +101,7 @@ def test_constant_channels_removed_with_compensation_are_exact(tmp_path, build):
 def test_conv_with_zero_padding_is_exact_inside_only(tmp_path):
     path, spec = conv(tmp_path, pad2=1)
     calib = _calib(spec)
-    out, _ = _run(path, tmp_path, ["ifv", f"select:ratio={len(DEAD) / 16}", "compensate"], calib)
+    out, _ = _run(path, tmp_path, ["ifv", f"select:ratio={len(DEAD) / 16},round_to=1", "compensate"], calib)
     feeds = {spec[0]: calib[0][spec[0]]}
     _, ref = run_model(path, feeds)
     _, got = run_model(out, feeds)
@@ -113,7 +113,7 @@ def test_conv_with_zero_padding_is_exact_inside_only(tmp_path):
 def test_restore_stats_gives_back_dense_output_statistics(tmp_path):
     path, spec = conv(tmp_path)
     calib = _calib(spec, n=128)
-    out, report = _run(path, tmp_path, ["l1", "select:ratio=0.5", "restore-stats:samples=0"], calib)
+    out, report = _run(path, tmp_path, ["l1", "select:ratio=0.5,round_to=1", "restore-stats:samples=0"], calib)
     assert report["passes"][-2]["stats"]["layers_rescaled"] == 1
     feeds = {spec[0]: calib[0][spec[0]]}
     _, ref = run_model(path, feeds)
@@ -133,7 +133,7 @@ def test_restore_stats_reestimates_batchnorm(tmp_path):
              helper.make_node("BatchNormalization", ["h2", "g", "beta", "mu", "var"], ["y"])]
     path = _save(tmp_path, nodes, {"w1": w1, "w2": w2, **bn}, ["batch", 3, 8, 8], ["batch", 4, 6, 6])
     calib = _calib(("x", (3, 8, 8)), n=96)
-    out, report = _run(path, tmp_path, ["l1", "select:ratio=0.5", "restore-stats:samples=0"], calib)
+    out, report = _run(path, tmp_path, ["l1", "select:ratio=0.5,round_to=1", "restore-stats:samples=0"], calib)
     assert report["passes"][-2]["stats"]["bn_reestimated"] == 1
     pruned = onnx.load(out)
     inits = {t.name: numpy_helper.to_array(t) for t in pruned.graph.initializer}
@@ -182,7 +182,7 @@ def test_scale_refit_is_exact_for_proportional_channels(tmp_path):
     _, ref = run_model(path, {"x": calib[0]["x"]})
     diffs = {}
     for method in ("bias", "scale"):
-        out, report = _run(path, tmp_path, ["l1", "select:ratio=0.25", f"compensate:method={method}"], calib)
+        out, report = _run(path, tmp_path, ["l1", "select:ratio=0.25,round_to=1", f"compensate:method={method}"], calib)
         assert [g["removed"] for g in report["groups"] if g["removed"]] == [4]
         _, got = run_model(out, {"x": calib[0]["x"]})
         diffs[method] = float(np.abs(got[0] - ref[0]).max())
@@ -198,7 +198,7 @@ def test_scale_refit_is_exact_for_proportional_channels(tmp_path):
 def test_scale_refit_of_constant_channels_is_exact(tmp_path, build):
     path, spec = build(tmp_path)
     calib = _calib(spec)
-    out, report = _run(path, tmp_path, ["ifv", f"select:ratio={len(DEAD) / 16}", "compensate:method=scale"], calib)
+    out, report = _run(path, tmp_path, ["ifv", f"select:ratio={len(DEAD) / 16},round_to=1", "compensate:method=scale"], calib)
     assert report["compensation"][0]["refits"] == 1
     feeds = {spec[0]: calib[0][spec[0]]}
     _, ref = run_model(path, feeds)
@@ -211,7 +211,7 @@ def _assert_lsq_exact_bias_not(path, tmp_path, calib, options):
     _, ref = run_model(path, feeds)
     diffs = {}
     for method in ("bias", "lsq"):
-        out, report = _run(path, tmp_path, ["l1", "select:ratio=0.25", f"compensate:method={method}{options}"], calib)
+        out, report = _run(path, tmp_path, ["l1", "select:ratio=0.25,round_to=1", f"compensate:method={method}{options}"], calib)
         _, got = run_model(out, feeds)
         diffs[method] = float(np.abs(got[0] - ref[0]).max())
     assert report["compensation"][0]["refits"] == 1
@@ -266,7 +266,7 @@ def test_bad_compensation_options_are_refused(tmp_path):
     path, spec = conv(tmp_path)
     for option, message in (("method=exact", "method must be bias, lsq or scale"), ("method=lsq,patches=0", "patches must be")):
         with pytest.raises(BadInput, match=message):
-            _run(path, tmp_path, ["l1", "select:ratio=0.25", f"compensate:{option}"], _calib(spec))
+            _run(path, tmp_path, ["l1", "select:ratio=0.25,round_to=1", f"compensate:{option}"], _calib(spec))
 
 
 @pytest.mark.parametrize("method", ["lsq", "scale"])
@@ -283,7 +283,7 @@ def test_refit_weights_wait_for_removal(tmp_path, method):
     model = load_model(path)
     ctx = Context(model)
     ctx.calibration = Calibration(_calib(spec), graph_input_meta(model))
-    run_passes(ctx, ["normalize", "l1", "select:ratio=0.25", f"compensate:method={method}"])
+    run_passes(ctx, ["normalize", "l1", "select:ratio=0.25,round_to=1", f"compensate:method={method}"])
     dense = {i.name: numpy_helper.to_array(i) for i in onnx.load(path).graph.initializer}
     for name, value in model.graph.initializers.items():
         if name in dense:

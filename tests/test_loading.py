@@ -183,7 +183,7 @@ def test_failed_verification_writes_nothing(zoo, tmp_path, monkeypatch):
     def broken(*a, **k):
         raise VerificationError("simulated")
 
-    monkeypatch.setattr("graphprune.pipeline.verify_file", broken)
+    monkeypatch.setattr("graphprune.checks.verify_file", broken)
     out = tmp_path / "p.onnx"
     with pytest.raises(VerificationError):
         prune(zoo["simple_cnn"], Options(output=str(out)))

@@ -77,9 +77,10 @@ def test_defaults_without_and_with_calibration():
 def test_printed_pipeline_is_the_executed_order_with_each_pass_timed(tmp_path):
     path, spec = mlp(tmp_path)
     calib = _npz(tmp_path, x=_calib(spec, n=64)[0]["x"])
-    rep = prune(path, Options(passes=["l1", "select:ratio=0.25", "refit", "restore-stats"],
+    rep = prune(path, Options(passes=["l1", "select:ratio=0.25,round_to=1", "refit", "restore-stats"],
                               output=str(tmp_path / "p.onnx"), calib=calib, quiet=True))
-    assert rep["pipeline"] == ["normalize", "l1", "select:ratio=0.25", "remove", "refit", "restore-stats", "cleanup"]
+    assert rep["pipeline"] == ["normalize", "l1", "select:ratio=0.25,round_to=1", "remove", "refit", "restore-stats",
+                               "cleanup"]
     assert [p["pass"] for p in rep["passes"]] == rep["pipeline"]
     by = {p["pass"]: p for p in rep["passes"]}
     assert by["refit"]["kind"] == "repair" and by["refit"]["stats"]["layers_refit"] == 1 and by["refit"]["modified"]
@@ -101,7 +102,7 @@ def test_verify_each_names_a_repair_pass_that_breaks_the_model(tmp_path, monkeyp
     path, spec = mlp(tmp_path)
     calib = _npz(tmp_path, x=_calib(spec, n=32)[0]["x"])
     with pytest.raises(VerificationError, match="after pass refit"):
-        prune(path, Options(passes=["l1", "select:ratio=0.25", "refit"], output=str(tmp_path / "p.onnx"),
+        prune(path, Options(passes=["l1", "select:ratio=0.25,round_to=1", "refit"], output=str(tmp_path / "p.onnx"),
                             calib=calib, verify_each=True, quiet=True))
     assert not (tmp_path / "p.onnx").exists()
 

@@ -1,6 +1,5 @@
 """graphprune/probes.py: random inputs that respect the declared inputs (symbolic batch,
-token sequences of 16, indices inside their Gather tables), a size budget, and samples
-read from the user's files (first rows, a fixed batch honoured)."""
+token sequences of 16, indices inside their Gather tables) within a size budget."""
 
 from __future__ import annotations
 
@@ -11,8 +10,7 @@ from onnx import TensorProto
 
 from graph_kit import N, build, save, w
 from graphprune.errors import BadInput
-from graphprune.probes import (calib_feeds, first_rows, graph_input_meta, index_bounds, load_inputs,
-                               probe_inputs)
+from graphprune.probes import graph_input_meta, index_bounds, probe_inputs
 
 
 def _token_model(tmp_path):
@@ -38,15 +36,3 @@ def test_probe_budget_and_unknown_types_are_refused():
         probe_inputs([("x", [1 << 16, 1 << 16], "tensor(float)")])
     with pytest.raises(BadInput, match="which probes cannot fill"):
         probe_inputs([("s", [1], "tensor(string)")])
-
-
-def test_samples_from_files(tmp_path):
-    data = str(tmp_path / "d.npz")
-    np.savez(data, x=np.arange(200, dtype=np.float32).reshape(100, 2), other=np.zeros(3))
-    meta = [("x", ["n", 2], "tensor(float)")]
-    assert load_inputs(data, meta)["x"].shape == (100, 2)
-    with pytest.raises(BadInput, match="no array for model input"):
-        load_inputs(data, [("y", [1], "tensor(float)")])
-    assert first_rows({"x": np.zeros((100, 2))}, meta)["x"].shape == (64, 2)
-    assert first_rows({"x": np.zeros((100, 2))}, [("x", [1, 2], "tensor(float)")])["x"].shape == (1, 2)
-    assert calib_feeds(data, meta)["x"].shape == (64, 2) and calib_feeds([{"x": 1}], meta) is None

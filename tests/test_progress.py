@@ -56,7 +56,7 @@ def test_long_passes_show_progress_on_a_terminal(tmp_path, monkeypatch, quiet):
     path, spec = mlp(tmp_path)
     calib = str(tmp_path / "c.npz")
     np.savez(calib, x=_calib(spec, n=32)[0]["x"])
-    prune(path, Options(passes=["ablate:groups=all", "select:ratio=0.25", "refit", "restore-stats"],
+    prune(path, Options(passes=["ablate:groups=all", "select:ratio=0.25,round_to=1", "refit", "restore-stats"],
                         output=str(tmp_path / "p.onnx"), calib=calib, quiet=quiet))
     text = terminal.getvalue()
     for label in ("ablation", "refit", "restore-stats"):

@@ -31,8 +31,8 @@ def _error(path, tmp_path, passes, calib, mse=False):
 def test_refit_is_exact_when_kept_channels_span_the_removed_ones(tmp_path):
     path = affine_mlp(tmp_path, R)
     calib = _calib(("x", (8,)), n=200)
-    refit, report = _error(path, tmp_path, ["l1", "select:ratio=0.25", "refit:ridge=1e-9"], calib)
-    plain, _ = _error(path, tmp_path, ["l1", "select:ratio=0.25"], calib)
+    refit, report = _error(path, tmp_path, ["l1", "select:ratio=0.25,round_to=1", "refit:ridge=1e-9"], calib)
+    plain, _ = _error(path, tmp_path, ["l1", "select:ratio=0.25,round_to=1"], calib)
     assert next(p for p in report["passes"] if p["pass"].startswith("refit"))["stats"]["layers_refit"] == 1
     assert refit < 1e-4 and plain > 0.05, (refit, plain)
 
@@ -44,8 +44,8 @@ def test_refit_of_a_padded_strided_convolution_is_exact(tmp_path):
              helper.make_node("Conv", ["a", "w2", "b2"], ["y"], pads=[1, 1, 1, 1], strides=[2, 2])]
     path = _save(tmp_path, nodes, {"w1": w1, "w2": w2, "b2": b2}, ["batch", 3, 9, 9], ["batch", 4, 5, 5])
     calib = _calib(("x", (3, 9, 9)), n=16)
-    refit, _ = _error(path, tmp_path, ["l1", "select:ratio=0.25", "refit:patches=8,ridge=1e-9"], calib)
-    plain, _ = _error(path, tmp_path, ["l1", "select:ratio=0.25"], calib)
+    refit, _ = _error(path, tmp_path, ["l1", "select:ratio=0.25,round_to=1", "refit:patches=8,ridge=1e-9"], calib)
+    plain, _ = _error(path, tmp_path, ["l1", "select:ratio=0.25,round_to=1"], calib)
     assert refit < 1e-4 and plain > 0.05, (refit, plain)
 
 
@@ -66,7 +66,7 @@ def test_sequential_refit_beats_fitting_on_dense_inputs_on_a_deep_chain(tmp_path
     nodes.append(helper.make_node("MatMul", [prev, "wo"], ["y"]))
     path = _save(tmp_path, nodes, inits, ["batch", 12], ["batch", 4])
     calib = [{"x": r.standard_normal((400, 12)).astype(np.float32)}]
-    errors = {p: _error(path, tmp_path, ["l2", "select:ratio=0.5", *p], calib, mse=True)
+    errors = {p: _error(path, tmp_path, ["l2", "select:ratio=0.5,round_to=1", *p], calib, mse=True)
               for p in [(), ("compensate:method=lsq",), ("refit",)]}
     assert errors[("refit",)] < errors[("compensate:method=lsq",)] < 0.2 * errors[()], errors
 
@@ -76,6 +76,6 @@ def test_refit_refusals(tmp_path):
 
     path, spec = mlp(tmp_path)
     with pytest.raises(BadInput, match="refit needs calibration data"):
-        _run(path, tmp_path, ["l1", "select:ratio=0.25", "refit"], None)
+        _run(path, tmp_path, ["l1", "select:ratio=0.25,round_to=1", "refit"], None)
     with pytest.raises(BadInput, match="patches must be at least 1"):
-        _run(path, tmp_path, ["l1", "select:ratio=0.25", "refit:patches=0"], _calib(spec))
+        _run(path, tmp_path, ["l1", "select:ratio=0.25,round_to=1", "refit:patches=0"], _calib(spec))

@@ -39,7 +39,7 @@ def test_bad_specs_are_refused(spec, needle):
 def test_a_pass_prints_back_only_the_options_it_changed():
     from graphprune.context import Context
 
-    cls, opts = parse_spec("select:ratio=0.5,round_to=1")
+    cls, opts = parse_spec("select:ratio=0.5,round_to=auto")
     p = cls(Context(model=None), **opts)
     assert p.spec() == "select:ratio=0.5" and isinstance(p, PrunePass)
     with pytest.raises(BadInput, match="unknown option"):

@@ -60,3 +60,18 @@ def test_stale_temporaries_of_dead_runs_are_removed(tmp_path):
     live.write_bytes(b"x")
     remove_stale_temporaries(str(tmp_path), "o.onnx")
     assert not stale.exists() and live.exists()
+
+
+def test_outputs_follow_the_umask(tmp_path):
+    import stat
+
+    from graphprune.report import write_json
+
+    old = os.umask(0o022)
+    try:
+        save_model(_model(), str(tmp_path / "o.onnx"))
+        write_json({"a": 1}, str(tmp_path / "r.json"))
+    finally:
+        os.umask(old)
+    for name in ("o.onnx", "r.json"):
+        assert stat.S_IMODE(os.stat(tmp_path / name).st_mode) == 0o644, name

@@ -18,14 +18,14 @@ def plan_for(path, *specs):
 
 
 def test_local_ratio_removes_the_same_fraction_per_group(zoo):
-    ctx = plan_for(zoo["resnetish"], "l1", "select:ratio=0.25")
+    ctx = plan_for(zoo["resnetish"], "l1", "select:ratio=0.25,round_to=1")
     for gid, units in ctx.plan.items():
         g = ctx.analysis().groups[gid]
         assert len(units) == g.n_units - int(0.75 * g.n_units)
 
 
 def test_lowest_scores_go_first(zoo):
-    ctx = plan_for(zoo["resnetish"], "l2", "select:ratio=0.5")
+    ctx = plan_for(zoo["resnetish"], "l2", "select:ratio=0.5,round_to=1")
     for gid, units in ctx.plan.items():
         scores = ctx.scores[gid]
         kept = np.setdiff1d(ctx.analysis().groups[gid].prunable, units)
@@ -33,7 +33,7 @@ def test_lowest_scores_go_first(zoo):
 
 
 def test_global_ratio_ranks_across_groups(zoo):
-    ctx = plan_for(zoo["resnetish"], "l1", "select:ratio=0.3,scope=global")
+    ctx = plan_for(zoo["resnetish"], "l1", "select:ratio=0.3,scope=global,round_to=1")
     total = sum(len(g.prunable) for g in ctx.analysis().groups if g.id in ctx.scores and g.n_units > 1)
     removed = sum(len(u) for u in ctx.plan.values())
     assert abs(removed - int(0.3 * total)) <= len(ctx.plan)
@@ -44,7 +44,7 @@ def test_global_ratio_ranks_across_groups(zoo):
 @pytest.mark.parametrize("scope", ["local", "global"])
 @pytest.mark.parametrize("what,keep", [("macs", 0.5), ("params", 0.6), ("macs", 0.33)])
 def test_targets_are_reached(zoo, scope, what, keep):
-    ctx = plan_for(zoo["resnetish"], "l1", f"select:{what}={keep},scope={scope}")
+    ctx = plan_for(zoo["resnetish"], "l1", f"select:{what}={keep},scope={scope},round_to=1")
     cost = ctx.analysis().cost
     after = getattr(cost.totals(ctx.removed_masks()), what)
     before = getattr(cost.totals(), what)
@@ -73,18 +73,18 @@ def test_round_to_auto_is_the_ort_block(zoo):
 
 
 def test_exclude_by_name(zoo):
-    ctx = plan_for(zoo["simple_cnn"], "l1", "select:ratio=0.5")
-    excluded = plan_for(zoo["simple_cnn"], "l1", "select:ratio=0.5,exclude=c1.*|fc1.*")
+    ctx = plan_for(zoo["simple_cnn"], "l1", "select:ratio=0.5,round_to=1")
+    excluded = plan_for(zoo["simple_cnn"], "l1", "select:ratio=0.5,exclude=c1.*|fc1.*,round_to=1")
     assert len(excluded.plan) == len(ctx.plan) - 2
     for gid in excluded.plan:
         names = producer_names(excluded.analysis().groups[gid])
         assert not any(n.startswith(("c1.", "fc1.")) for n in names)
-    included = plan_for(zoo["simple_cnn"], "l1", "select:ratio=0.5,include=c2.*")
+    included = plan_for(zoo["simple_cnn"], "l1", "select:ratio=0.5,include=c2.*,round_to=1")
     assert len(included.plan) == 1
 
 
 def test_no_member_axis_is_emptied(zoo):
-    ctx = plan_for(zoo["inceptionish"], "random:seed=3", "select:ratio=1.0")
+    ctx = plan_for(zoo["inceptionish"], "random:seed=3", "select:ratio=1.0,round_to=1")
     an = ctx.analysis()
     for gid, units in ctx.plan.items():
         for key, unit_of in an.groups[gid].members.items():

@@ -18,7 +18,7 @@ CASES = [f"{name}_{'dynamo' if dyn else 'torchscript'}" for name, dyn in transfo
 @pytest.mark.parametrize("case", CASES)
 def test_heads_and_neurons_pruned_in_one_run(tzoo, tmp_path, case):
     out = str(tmp_path / "p.onnx")
-    report = prune_to_file(tzoo[case], out, ["l1", "select:heads=0.25,channels=0.3"])
+    report = prune_to_file(tzoo[case], out, ["l1", "select:heads=0.25,channels=0.3,round_to=1"])
     assert report["verification"]["checker"] == "passed"
     removed = {"heads": 0, "channels": 0}
     for g in report["groups"]:
@@ -38,7 +38,7 @@ def test_heads_and_neurons_pruned_in_one_run(tzoo, tmp_path, case):
 @pytest.mark.parametrize("case", CASES)
 def test_pruning_nothing_is_a_noop(tzoo, tmp_path, case):
     out = str(tmp_path / "same.onnx")
-    prune_to_file(tzoo[case], out, ["l1", "select:ratio=0"])
+    prune_to_file(tzoo[case], out, ["l1", "select:ratio=0,round_to=1"])
     feeds, ref = run_model(tzoo[case])
     _, got = run_model(out, feeds)
     for a, b in zip(ref, got):
@@ -54,7 +54,7 @@ def test_inert_heads_and_neurons_removed_exactly(tzoo, tmp_path, case):
 
 @pytest.mark.parametrize("case", ["llama_dynamo", "qwen2_dynamo", "mistral_dynamo"])
 def test_query_heads_per_kv_group_on_gqa_models(tzoo, tmp_path, case):
-    report = prune_to_file(tzoo[case], str(tmp_path / "q.onnx"), ["query-heads", "l1", "select:heads=0.5"])
+    report = prune_to_file(tzoo[case], str(tmp_path / "q.onnx"), ["query-heads", "l1", "select:heads=0.5,round_to=1"])
     free = [g for g in report["groups"] if g["kind"] == "heads" and g["pinned_units"] == 0]
     assert free and all(g["units"] == 2 and g["removed"] == 1 for g in free)  # n_rep 2 -> 1
     rel_diff, groups, _ = inert_removal_diff(tzoo[case], tmp_path, ratio=0.5, seed=0, analysis=("query-heads",))
@@ -65,7 +65,7 @@ def test_query_heads_per_kv_group_on_gqa_models(tzoo, tmp_path, case):
 def test_head_dims_when_nothing_forbids_it(tzoo, tmp_path, case):
     """head-dims prunes the j-th position of every head; rotary embeddings (Llama) keep
     the query/key head_dim whole, so only value/output positions go there."""
-    report = prune_to_file(tzoo[case], str(tmp_path / "d.onnx"), ["head-dims", "l1", "select:ratio=0.25"])
+    report = prune_to_file(tzoo[case], str(tmp_path / "d.onnx"), ["head-dims", "l1", "select:ratio=0.25,round_to=1"])
     per_head = [g for g in report["groups"] if g["units"] in (16, 32) and g["removed"]]
     assert per_head, "no head_dim position was pruned"
     if case.startswith("llama"):

@@ -1,6 +1,8 @@
-"""graphprune/verify.py: the reference run of the original (on --inputs, --eval, --calib
-samples or probes, and saying which), the comparison of a written model with it (checker,
-ONNX Runtime, output names and shapes, numbers), and --verify-each's step checker."""
+"""graphprune/verify.py: the reference run of the original (on --inputs, --eval samples,
+held-out --calib samples or at least 32 random probes, and saying which and how many; a
+fixed-batch model run batch by batch), the comparison of a written model with it (checker,
+ONNX Runtime, output names and shapes, each output by its kind) and --verify-each's step
+checker. The metrics themselves are tested in test_outputs.py."""
 
 from __future__ import annotations
 
@@ -9,52 +11,80 @@ import pytest
 
 from graph_kit import N, build, save, w
 from graphprune.errors import BadInput, VerificationError
-from graphprune.verify import check_only, compare, reference, verify_file
+from graphprune.verify import PROBE_SAMPLES, check_only, reference, stack, verify_file
 
 
-def _pair(tmp_path, scale=1.0, out="y", shape=(2, 4)):
+def _pair(tmp_path, scale=1.0, out="y", width=4, batch="n"):
     a = w(3, 4)
-    ref = save(build([N("MatMul", ["x", "a"], ["y"])], {"a": a}, {"x": ["n", 3]}, {"y": ["n", 4]}), tmp_path, "r.onnx")
-    k = w(3, shape[1]) if shape[1] != 4 else a * scale
-    got = save(build([N("MatMul", ["x", "a"], [out])], {"a": k}, {"x": ["n", 3]}, {out: ["n", shape[1]]}), tmp_path,
+    ref = save(build([N("MatMul", ["x", "a"], ["y"])], {"a": a}, {"x": [batch, 3]}, {"y": [batch, 4]}), tmp_path, "r.onnx")
+    k = w(3, width) if width != 4 else a * scale
+    got = save(build([N("MatMul", ["x", "a"], [out])], {"a": k}, {"x": [batch, 3]}, {out: [batch, width]}), tmp_path,
                "g.onnx")
     return ref, got
 
 
-def test_compare_metrics():
-    a = np.array([[1.0, 2.0, 3.0], [3.0, 2.0, 1.0]])
-    same = compare([a], [a.copy()])
-    assert same == {"max_abs_diff": 0.0, "cosine": pytest.approx(1.0), "top1_agreement": 1.0}
-    flipped = compare([a], [a[:, ::-1].copy()])
-    assert flipped["top1_agreement"] == 0.0 and flipped["max_abs_diff"] == 2.0
-    assert compare([np.ones((2, 3, 1, 1))], [np.ones((2, 3, 1, 1))])["top1_agreement"] == 1.0
-
-
-def test_reference_sources(tmp_path):
+def test_reference_sources_and_counts(tmp_path):
     ref, _ = _pair(tmp_path)
-    assert reference(ref).source == "random probes"
+    r = reference(ref)
+    assert (r.source, r.samples) == ("random probes", PROBE_SAMPLES) and r.outputs[0].shape == (PROBE_SAMPLES, 4)
     data = str(tmp_path / "in.npz")
-    np.savez(data, x=np.ones((5, 3), np.float32), labels=np.zeros(5, int))
-    r = reference(ref, inputs_file=data)
-    assert r.source == "--inputs" and r.outputs[0].shape == (5, 4)
-    assert reference(ref, eval_file=data).source == "--eval samples"
-    assert reference(ref, calib=data).source == "--calib samples"
+    np.savez(data, x=np.ones((100, 3), np.float32), labels=np.zeros(100, int))
+    r = reference(ref, eval_file=data)
+    assert (r.source, r.samples) == ("--eval samples", 64)
+    calib = str(tmp_path / "calib.npz")
+    np.savez(calib, x=np.ones((100, 3), np.float32))
+    r = reference(ref, calib_file=calib, holdout=20)
+    assert (r.source, r.samples) == ("held-out --calib samples", 20)
+    np.savez(data, x=np.ones((5, 3), np.float32))
+    assert reference(ref, inputs_file=data).samples == 5
     np.savez(data, z=np.ones(3))
-    with pytest.raises(BadInput, match="no array for model input"):
+    with pytest.raises(BadInput, match="'z' is not a model input"):
+        reference(ref, inputs_file=data)
+    np.savez(data, x=np.full((5, 3), np.nan, np.float32))
+    with pytest.raises(BadInput, match="NaN or Inf in sample 0"):
         reference(ref, inputs_file=data)
 
 
-def test_verify_file_compares_and_refuses(tmp_path):
-    ref, got = _pair(tmp_path, scale=1.0)
+def test_a_batch_one_model_is_compared_on_many_samples(tmp_path):
+    ref, got = _pair(tmp_path, batch=1)
     r = reference(ref)
-    assert verify_file(got, r)["max_abs_diff"] == 0.0 and check_only(got)["checker"] == "passed"
+    assert r.samples == PROBE_SAMPLES and len(r.runs) == PROBE_SAMPLES and r.outputs[0].shape == (PROBE_SAMPLES, 4)
+    v = verify_file(got, r)
+    assert v["samples"] == PROBE_SAMPLES and v["outputs"]["y"]["rel"] == 0.0
+
+
+def test_verify_file_compares_and_refuses(tmp_path):
+    ref, got = _pair(tmp_path)
+    r = reference(ref)
+    v = verify_file(got, r)
+    assert v["max_abs_diff"] == 0.0 and check_only(got)["checker"] == "passed" and v["outside_tolerance"] == []
+    ref, off = _pair(tmp_path, scale=-1.0)
+    v = verify_file(off, reference(ref), {"top1": 0.99})
+    assert v["outputs"]["y"]["kind"] == "class-scores" and v["outside_tolerance"]
     ref, renamed = _pair(tmp_path, out="z")
     with pytest.raises(VerificationError, match="output names changed"):
         verify_file(renamed, reference(ref))
-    ref, narrower = _pair(tmp_path, shape=(2, 5))
+    ref, narrower = _pair(tmp_path, width=5)
     with pytest.raises(VerificationError, match="changed shape"):
         verify_file(narrower, reference(ref))
     bad = tmp_path / "bad.onnx"
     bad.write_bytes(b"not onnx")
     with pytest.raises(VerificationError, match="checker"):
         check_only(str(bad))
+
+
+def test_a_model_that_needs_real_inputs_asks_for_them(tmp_path):
+    """Random probes that the model cannot run on (a reflect pad needs two samples of a
+    sequence length of 1 here) are the probes' fault: the message asks for --inputs."""
+    from graph_kit import i64
+
+    proto = build([N("Pad", ["x", "p"], ["y"], mode="reflect")], {"p": i64(0, 1, 0, 1)}, {"x": ["n", "s"]},
+                  {"y": ["n", "t"]}, opset=13)
+    with pytest.raises(BadInput, match="--inputs"):
+        reference(save(proto, tmp_path))
+
+
+def test_stack_runs():
+    assert stack([np.zeros((2, 3)), np.zeros((1, 3))]).shape == (3, 3)
+    assert stack([np.zeros((1, 4, 3)), np.zeros((1, 5, 3))]).shape == (9, 3)
+    assert stack([np.zeros(2), np.zeros((1, 3))]).shape == (5,)

@@ -79,7 +79,7 @@ def main():
         in_bytes = os.path.getsize(src) + os.path.getsize(src + ".data")
         t0 = time.perf_counter()
         proc = subprocess.Popen([sys.executable, "-m", "graphprune", src, "-o", out, "--pass", "l1",
-                                 "--pass", "select:ratio=0.5", "-q", "--report", os.path.join(folder, "r.json")],
+                                 "--pass", "select:ratio=0.5,round_to=1", "-q", "--report", os.path.join(folder, "r.json")],
                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         anon = file_ = 0
         while proc.poll() is None:  # sample private and file-backed resident memory

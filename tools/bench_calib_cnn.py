@@ -134,7 +134,7 @@ def main() -> int:
                     continue
                 out = os.path.join(tmp, f"gp_{len(rows)}.onnx")
                 t0 = time.perf_counter()
-                rep = prune(dense, Options(passes=[*score, f"select:macs={keep},include={INCLUDE}{extra}", *after],
+                rep = prune(dense, Options(passes=[*score, f"select:macs={keep},include={INCLUDE},round_to=1{extra}", *after],
                                            output=out, calib=calib, quiet=True))
                 secs = time.perf_counter() - t0
                 rows.append({"tool": "graphprune", "pipeline": label, "target": target, "seconds": secs,

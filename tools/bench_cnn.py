@@ -196,7 +196,8 @@ def tp_all_groups(name, model, shape, x, y):
 def gp_run(path, out, criterion, keep, include, extra=""):
     from graphprune.pipeline import Options, prune
 
-    select = f"select:macs={keep}" + (f",include={include}" if include else "") + extra
+    # round_to=1 unless a variant asks otherwise: the same counts as Torch-Pruning.
+    select = f"select:macs={keep}" + (f",include={include}" if include else "") + (extra or ",round_to=1")
     t0 = time.perf_counter()
     report = prune(path, Options(passes=[criterion, select], output=out))
     return report, time.perf_counter() - t0

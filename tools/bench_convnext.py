@@ -146,7 +146,7 @@ def main() -> int:
             for label, passes, cal in (("l1", ["channel-norms", "l1"], None), ("l2", ["channel-norms", "l2"], None),
                                        ("wifv + refit (calibration)", ["channel-norms", "wifv", "refit"], calib)):
                 out = os.path.join(tmp, "p.onnx")
-                rep = prune(dense, Options(passes=[*passes[:2], f"select:ratio={ratio}", *passes[2:]], output=out,
+                rep = prune(dense, Options(passes=[*passes[:2], f"select:ratio={ratio},round_to=1", *passes[2:]], output=out,
                                            calib=cal, quiet=True))
                 rows.append({"tool": "graphprune", "pipeline": label, "ratio": ratio,
                              "params_kept": rep["after"]["params"] / rep["before"]["params"],

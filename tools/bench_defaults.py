@@ -63,7 +63,7 @@ def cnn_rows(tmp, rows):
     dense = bench_cnn.export_onnx(model, (1, 3, 32, 32), os.path.join(tmp, "resnet20.onnx"))
     print(f"ResNet-20 dense development top-1 {bench_cnn.ort_accuracy(dense, x[500:], y[500:]) * 100:.2f}%")
     for setting, select in (("default budget", "select:macs=0.5,scope=global,round_to=auto,strict=false"),
-                            ("3x MACs", "select:macs=0.3333,scope=global")):
+                            ("3x MACs", "select:macs=0.3333,scope=global,round_to=1")):
         for label, after in CANDIDATES.items():
             out = os.path.join(tmp, "p.onnx")
             rep = prune(dense, Options(passes=[SCORE, select, *after], output=out, calib=calib, quiet=True))
@@ -90,7 +90,7 @@ def stories_rows(tmp, rows):
     params = prune(dense, Options(passes=["l1", "select:ratio=0"], dry_run=True))["before"]["params"]
     print(f"stories260K dense development NLL {llama2c.nll_per_token(bench_stories.ort_logits(dense), dev):.4f}")
     for budget in (0.2, 0.5):
-        select = f"select:params={1 - budget * total / params:.6f},scope=global"
+        select = f"select:params={1 - budget * total / params:.6f},scope=global,round_to=1"
         for label, after in CANDIDATES.items():
             out = os.path.join(tmp, "s.onnx")
             prune(dense, Options(passes=[SCORE, select, *after], output=out, calib=calib, quiet=True))

@@ -292,7 +292,7 @@ def main() -> int:
         # The share of all params the uniform ratio removes, for global allocations at the same budget.
         ratio_removed = {}
         for r in [float(x) for x in args.ratios.split(",")]:
-            rep = prune(dense, Options(passes=["l1", f"select:ratio={r}"], dry_run=True))
+            rep = prune(dense, Options(passes=["l1", f"select:ratio={r},round_to=1"], dry_run=True))
             ratio_removed[r] = 1 - rep["after"]["params"] / rep["before"]["params"]
             total = rep["before"]["params"]  # of the dense model
         base = sts_score(ort_embed(dense), ba, bb, gold)
@@ -315,10 +315,10 @@ def main() -> int:
                         out = os.path.join(tmp, f"gp_{len(rows)}_{step}.onnx")
                         if flap:
                             goal = 1 - ratio_removed[ratio] * step / args.steps  # of the dense params
-                            select = f"select:params={goal * total / (params or total):.6f},scope=global"
+                            select = f"select:params={goal * total / (params or total):.6f},scope=global,round_to=1"
                         else:
                             r = 1 - (1 - ratio * step / args.steps) / (1 - ratio * (step - 1) / args.steps)
-                            select = f"select:ratio={r:.6f}"
+                            select = f"select:ratio={r:.6f},round_to=1"
                         rep = prune(src, Options(passes=[spec, *extra_scores, select, *after], output=out,
                                                  calib=calib, quiet=True,
                                                  calib_mask="attention_mask" if args.calib_mode == "masked" else None))

@@ -73,7 +73,7 @@ def main():
     p.add_argument("--runs", type=int, default=3)
     p.add_argument("--batch", type=int, default=1)
     p.add_argument("--repeats", type=int, default=20)
-    p.add_argument("--select", default="select:ratio=0.5")
+    p.add_argument("--select", default="select:ratio=0.5,round_to=1")
     p.add_argument("--json")
     args = p.parse_args()
     import torch

@@ -216,15 +216,15 @@ def main() -> int:
             h = round(budget * 4) / 4
             heads_removed = cfg["layers"] * (cfg["kv_heads"] - int(cfg["kv_heads"] * (1 - h) + 1e-9)) * kv_head
             selects = {"graphprune": lambda extra: f"select:heads={h},channels="
-                                                   f"{(budget * total + extra - heads_removed) / mlp:.6f}",
-                       "graphprune-mlp": lambda extra: f"select:channels={ratio + extra / mlp:.6f}"}
+                                                   f"{(budget * total + extra - heads_removed) / mlp:.6f},round_to=1",
+                       "graphprune-mlp": lambda extra: f"select:channels={ratio + extra / mlp:.6f},round_to=1"}
             for crit in args.criteria.split(","):
                 score, *after = crit.split("+")
                 if "global" in after:  # FLAP allocation: standardized scores, one threshold at the budget
                     after.remove("global")
                     score += (":" if ":" not in score else ";") + "normalize=standardize"
                     tools = {"graphprune": lambda extra: "select:params="
-                             f"{1 - (budget * total + extra) / model_params:.6f},scope=global"}
+                             f"{1 - (budget * total + extra) / model_params:.6f},scope=global,round_to=1"}
                 else:
                     tools = selects
                 for tool, select in tools.items():

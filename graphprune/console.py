@@ -1,0 +1,61 @@
+"""What the command line prints of a report: the executed pipeline, the size table, what
+verification measured (per output, on how many samples from where), the task metric,
+hints that are true for this run, and the pins (all of them, or a count of the rest)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from graphprune import report as reporting
+
+PIN_LINES = 8
+
+
+def verification_lines(v: dict[str, Any]) -> list[str]:
+    if not v:
+        return []
+    if v.get("numeric") == "skipped":
+        return ["checked: the ONNX checker passed (numeric verification skipped)"]
+    lines = [f"verified: checker passed, ONNX Runtime ran, output shapes kept; compared on {v['samples']} "
+             f"{v['inputs']}:"]
+    lines += [f"  {s}" for s in v.get("summary", [])]
+    metric = v.get("metric")
+    if metric:
+        key = next(iter(metric["before"]))
+        lines.append(f"  task metric {key}: {metric['before'][key]:.4g} -> {metric['after'][key]:.4g} "
+                     f"({metric['retention'] * 100:.1f}% kept)")
+    return lines
+
+
+def latency_hint(report: dict[str, Any]) -> str | None:
+    b, a = report.get("before", {}), report.get("after", {})
+    if "latency_ms" not in b or a["latency_ms"] <= b["latency_ms"]:
+        return None
+    select = next((p for p in report.get("pipeline", []) if p.startswith("select")), "")
+    if "round_to=" in select and "round_to=auto" not in select:
+        return ("hint: the pruned model is slower; ONNX Runtime's CPU convolutions want channel counts on "
+                "their block (8 or 16): use round_to=auto (the default) in the select pass")
+    return ("hint: the pruned model is slower although channel counts stay on ONNX Runtime's block; "
+            "prune less, or compare the per-node times of both models")
+
+
+def print_report(report: dict[str, Any], verbose: bool) -> None:
+    print(f"pipeline: {' -> '.join(report['pipeline'])}")
+    print(reporting.summary_table(report))
+    for line in verification_lines(report.get("verification", {})):
+        print(line)
+    hint = latency_hint(report)
+    if hint:
+        print(hint)
+    pins = report.get("pins", [])
+    for line in pins[:PIN_LINES]:
+        print(f"pinned: {line}")
+    if len(pins) > PIN_LINES:
+        print(f"pinned: ... and {len(pins) - PIN_LINES} more nodes that pin groups (-v lists every group, "
+              "--report keeps them all)")
+    if verbose:
+        print(reporting.groups_table(report))
+    if report.get("output") and "verification" in report:
+        print(f"wrote {report['output']} in {report['seconds']:.2f}s")
+    else:
+        print("dry run: nothing written")

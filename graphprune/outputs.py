@@ -1,0 +1,210 @@
+"""What each model output is, and how to tell whether pruning kept what it is for.
+
+Every output is compared on its own, with metrics fit for its kind (named from its dtype,
+shape and name, never from the op that made it):
+
+- `labels`      integer outputs (a classifier's predicted class): agreement
+- `class-scores` float [N, C] (or [N, S, V] token logits): top-1 / top-5 agreement, KL
+- `entries`     [N, A, K] with many entries and few values each (detection anchors):
+                salient-entry agreement and relative error
+- `map`         [N, C, H, W] with many channels (dense predictions, detection grids):
+                salient-entry agreement and relative error
+- `image`       [N, C <= 4, H, W] (super-resolution, segmentation masks): PSNR, relative error
+- `state`       recurrent state or cache outputs (named so, or shaped like a state input):
+                relative error, cosine
+- `embedding`   float [N, D] or [N, S, D] features (named so): cosine, relative error
+- `values`      anything else: relative error, cosine
+
+Salient-entry agreement: per channel (the last axis of entries, axis 1 of maps), the
+reference's entries far from that channel's typical value (robust z-score above 6) are the
+ones that carry the answer (a face among thousands of background anchors); the metric is
+the fraction of them that are still salient, on the same side, in the pruned output.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+import numpy as np
+
+KINDS = ("labels", "class-scores", "entries", "map", "image", "state", "embedding", "values")
+_STATE = re.compile(r"(state|present|past|cache|hidden_?n|^h_?n$|^c_?n$|^h$|^c$|h_out|c_out)", re.I)
+_EMBED = re.compile(r"(embed|hidden|feature|pool|encod)", re.I)
+_CLASS = re.compile(r"(logit|prob|score|class|pred|label|softmax|output)", re.I)
+
+# Default thresholds: a metric past one of them is reported as outside tolerance.
+DEFAULT_TOLERANCE = {"agreement": 0.9, "top1": 0.9, "salient": 0.8, "psnr": 30.0, "cosine": 0.99}
+# Which metrics are lower bounds (higher is better) and which upper bounds.
+HIGHER_IS_BETTER = {"agreement", "top1", "top5", "salient", "psnr", "cosine", "metric"}
+LOWER_IS_BETTER = {"rel", "kl"}
+
+
+def classify(name: str, ref: np.ndarray, state_inputs: dict[str, tuple] | None = None) -> str:
+    """The kind of an output from its reference value (batch first), name and the model's
+    state-like inputs (name -> shape)."""
+    if ref.dtype.kind in "iub":
+        return "labels"
+    shape = ref.shape
+    if _STATE.search(name) or any(tuple(shape) == tuple(s) and _related(name, n) for n, s in (state_inputs or {}).items()):
+        return "state"
+    squeezed = _squeeze_trailing(shape)
+    if len(squeezed) == 4:
+        return "image" if squeezed[1] <= 4 else "map"
+    if len(squeezed) == 3 and squeezed[1] >= 64 and squeezed[2] <= 64 and not _EMBED.search(name):
+        return "entries"
+    if _EMBED.search(name) and not re.search("logit", name, re.I):
+        return "embedding"
+    if len(squeezed) in (2, 3) and squeezed[-1] > 1 and (_CLASS.search(name) or squeezed[-1] <= 1000):
+        return "class-scores"
+    return "values"
+
+
+def _related(out: str, inp: str) -> bool:
+    a, b = out.lower(), inp.lower()
+    return a.startswith(b) or b.startswith(a) or a.replace("out", "") == b.replace("in", "")
+
+
+def _squeeze_trailing(shape) -> tuple:
+    shape = tuple(shape)
+    while len(shape) > 2 and shape[-1] == 1:
+        shape = shape[:-1]
+    return shape
+
+
+@dataclass
+class OutputReport:
+    name: str
+    kind: str
+    metrics: dict[str, float]
+
+
+def compare_output(name: str, kind: str, ref: np.ndarray, got: np.ndarray) -> OutputReport:
+    """The metrics of one output (see the module docstring)."""
+    m: dict[str, float] = {}
+    a, b = np.asarray(ref), np.asarray(got)
+    if kind == "labels":
+        m["agreement"] = float(np.mean(a == b)) if a.size else 1.0
+        return OutputReport(name, kind, m)
+    a64, b64 = a.astype(np.float64), b.astype(np.float64)
+    m["max_abs_diff"] = float(np.max(np.abs(a64 - b64))) if a.size else 0.0
+    m["rel"] = _relative(a64, b64)
+    m["cosine"] = _cosine(a64.ravel(), b64.ravel())
+    if kind == "class-scores":
+        s = _squeeze_trailing(a.shape)
+        ra, rb = a64.reshape(-1, s[-1]), b64.reshape(-1, s[-1])
+        m["top1"] = float(np.mean(ra.argmax(1) == rb.argmax(1)))
+        if s[-1] > 5:
+            top5 = np.argsort(-rb, axis=1)[:, :5]
+            m["top5"] = float(np.mean((top5 == ra.argmax(1)[:, None]).any(1)))
+        m["kl"] = _kl(ra, rb)
+    elif kind in ("entries", "map"):
+        m["salient"] = salient_agreement(a64, b64, axis=-1 if kind == "entries" else 1)
+    elif kind == "image":
+        m["psnr"] = psnr(a64, b64)
+    return OutputReport(name, kind, m)
+
+
+def _relative(a: np.ndarray, b: np.ndarray) -> float:
+    """||a - b|| / ||a|| (0 when both are zero)."""
+    na = np.linalg.norm(a.ravel())
+    d = np.linalg.norm((a - b).ravel())
+    return float(d / na) if na > 0 else float(d > 0)
+
+
+def _cosine(a: np.ndarray, b: np.ndarray) -> float:
+    na, nb = np.linalg.norm(a), np.linalg.norm(b)
+    return float(a @ b / (na * nb)) if na > 0 and nb > 0 else float(na == nb)
+
+
+def _softmax(x: np.ndarray) -> np.ndarray:
+    """Rows as probabilities: as they are where they already are (non-negative, sum 1),
+    else through a softmax (logits)."""
+    if (x >= 0).all() and np.allclose(x.sum(1), 1.0, atol=1e-3):
+        return x
+    e = np.exp(x - x.max(1, keepdims=True))
+    return e / e.sum(1, keepdims=True)
+
+
+def _kl(ref: np.ndarray, got: np.ndarray) -> float:
+    """Mean KL(ref || got) over the rows, in nats."""
+    p, q = _softmax(ref), _softmax(got)
+    return float(np.mean(np.sum(p * (np.log(np.maximum(p, 1e-12)) - np.log(np.maximum(q, 1e-12))), axis=1)))
+
+
+def psnr(ref: np.ndarray, got: np.ndarray) -> float:
+    """20 log10(peak-to-peak of the reference / RMS error), in dB (inf when equal)."""
+    rmse = np.sqrt(np.mean((ref - got) ** 2))
+    span = float(ref.max() - ref.min()) if ref.size else 0.0
+    return float("inf") if rmse == 0 else float(20 * np.log10(max(span, 1e-12) / rmse))
+
+
+def salient_agreement(ref: np.ndarray, got: np.ndarray, axis: int, z: float = 6.0) -> float:
+    """Fraction of the reference's salient entries still salient, on the same side, in
+    `got`; per channel of `axis`, an entry is salient when it lies more than `z` robust
+    standard deviations (1.4826 MAD) from the channel's median. 1.0 when nothing is salient."""
+    ra = np.moveaxis(ref, axis, -1).reshape(-1, ref.shape[axis])
+    rb = np.moveaxis(got, axis, -1).reshape(-1, got.shape[axis])
+    med = np.median(ra, axis=0)
+    mad = 1.4826 * np.median(np.abs(ra - med), axis=0)
+    scale = np.maximum(mad, 1e-6 * np.maximum(np.abs(med), 1e-12))
+    za, zb = (ra - med) / scale, (rb - med) / scale
+    salient = np.abs(za) > z
+    if not salient.any():
+        return 1.0
+    kept = salient & (np.sign(za) == np.sign(zb)) & (np.abs(zb) > z)
+    return float(kept.sum() / salient.sum())
+
+
+def parse_tolerance(spec: str | None) -> dict[str, float]:
+    """`top1=0.95,psnr=28,rel=0.05` -> {'top1': 0.95, ...}; unknown keys are refused."""
+    from graphprune.errors import BadInput
+
+    if not spec:
+        return {}
+    out = {}
+    for item in filter(None, (p.strip() for p in spec.split(","))):
+        key, eq, raw = item.partition("=")
+        key = key.strip()
+        if not eq or key not in HIGHER_IS_BETTER | LOWER_IS_BETTER:
+            raise BadInput(f"--tolerance: {item!r} is not KEY=NUMBER with KEY one of "
+                           f"{', '.join(sorted(HIGHER_IS_BETTER | LOWER_IS_BETTER))}")
+        try:
+            out[key] = float(raw)
+        except ValueError:
+            raise BadInput(f"--tolerance: {item!r}: {raw!r} is not a number") from None
+    return out
+
+
+def violations(reports: list[OutputReport], tolerance: dict[str, float]) -> list[str]:
+    """One line per metric of an output past its threshold."""
+    lines = []
+    for r in reports:
+        for key, value in r.metrics.items():
+            if key not in tolerance or (r.kind == "state" and key not in ("rel", "cosine")):
+                continue
+            limit = tolerance[key]
+            bad = value < limit if key in HIGHER_IS_BETTER else value > limit
+            if bad:
+                op = "<" if key in HIGHER_IS_BETTER else ">"
+                lines.append(f"output {r.name!r} ({r.kind}): {key} {_fmt(key, value)} {op} {_fmt(key, limit)}")
+    return lines
+
+
+def _fmt(key: str, v: float) -> str:
+    if key in ("agreement", "top1", "top5", "salient", "metric"):
+        return f"{v * 100:.1f}%"
+    if key == "psnr":
+        return f"{v:.1f} dB"
+    return f"{v:.4g}"
+
+
+def summary(r: OutputReport) -> str:
+    """A short line of the metrics that matter for the kind."""
+    keys = {"labels": ("agreement",), "class-scores": ("top1", "top5", "kl"), "entries": ("salient", "rel"),
+            "map": ("salient", "rel"), "image": ("psnr", "rel"), "state": ("rel", "cosine"),
+            "embedding": ("cosine", "rel"), "values": ("rel", "cosine")}[r.kind]
+    names = {"agreement": "agreement", "top1": "top-1 agreement", "top5": "top-5", "kl": "KL",
+             "salient": "salient entries kept", "rel": "relative error", "psnr": "PSNR", "cosine": "cosine"}
+    parts = [f"{names[k]} {_fmt(k, r.metrics[k])}" for k in keys if k in r.metrics]
+    return f"{r.name} ({r.kind}): " + ", ".join(parts)
