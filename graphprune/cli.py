@@ -45,6 +45,9 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--eval-metric", metavar="MODULE:FUNCTION",
                    help="a task metric: FUNCTION(model_path) -> number (higher is better), from a module or a "
                         "FILE.py; reported before/after, and checked by --tolerance metric=")
+    p.add_argument("--shape", dest="shapes", action="append", default=[], metavar="INPUT=D0,D1,...",
+                   help="the deployment shape of an input (repeatable): MACs, budgets and --bench use it where the "
+                        "model's sizes are symbolic")
     p.add_argument("--tolerance", metavar="KEY=VALUE,...",
                    help="limits the pruned model must keep (top1, top5, agreement, salient, psnr, cosine: at least; "
                         "rel, kl: at most; metric: share of --eval-metric kept); outside them nothing is written "
@@ -90,8 +93,12 @@ def entry() -> int:
     shutdown it would print a traceback, and the output is already complete or absent."""
     try:
         code = main()
+        sys.stdout.flush()
     except KeyboardInterrupt:  # arrived between main's handler and here
         code = 130
+    except BrokenPipeError:  # the reader (`| head`) left: what was asked is done
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        code = 0
     if threading.current_thread() is threading.main_thread():
         signal.signal(signal.SIGINT, signal.SIG_DFL)
         signal.signal(signal.SIGTERM, signal.SIG_DFL)
@@ -118,6 +125,8 @@ def _main(argv: list[str] | None) -> int:
     except KeyboardInterrupt:
         print("graphprune: interrupted; nothing was written", file=sys.stderr)
         return 130
+    except BrokenPipeError:
+        raise  # the reader of stdout left; entry() ends quietly
     except Exception as e:  # noqa: BLE001 - anything else is our bug; say so on one line
         if os.environ.get("GRAPHPRUNE_DEBUG"):
             raise
@@ -147,7 +156,7 @@ def _run(args) -> int:
                    calib_mask=args.calib_mask, quiet=args.quiet,
                    bench_repeats=args.bench_repeats, bench_batch=args.bench_batch,
                    report=args.report, eval_output=args.eval_output, eval_metric=args.eval_metric,
-                   tolerance=args.tolerance)
+                   tolerance=args.tolerance, shapes=args.shapes)
     report = prune(args.model, opts)
     for line in report.get("warnings", []):
         print(f"graphprune: warning: {line}", file=sys.stderr)

@@ -27,6 +27,20 @@ def verification_lines(v: dict[str, Any]) -> list[str]:
     return lines
 
 
+def bench_lines(report: dict[str, Any]) -> list[str]:
+    """The latency measurement: inputs, runs, and the three models with their spread."""
+    b = report.get("bench")
+    if not b or "original" not in b:
+        return []
+    shapes = ", ".join(f"{k} {v}" for k, v in b["inputs"].items())
+    def cell(k):
+        return f"{b[k]['median']:.3f} ms ({b[k]['p25']:.3f}..{b[k]['p75']:.3f})"
+    o, n, p = (b[k]["median"] for k in ("original", "normalized", "pruned"))
+    return [f"latency: ONNX Runtime CPU, {b['runs']} interleaved runs, inputs {shapes}; median (25th..75th percentile)",
+            f"  original {cell('original')}, normalized {cell('normalized')} ({o / n:.2f}x from normalization alone), "
+            f"pruned {cell('pruned')} ({n / p:.2f}x from pruning)"]
+
+
 def latency_hint(report: dict[str, Any]) -> str | None:
     b, a = report.get("before", {}), report.get("after", {})
     if "latency_ms" not in b or a["latency_ms"] <= b["latency_ms"]:
@@ -42,6 +56,8 @@ def latency_hint(report: dict[str, Any]) -> str | None:
 def print_report(report: dict[str, Any], verbose: bool) -> None:
     print(f"pipeline: {' -> '.join(report['pipeline'])}")
     print(reporting.summary_table(report))
+    for line in bench_lines(report):
+        print(line)
     for line in verification_lines(report.get("verification", {})):
         print(line)
     hint = latency_hint(report)
@@ -56,6 +72,7 @@ def print_report(report: dict[str, Any], verbose: bool) -> None:
     if verbose:
         print(reporting.groups_table(report))
     if report.get("output") and "verification" in report:
-        print(f"wrote {report['output']} in {report['seconds']:.2f}s")
+        same = " (nothing was removed: the input model, unchanged)" if report.get("unchanged") else ""
+        print(f"wrote {report['output']} in {report['seconds']:.2f}s{same}")
     else:
         print("dry run: nothing written")

@@ -54,6 +54,7 @@ class Context:
     keep_dense: bool = False  # set by the runner when a repair pass follows remove
     removal: Removal | None = None  # set by remove
     quiet: bool = False
+    deploy_shapes: dict[str, list[int]] | None = None  # input -> shape MACs are counted at
     _analysis: Analysis | None = None
     _stats: dict = field(default_factory=dict)
 
@@ -62,7 +63,12 @@ class Context:
         if self._analysis is None:
             flow = build_flow(self.model, self.flow_options)
             groups = find_groups(flow)
-            self._analysis = Analysis(flow, groups, CostModel(self.model, flow, groups))
+            terms = None
+            if self.deploy_shapes:
+                from graphprune.analysis.deploy_shape import mac_terms
+
+                terms = mac_terms(self.model, self.deploy_shapes, self.flow_options)
+            self._analysis = Analysis(flow, groups, CostModel(self.model, flow, groups, terms))
         return self._analysis
 
     def graph_changed(self) -> None:

@@ -201,7 +201,7 @@ def expected_nbytes(tensor: onnx.TensorProto, where: str = "") -> int | None:
     try:
         bits = ir.DataType(tensor.data_type).bitwidth
     except (ValueError, TypeError):
-        return None
+        raise BadInput(f"{where or 'tensor ' + repr(tensor.name)}: unknown data type {tensor.data_type}") from None
     return (count * bits + 7) // 8
 
 

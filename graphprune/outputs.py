@@ -176,12 +176,18 @@ def parse_tolerance(spec: str | None) -> dict[str, float]:
     return out
 
 
+# The metrics a tolerance checks, per kind of output.
+CHECKED = {"labels": ("agreement",), "class-scores": ("top1", "top5", "kl"), "entries": ("salient", "rel"),
+           "map": ("salient", "rel"), "image": ("psnr", "rel"), "state": ("rel", "cosine"),
+           "embedding": ("cosine", "rel"), "values": ("cosine", "rel")}
+
+
 def violations(reports: list[OutputReport], tolerance: dict[str, float]) -> list[str]:
     """One line per metric of an output past its threshold."""
     lines = []
     for r in reports:
         for key, value in r.metrics.items():
-            if key not in tolerance or (r.kind == "state" and key not in ("rel", "cosine")):
+            if key not in tolerance or key not in CHECKED[r.kind]:
                 continue
             limit = tolerance[key]
             bad = value < limit if key in HIGHER_IS_BETTER else value > limit
@@ -201,9 +207,7 @@ def _fmt(key: str, v: float) -> str:
 
 def summary(r: OutputReport) -> str:
     """A short line of the metrics that matter for the kind."""
-    keys = {"labels": ("agreement",), "class-scores": ("top1", "top5", "kl"), "entries": ("salient", "rel"),
-            "map": ("salient", "rel"), "image": ("psnr", "rel"), "state": ("rel", "cosine"),
-            "embedding": ("cosine", "rel"), "values": ("rel", "cosine")}[r.kind]
+    keys = CHECKED[r.kind]
     names = {"agreement": "agreement", "top1": "top-1 agreement", "top5": "top-5", "kl": "KL",
              "salient": "salient entries kept", "rel": "relative error", "psnr": "PSNR", "cosine": "cosine"}
     parts = [f"{names[k]} {_fmt(k, r.metrics[k])}" for k in keys if k in r.metrics]

@@ -25,12 +25,13 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from graphprune import checks, report as reporting
+from graphprune.analysis.cost import stored_params
 from graphprune.context import Context
 from graphprune.errors import BadInput
 from graphprune.loading import load_model
 from graphprune.probes import graph_input_meta, index_bounds, probe_inputs
 from graphprune.registry import KINDS, OPT_IN_KINDS, check_order, parse_spec
-from graphprune.saving import model_bytes, save_model, uses_external_data
+from graphprune.saving import copy_model, model_bytes, save_model, uses_external_data
 from graphprune.verify import reference, step_checker
 
 # The default of each stage a pipeline leaves out. The default budget is half the MACs
@@ -65,9 +66,11 @@ class Options:
     eval_output: str | None = None   # the class output for --eval (found when not given)
     eval_metric: str | None = None   # MODULE:FUNCTION or FILE.py:FUNCTION, a task metric of the model file
     tolerance: str | None = None     # e.g. "top1=0.95,psnr=30": outside it, nothing is written
+    shapes: list[str] = field(default_factory=list)  # "input=1,3,640,640": the shape MACs are counted at
     bench: bool = False
     bench_repeats: int = 30
     bench_batch: int = 16
+    bench_seconds: float = 60.0  # fewer runs where 30 would take longer
     report: str | None = None  # also write the report as JSON here
     calib: Any = None  # an .npz path, an iterable of input dicts, or a function returning one
     calib_samples: int | None = None
@@ -121,9 +124,10 @@ def run_passes(ctx: Context, specs: list[str], check=None) -> list[dict[str, Any
         seconds = time.perf_counter() - t0
         records.append({"pass": p.spec(), "kind": p.kind, "seconds": round(seconds, 4),
                         "modified": result.modified, "stats": p.stats})
-        if p.kind == "normalize" and "before" not in ctx.report:
+        if p.kind == "normalize" and "macs" not in ctx.report.get("before", {}):
             totals = ctx.analysis().cost.totals()
-            ctx.report["before"] = {"params": int(totals.params), "macs": int(totals.macs)}
+            ctx.report.setdefault("before", {}).update({"params": stored_params(ctx.model), "macs": int(totals.macs),
+                                                        "params_analysed": int(totals.params)})
         if check is not None and result.modified:
             check(p, p.kind in _EXACT_KINDS)
     return records
@@ -170,11 +174,19 @@ def _prune(model_path: str, opts: Options) -> dict[str, Any]:
     # --verify-each or --bench) skips it and only checks the result's structure.
     needs_reference = opts.verify or opts.verify_each or opts.bench
     ref = reference(model_path, opts.inputs, opts.eval_data, opts.calib, holdout) if needs_reference else None
+    ctx.deploy_shapes = _deploy_shapes(ctx, opts, ref)
     checker = checks.Checker(ref, model_path, opts.verify, opts.tolerance, opts.eval_metric)
 
     ctx.report["passes"] = run_passes(ctx, specs, step_checker(ref) if opts.verify_each else None)
+    _warn_quantized(ctx)
+    unchanged = ctx.removal is not None and not ctx.removal.plan and not external
+    if unchanged:
+        # Nothing was removed: what is written is the input file, not a normalized copy
+        # with its annotations (which would only be a larger file).
+        model = load_model(model_path)
+        ctx.report["unchanged"] = True
     totals = ctx.analysis().cost.totals()
-    ctx.report["after"] = {"params": int(totals.params), "macs": int(totals.macs)}
+    ctx.report["after"] = {"params": stored_params(model), "macs": int(totals.macs), "params_analysed": int(totals.params)}
     ctx.report["pins"] = reporting.pin_summary(ctx)
     ctx.report["before"]["file_bytes"] = model_bytes(model_path)
 
@@ -182,7 +194,10 @@ def _prune(model_path: str, opts: Options) -> dict[str, Any]:
         ctx.report["seconds"] = round(time.perf_counter() - t_start, 3)
         return ctx.report
 
-    save_model(model, opts.output, model_path, before_commit=checker, external=external)
+    if unchanged:
+        copy_model(model_path, opts.output, before_commit=checker)
+    else:
+        save_model(model, opts.output, model_path, before_commit=checker, external=external)
     ctx.report["verification"] = checker.result
     for line in checker.result.get("outside_tolerance", []):
         ctx.warn(f"{line} (past the default tolerance; --tolerance makes this an error)")
@@ -193,12 +208,43 @@ def _prune(model_path: str, opts: Options) -> dict[str, Any]:
 
         ctx.report["accuracy"] = accuracy_pair(model_path, opts.output, opts.eval_data, opts.eval_output)
     if opts.bench:
-        from graphprune.bench import latency_pair
+        from graphprune.bench import bench
 
-        bench_feeds = probe_inputs(ref.inputs, batch=opts.bench_batch, bounds=index_bounds(model_path))
-        before, after = latency_pair(model_path, opts.output, bench_feeds, repeats=opts.bench_repeats)
-        ctx.report["before"]["latency_ms"] = before * 1e3
-        ctx.report["after"]["latency_ms"] = after * 1e3
-        ctx.report["bench"] = {"batch": int(next(iter(bench_feeds.values())).shape[0]),
-                               "repeats": opts.bench_repeats, "statistic": "median, interleaved runs"}
+        bench_feeds = probe_inputs(ref.inputs, batch=opts.bench_batch, bounds=index_bounds(model_path),
+                                   shapes=ctx.deploy_shapes)
+        b = bench(model_path, opts.output, bench_feeds, opts.bench_repeats, opts.bench_seconds, opts.quiet)
+        # What pruning did is measured against the normalized dense model; what normalization
+        # alone did (original -> normalized) is reported beside it.
+        ctx.report["before"]["latency_ms"] = b["normalized"]["median"] * 1e3
+        ctx.report["after"]["latency_ms"] = b["pruned"]["median"] * 1e3
+        ctx.report["bench"] = {"batch": opts.bench_batch, "runs": b["pruned"]["runs"], "inputs": b["inputs"],
+                               "statistic": "median of interleaved runs; spread = 25th..75th percentile",
+                               **{k: {s: v * 1e3 if s != "runs" else v for s, v in b[k].items()}
+                                  for k in ("original", "normalized", "pruned")}}
     return ctx.report
+
+
+def _warn_quantized(ctx: Context) -> None:
+    from graphprune.analysis.rules.quantized import QUANTIZED_OPS
+
+    ops = sorted({n.op_type for n in ctx.model.graph if n.op_type in QUANTIZED_OPS})
+    if ops:
+        ctx.warn(f"the model is quantized ({', '.join(ops[:4])}{', ...' if len(ops) > 4 else ''}): its quantized "
+                 "sections are pinned; prune the float model, then quantize it again")
+
+
+def _deploy_shapes(ctx: Context, opts: Options, ref) -> dict | None:
+    """The shape MACs are counted at: --shape, else the user's samples where the model's
+    sizes are symbolic; a warning names the sizes still symbolic."""
+    from graphprune.analysis import deploy_shape
+
+    shapes = deploy_shape.parse_shapes(opts.shapes, ctx.model)
+    if deploy_shape.unresolved(ctx.model, shapes) and ref is not None and ref.source != "random probes":
+        shapes = {**deploy_shape.shapes_from_samples(ref.runs[0], ctx.model), **shapes}
+    left = deploy_shape.unresolved(ctx.model, shapes)
+    if left:
+        ctx.warn(f"MACs count the symbolic sizes {', '.join(left)} as 1: give the deployment shape with "
+                 "--shape NAME=D0,D1,... (or real samples with --calib/--inputs/--eval)")
+    if shapes:
+        ctx.report["cost_shape"] = shapes
+    return shapes or None

@@ -65,10 +65,15 @@ def _integer(type_: str) -> bool:
 
 
 def probe_inputs(inputs: InputMeta, batch: int = 2, seed: int = 0,
-                 bounds: dict[str, int] | None = None) -> dict[str, np.ndarray]:
+                 bounds: dict[str, int] | None = None, shapes: dict | None = None) -> dict[str, np.ndarray]:
     """Random inputs matching the model's declared inputs. Symbolic dims become `batch` on
     the first axis; other symbolic dims (a sequence) 16 when an integer input (token ids)
-    has them, else 1. Integers stay below `bounds` (Gather tables), else in {0, 1} (masks)."""
+    has them, else 1, unless `shapes` gives the input's deployment shape (its batch then
+    `batch` too). Integers stay below `bounds` (Gather tables), else in {0, 1} (masks)."""
+    if shapes:
+        inputs = [(name, [batch if i == 0 and not (isinstance(d, int) and d > 0) else s
+                          for i, (d, s) in enumerate(zip(dims, shapes[name]))] if name in shapes else dims, t)
+                  for name, dims, t in inputs]
     rng = np.random.default_rng(seed)
     bounds = bounds or {}
     feeds = {}

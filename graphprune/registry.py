@@ -67,7 +67,8 @@ class PrunePass(ir.passes.InPlacePass):
         changed = {k: v for k, v in self.opts.items() if v != self.options[k]}
         if not changed:
             return self.name
-        return self.name + ":" + ",".join(f"{k}={v}" for k, v in changed.items())
+        return self.name + ":" + ",".join(f"{k}={str(v).lower() if isinstance(v, bool) else v}"
+                                          for k, v in changed.items())
 
 
 def register(cls: type[PrunePass]) -> type[PrunePass]:

@@ -106,9 +106,7 @@ def summary_table(report: dict[str, Any]) -> str:
         lines.append(f"{name:12}{_human(x, unit):>12}{_human(y, unit):>12}{ratio:>9}")
     if "latency_ms" in b:
         x, y = b["latency_ms"], a["latency_ms"]
-        batch = report.get("bench", {}).get("batch")
-        lines.append(f"{'latency':12}{x:>10.3f}ms{y:>10.3f}ms{x / y:>8.2f}x"
-                     + (f"   (ONNX Runtime, batch {batch}, median)" if batch else ""))
+        lines.append(f"{'latency':12}{x:>10.3f}ms{y:>10.3f}ms{x / y:>8.2f}x   (pruning; see below)")
     acc = report.get("accuracy")
     if acc:
         lines.append(f"{'top-1':12}{acc['before'] * 100:>11.2f}%{acc['after'] * 100:>11.2f}%"

@@ -99,6 +99,28 @@ def save_model(model: ir.Model, out_path: str, input_path: str | None = None,
         raise
 
 
+def copy_model(src: str, out_path: str, before_commit: Callable[[str], None] | None = None) -> None:
+    """Write the input file's bytes to `out_path`, atomically (a model whose external data
+    would need rewriting is saved through `save_model` instead)."""
+    import shutil
+
+    check_output_path(out_path, src)
+    out_abs = os.path.abspath(out_path)
+    folder, name = os.path.split(out_abs)
+    fd, tmp = tempfile.mkstemp(prefix=f".{name}.{os.getpid()}.", suffix=".tmp", dir=folder)
+    os.fchmod(fd, file_mode())
+    os.close(fd)
+    try:
+        shutil.copyfile(src, tmp)
+        if before_commit is not None:
+            before_commit(tmp)
+        os.replace(tmp, out_abs)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
 def save_scratch(model: ir.Model, path: str) -> None:
     """Write an intermediate model for ONNX Runtime to run (calibration, refits,
     --verify-each). IR versions before 4 want every initializer listed as an input, which

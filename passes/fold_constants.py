@@ -87,6 +87,16 @@ def _foldable(node: ir.Node) -> bool:
     return not node.op_type.startswith("Random") and node.op_type not in ("Multinomial", "Bernoulli")
 
 
+def _copies_shared_weights(node: ir.Node) -> bool:
+    """Folding would store a second version of a weight another node also reads (the
+    transposed embedding of a tied LM head): the model would grow, so the node stays."""
+    for v in node.inputs:
+        t = v.const_value if v is not None else None
+        if t is not None and t.dtype.is_floating_point() and t.size > 1 and len(list(v.uses())) > 1:
+            return True
+    return False
+
+
 def fold_constants(model: ir.Model) -> int:
     """Fold in place; return the number of nodes folded."""
     graph = model.graph
@@ -94,7 +104,7 @@ def fold_constants(model: ir.Model) -> int:
     outputs = {id(v) for v in graph.outputs}
     folded = 0
     for node in list(graph):
-        if not _foldable(node) or any(id(o) in outputs for o in node.outputs):
+        if not _foldable(node) or any(id(o) in outputs for o in node.outputs) or _copies_shared_weights(node):
             continue
         if node.op_type == "Shape":
             s = shape_of(node.inputs[0])

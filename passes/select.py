@@ -253,5 +253,6 @@ class SelectPass(PrunePass):
                     f"these constraints is {what}={reached / total:.3f}")
             if self.opts["strict"]:
                 raise BadInput(line)
-            self.ctx.warn(line + ", which was taken")
+            if reached < total:  # a plan that removes nothing is reported as such below
+                self.ctx.warn(line + ", which was taken")
         return best

@@ -3,8 +3,10 @@
 Exporters deduplicate equal constants: a freshly initialised transformer has every bias
 at zero and every LayerNorm scale at one, and one initializer then feeds all of them.
 Through that constant every bias axis would be one group, and heads could not be pruned
-per layer. Small constants (vectors and scalars) get one copy per reader; a big shared
-matrix is real weight tying (an embedding used as the output head) and stays shared.
+per layer. Small constants (vectors and scalars, and matrices of at most SMALL elements)
+get one copy per reader; a bigger shared matrix is real weight sharing (an embedding used
+as the output head, a recurrent weight read in every step) and stays shared: copying it
+would multiply the model's size and its parameter counts.
 `cleanup` merges equal constants again at the end.
 
 Shape targets built at run time (`Concat(Shape(x)[0:2], [4], [16])`) shared by several
@@ -17,7 +19,7 @@ import onnx_ir as ir
 
 from graphprune.initializers import free_name, new_initializer
 
-SMALL = 1 << 16  # elements; vectors of any length count as small
+SMALL = 1 << 12  # elements of a shared matrix that is copied; vectors of any length are
 
 
 def unshare_constants(graph: ir.Graph) -> int:
@@ -31,6 +33,7 @@ def unshare_constants(graph: ir.Graph) -> int:
             continue
         for n, use in enumerate(uses[1:], start=1):
             copy = new_initializer(graph, f"{value.name}_use{n}", arr.numpy())
+            copy.meta["copy_of"] = value.name  # stored once: analysis.cost.stored_params
             use.node.replace_input_with(use.idx, copy)
             copies += 1
     return copies

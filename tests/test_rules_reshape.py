@@ -30,10 +30,14 @@ def test_flatten_ties_each_channel_to_its_block(tmp_path):
     assert diff < 1e-5
 
 
-def _heads(n_heads=3, head_dim=4):
+def _heads(attention=True, n_heads=3, head_dim=4):
+    """x -> q -> (b, s, h, d) -> (b, h, s, d) -> [self-attention] -> back to (b, s, h*d) -> o."""
     d = n_heads * head_dim
+    mix = ([N("Transpose", ["t"], ["tk"], perm=[0, 1, 3, 2]), N("MatMul", ["t", "tk"], ["sc"]),
+            N("Softmax", ["sc"], ["p"], axis=-1), N("MatMul", ["p", "t"], ["s"])] if attention else
+           [N("Softmax", ["t"], ["s"], axis=-1)])
     return build([N("MatMul", ["x", "wq"], ["q"]), N("Reshape", ["q", "split"], ["h"]),
-                  N("Transpose", ["h"], ["t"], perm=[0, 2, 1, 3]), N("Softmax", ["t"], ["s"], axis=-1),
+                  N("Transpose", ["h"], ["t"], perm=[0, 2, 1, 3]), *mix,
                   N("Transpose", ["s"], ["u"], perm=[0, 2, 1, 3]), N("Reshape", ["u", "merge"], ["m"]),
                   N("MatMul", ["m", "wo"], ["y"])],
                  {"wq": w(8, d), "split": i64(2, 5, n_heads, head_dim), "merge": i64(2, 5, d), "wo": w(d, 8)},
@@ -50,6 +54,13 @@ def test_a_split_into_heads_makes_a_head_one_unit(tmp_path):
     out = onnx.load(str(tmp_path / "p.onnx"))
     targets = {tuple(onnx.numpy_helper.to_array(i)) for i in out.graph.initializer if i.data_type == 7}
     assert (2, 5, 2, 4) in targets and (2, 5, 8) in targets  # one head gone, head_dim kept
+
+
+def test_blocks_that_no_attention_reads_are_channels():
+    """The same blocks without Q·Kᵀ (a pixel shuffle, a grouped reshape) are not heads:
+    `select:heads=` must not apply to them."""
+    g = group_of(analyse(_heads(attention=False)), "wq", 1)
+    assert g.n_units == 3 and g.kind == "channels"
 
 
 def test_channel_shuffle_keeps_one_channel_of_every_group_together(tmp_path):

@@ -25,8 +25,27 @@ class Totals:
     macs: float
 
 
+def stored_params(model: ir.Model) -> int:
+    """Elements of the floating-point weights the model holds, each once however many
+    nodes read it: copies that normalization made of a shared constant (which share its
+    memory) count once, unlike in CostModel's params, which count what pruning can remove
+    per reader. Weights a model builds at run time from constants (ConstantOfShape) count
+    once folded."""
+    inits = model.graph.initializers
+    total = 0
+    for v in inits.values():
+        t = v.const_value
+        if t is None or t.dtype not in _FLOAT:
+            continue
+        source = inits.get(v.meta.get("copy_of", ""))  # unshare's copies (passes/unshare.py)
+        if source is not None and source.const_value is not None and tuple(source.const_value.shape) == tuple(t.shape):
+            continue
+        total += math.prod(t.shape)
+    return int(total)
+
+
 class CostModel:
-    def __init__(self, model: ir.Model, flow: Flow, groups: list[Group]):
+    def __init__(self, model: ir.Model, flow: Flow, groups: list[Group], mac_terms=None):
         self.sizes = flow.sizes
         self.values: list[tuple[float, list[DimKey]]] = []
         for v in model.graph.initializers.values():
@@ -35,7 +54,8 @@ class CostModel:
                 continue
             numel = float(math.prod(t.shape))
             self.values.append((numel, [(v.name, a) for a in range(len(t.shape))]))
-        self.terms = flow.mac_terms
+        # MAC terms: the flow's own, or those at the deployment shape (analysis.deploy_shape).
+        self.terms = mac_terms if mac_terms is not None else flow.mac_terms
         # For every axis inside a group: how many of its positions each unit owns.
         self.owner: dict[DimKey, tuple[int, np.ndarray]] = {}
         for g in groups:

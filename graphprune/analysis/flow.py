@@ -40,6 +40,7 @@ class Flow:
     pins: dict[DimKey, list[str]]
     roles: list[tuple[DimKey, str, str]]  # (axis, role, node name)
     mac_terms: list[tuple[str, float, list[DimKey]]] = field(default_factory=list)
+    attention: set[DimKey] = field(default_factory=set)  # axes whose units attention mixes as heads
 
 
 class FlowBuilder:
@@ -54,6 +55,7 @@ class FlowBuilder:
         self.pins: dict[DimKey, list[str]] = {}
         self.roles: list[tuple[DimKey, str, str]] = []
         self.mac_terms: list[tuple[str, float, list[DimKey]]] = []
+        self.attention: set[DimKey] = set()
         self.graph = nx.Graph()
         self.node: ir.Node | None = None
         self._mentioned: set[DimKey] = set()
@@ -113,6 +115,14 @@ class FlowBuilder:
         k = self._key(value, axis)
         if k is not None and value.name in self.constant:
             self.roles.append((k, role, self.node.name or ""))
+
+    def attends(self, value: ir.Value | None, axis: int) -> None:
+        """Record that attention treats the units of this axis as heads (a batch axis of
+        Q·Kᵀ or of the weights·V, a head axis of a fused attention op): a group through
+        it is of kind 'heads'."""
+        k = self._key(value, axis)
+        if k is not None:
+            self.attention.add(k)
 
     def macs(self, total: float, factors: list[tuple[ir.Value, int]]) -> None:
         """Record that this node's MACs scale with the sizes of the given axes."""
@@ -187,7 +197,7 @@ class FlowBuilder:
 
     def build(self) -> Flow:
         return Flow(self.graph, self.sizes, self.constant, self.ties, self.pins, self.roles,
-                    self.mac_terms)
+                    self.mac_terms, self.attention)
 
 
 def build_flow(model: ir.Model, options: dict | None = None) -> Flow:

@@ -27,6 +27,7 @@ class Group:
     roles: list[tuple[DimKey, str, str]]
     params_per_unit: np.ndarray = field(default_factory=lambda: np.zeros(0))
     macs_per_unit: np.ndarray = field(default_factory=lambda: np.zeros(0))
+    attends: bool = False  # attention treats its units as heads (flow.attention)
 
     @property
     def prunable(self) -> np.ndarray:
@@ -34,9 +35,12 @@ class Group:
 
     @property
     def kind(self) -> str:
-        """'heads' when a unit is a block of consecutive rows of a producing weight (an
-        attention head: head_dim rows of Q, K and V), else 'channels' (a conv channel, an
-        MLP neuron, a hidden feature)."""
+        """'heads' when attention consumes the group's units as heads and a unit is a block
+        of consecutive rows of a producing weight (head_dim rows of Q, K and V), else
+        'channels' (a conv channel, an MLP neuron, a hidden feature; also a channel-shuffle
+        or pixel-shuffle group, whose units are blocks too but no attention reads them)."""
+        if not self.attends:
+            return "channels"
         for key, role, _ in self.roles:
             if role != "out":
                 continue
@@ -138,5 +142,6 @@ def find_groups(flow: Flow) -> list[Group]:
         for d in dims:
             if d in flow.pins:
                 pinned[members[d]] = True
-        groups.append(Group(len(groups), members, n_units, pinned, reasons, roles))
+        attends = any(d in flow.attention for d in dims)
+        groups.append(Group(len(groups), members, n_units, pinned, reasons, roles, attends=attends))
     return groups

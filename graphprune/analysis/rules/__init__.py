@@ -4,7 +4,7 @@ This is the one place that says how an op's channels behave. An op type missing 
 pins every axis it touches, and the report names the node.
 """
 
-from graphprune.analysis.rules import attention, conv_linear, elementwise, layout, norm_pool, reshape
+from graphprune.analysis.rules import attention, conv_linear, elementwise, layout, norm_pool, quantized, reshape
 from graphprune.analysis.rules.base import Rule
 
 RULES: dict[str, Rule] = {
@@ -13,6 +13,7 @@ RULES: dict[str, Rule] = {
     **norm_pool.RULES,
     **reshape.RULES,
     **layout.RULES,
+    **{op: r for op, r in quantized.RULES.items() if op != "QGemm"},
     "Attention": Rule(attention.onnx_attention, attention.onnx_attention_rewrite),
 }
 
@@ -28,6 +29,7 @@ CONTRIB_RULES: dict[str, Rule] = {
     "Gelu": Rule(elementwise.unary),
     "QuickGelu": Rule(elementwise.unary),
     "BiasAdd": Rule(elementwise.nary),
+    **quantized.RULES,
 }
 
 

@@ -32,6 +32,7 @@ def _heads_of(b, value, axis, n_heads, offset=0, length=None):
     size = total // n_heads
     pos, first = _blocks(n_heads, size, offset)
     b.tie_within(value, axis, pos, first)
+    b.attends(value, axis)
     return size
 
 
@@ -211,6 +212,7 @@ def onnx_attention(node, b) -> None:
         b.tie(q, 1, y, 1)
         b.tie(k, 1, v, 1)
         b.tie(q, 1, k, 1, np.arange(sq[1]), np.arange(sq[1]) // g)
+        b.attends(q, 1)
         b.tie(v, 3, y, 3)
         b.pin(q, 3, "head size sets the softmax scale")
         b.pin(k, 3, "head size sets the softmax scale")

@@ -130,6 +130,10 @@ def matmul(node, b) -> None:
     b.tie(a, ra - 1, w, rw - 2)  # contraction axis
     b.tie(a, ra - 2, y, ry - 2)
     b.tie(w, rw - 1, y, ry - 1)
+    if b.const(a) is None and b.const(w) is None:  # activation x activation: Q·Kᵀ, weights·V
+        for x, r in ((a, ra), (w, rw), (y, ry)):
+            for axis in range(r - 2):
+                b.attends(x, axis)
     for x, sx in ((a, sa), (w, sw)):  # batch axes broadcast
         shift = ry - len(sx)
         for axis in range(len(sx) - 2):
