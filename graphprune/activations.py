@@ -104,7 +104,7 @@ def collect(model: ir.Model, requests: dict[str, Request], calib: Calibration,
         return {}
     graph_inputs = {v.name for v in model.graph.inputs}
     computed = [n for n in names if n not in graph_inputs]  # model inputs come from the feeds
-    sess = model_session(model, computed)
+    sess = model_session(model, computed, batch_free=calib.batch_free)
     stats = {name: ChannelStats() for name in names}
     progress = Progress("calibration", calib.n_samples, calib.quiet or quiet)
     try:

@@ -34,6 +34,8 @@ class Calibration:
         self.batch = max(int(batch), 1)
         self.want = input_spec(inputs)
         self.fixed_batch = fixed_batch(self.want)
+        self.batch_free = False  # see free_batch_if_safe
+        self.requested_batch = self.batch
         if self.fixed_batch:  # a model with a fixed batch size runs batches of exactly that size
             self.batch = self.fixed_batch
         self.limit = limit
@@ -105,6 +107,20 @@ class Calibration:
             yield feeds
         self.digest = h.hexdigest()
 
+    def free_batch_if_safe(self, model) -> bool:
+        """A model exported with a fixed batch of 1 would take its calibration one sample
+        at a time (3x slower than batches). Where a copy of it with a free batch computes
+        the same on the first samples (runtime.batch_frees), sessions use that copy and
+        batches of the requested size."""
+        from graphprune.runtime import batch_frees
+
+        if self.fixed_batch != 1 or self._arrays is None or self._per_run:
+            return False
+        samples = [feeds for _, feeds in zip(range(2), self._raw_batches())]
+        if batch_frees(model, samples):
+            self.batch_free, self.fixed_batch, self.batch = True, None, self.requested_batch
+        return self.batch_free
+
     def keep(self, feeds: Feeds) -> np.ndarray | None:
         """The positions of a batch that count (the --calib-mask input is non-zero), or None
         without a mask."""
@@ -126,6 +142,8 @@ class Calibration:
         out = {"source": self.source, "samples": self.n_samples, "sha256": self.digest, "batch": self.batch}
         if self.holdout:
             out["held_out_for_verification"] = self.holdout
+        if self.batch_free:
+            out["batch_freed"] = "the model's fixed batch of 1 was freed for calibration runs"
         if self.mask:
             out["mask"] = self.mask
             out["unmasked_tensors"] = sorted(self.unmasked)

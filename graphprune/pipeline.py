@@ -167,6 +167,7 @@ def _prune(model_path: str, opts: Options) -> dict[str, Any]:
         ctx.calibration = Calibration(opts.calib, graph_input_meta(model), batch=opts.calib_batch,
                                       limit=opts.calib_samples, quiet=opts.quiet, mask=opts.calib_mask,
                                       holdout=holdout)
+        ctx.calibration.free_batch_if_safe(model)
     specs = complete_pipeline(opts.passes, calibrated=ctx.calibration is not None)
     ctx.report.update({"input": model_path, "output": opts.output, "pipeline": specs})
 

@@ -1,20 +1,37 @@
-"""A one-line progress bar on stderr for the long steps (calibration, ablation, refit,
-statistics restoration); silent when stderr is not a terminal, in CI (the CI variable is
+"""Progress of the long steps (calibration, ablation, refit, statistics restoration) on
+stderr: a one-line bar on a terminal; off a terminal (a log, a pipe) a plain line at most
+every LOG_EVERY seconds once the step has run that long; nothing in CI (the CI variable is
 set) or when quiet."""
 
 from __future__ import annotations
 
 import os
 import sys
+import time
+
+LOG_EVERY = 10.0
 
 
 class Progress:
     def __init__(self, label: str, total: int | None, quiet: bool = False, unit: str = "samples"):
         self.label, self.total, self.done, self.unit = label, total, 0, unit
-        self.on = not quiet and sys.stderr.isatty() and not os.environ.get("CI")
+        shown = not quiet and not os.environ.get("CI")
+        self.on = shown and sys.stderr.isatty()
+        self.log = shown and not self.on
+        self.start = self.last = time.monotonic()
+
+    def _count(self) -> str:
+        return f"{self.done}/{self.total}" if self.total else f"{self.done} {self.unit}"
 
     def update(self, n: int) -> None:
         self.done += n
+        if self.log:
+            now = time.monotonic()
+            if now - self.last >= LOG_EVERY:
+                self.last = now
+                sys.stderr.write(f"{self.label}: {self._count()} {self.unit} after {now - self.start:.0f} s\n")
+                sys.stderr.flush()
+            return
         if not self.on:
             return
         if self.total:

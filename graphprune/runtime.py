@@ -47,13 +47,49 @@ def session(path: str, optimize: bool = False, threads: int = 0,
     return ort.InferenceSession(path, opts, providers=["CPUExecutionProvider"])
 
 
-def model_session(model: ir.Model, outputs: list[str] = (), who: str = "calibration", optimize: bool = False):
+def free_batch(model: ir.Model) -> ir.Model:
+    """A copy (tensors shared) whose inputs and outputs of a fixed batch of 1 take any
+    batch, shapes inferred again. Whether it computes the same is for `batch_frees` to say."""
+    from graphprune.shapes import infer_exact_shapes
+
+    copy = model.clone()
+    for v in [*copy.graph.inputs, *copy.graph.outputs]:
+        if v.shape is not None and len(v.shape) and v.shape[0] == 1 and v.name not in copy.graph.initializers:
+            v.shape = ir.Shape(["graphprune_batch", *list(v.shape)[1:]])
+    infer_exact_shapes(copy)
+    return copy
+
+
+def batch_frees(model: ir.Model, samples: list[dict]) -> bool:
+    """Whether a fixed-batch-1 model, its batch made free, gives on a batch of the samples
+    what it gives on each alone (a model that spells its batch out in a Reshape does not)."""
+    if len(samples) < 2:
+        return False
+    try:
+        one = model_session(model)
+        many = model_session(model, batch_free=True)
+        singles = [one.run(None, s) for s in samples]
+        joint = many.run(None, {k: np.concatenate([s[k] for s in samples]) for k in samples[0]})
+    except Exception:  # noqa: BLE001 - any failure means: keep the model's own batch
+        return False
+    for i, got in enumerate(joint):
+        want = np.concatenate([s[i] for s in singles])
+        if got.shape != want.shape or not np.allclose(got, want, rtol=1e-4, atol=1e-5):
+            return False
+    return True
+
+
+def model_session(model: ir.Model, outputs: list[str] = (), who: str = "calibration", optimize: bool = False,
+                  batch_free: bool = False):
     """A session of an in-memory model with the tensors `outputs` exposed as extra graph
     outputs. The model is written to a temporary folder (external data stays external) and
-    its outputs are restored; `who` names the caller in errors."""
+    its outputs are restored; `who` names the caller in errors. `batch_free`: the session
+    of free_batch(model), for a fixed-batch-1 model that batch_frees."""
     from graphprune.saving import save_scratch
     from graphprune.shapes import infer_exact_shapes
 
+    if batch_free:
+        model = free_batch(model)
     values = {v.name: v for node in model.graph for v in node.outputs if v is not None}
     missing = [n for n in outputs if n not in values]
     if missing:

@@ -60,7 +60,7 @@ class Ablation(ScorePass):
         pairs = [(g, c) for g, cons in mine for c in cons]
         self.raw = {}
         with _masked(model, [(c, inits[c.key[0]].const_value.dtype) for _, c in pairs]) as names:
-            sess = model_session(model, who="ablate", optimize=True)
+            sess = model_session(model, who="ablate", optimize=True, batch_free=calib.batch_free)
             ones = {n: np.ones(_mask_shape(c), np.float32) for (_, c), n in zip(pairs, names)}
             dense = [_run(sess, {**f, **ones}) for f in batches]
             keeps = [calib.keep(f) for f in batches]

@@ -70,7 +70,8 @@ class RefitPass(PrunePass):
             return False
         inputs = {v.name for v in removal.dense.graph.inputs}
         computed = sorted({lay.data for lay in live} - inputs)
-        dense = model_session(removal.dense, computed, "refit") if computed else None
+        free = self.ctx.calibration.batch_free
+        dense = model_session(removal.dense, computed, "refit", batch_free=free) if computed else None
         calib = self.ctx.calibration.limited(int(self.opts["samples"]) or None)
         done = 0
         with Progress(f"refit ({len(live)} layers)", len(live), self.ctx.quiet, unit="layers") as progress:
@@ -121,7 +122,7 @@ class RefitPass(PrunePass):
     def _moments(self, model, lay, target, calib, dense):
         """[x', 1]^T [x', 1] and [x', 1]^T (x W) over the calibration data."""
         inputs = {v.name for v in model.graph.inputs}
-        pruned = model_session(model, [lay.data], "refit") if lay.data not in inputs else None
+        pruned = model_session(model, [lay.data], "refit", batch_free=calib.batch_free) if lay.data not in inputs else None
         rng = np.random.default_rng(0)
         a = b = None
         for feeds in calib.batches():

@@ -61,3 +61,17 @@ def test_long_passes_show_progress_on_a_terminal(tmp_path, monkeypatch, quiet):
     text = terminal.getvalue()
     for label in ("ablation", "refit", "restore-stats"):
         assert (label in text) != quiet, (label, text)
+
+
+def test_off_a_terminal_a_line_every_few_seconds(monkeypatch):
+    import graphprune.progress as progress
+
+    monkeypatch.delenv("CI", raising=False)
+    err = io.StringIO()  # not a terminal
+    monkeypatch.setattr("sys.stderr", err)
+    clock = iter([0.0, 3.0, 12.0, 15.0, 25.0])
+    monkeypatch.setattr(progress.time, "monotonic", lambda: next(clock))
+    p = Progress("refit", 4, unit="layers")
+    for _ in range(4):
+        p.update(1)
+    assert err.getvalue().splitlines() == ["refit: 2/4 layers after 12 s", "refit: 4/4 layers after 25 s"]
