@@ -21,7 +21,6 @@ import onnx_ir as ir
 from graphprune.calibration import Calibration
 from graphprune.errors import BadInput, first_line
 from graphprune.progress import Progress
-from graphprune.runtime import model_session
 
 
 @dataclass
@@ -104,7 +103,7 @@ def collect(model: ir.Model, requests: dict[str, Request], calib: Calibration,
         return {}
     graph_inputs = {v.name for v in model.graph.inputs}
     computed = [n for n in names if n not in graph_inputs]  # model inputs come from the feeds
-    sess = model_session(model, computed, batch_free=calib.batch_free)
+    sess, calib = calib.session(model, computed)
     stats = {name: ChannelStats() for name in names}
     progress = Progress("calibration", calib.n_samples, calib.quiet or quiet)
     try:

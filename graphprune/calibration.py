@@ -111,15 +111,36 @@ class Calibration:
         """A model exported with a fixed batch of 1 would take its calibration one sample
         at a time (3x slower than batches). Where a copy of it with a free batch computes
         the same on the first samples (runtime.batch_frees), sessions use that copy and
-        batches of the requested size."""
+        batches of the requested size; `session` checks each model it is asked for again
+        (normalization can fold the batch into a shape constant)."""
         from graphprune.runtime import batch_frees
 
         if self.fixed_batch != 1 or self._arrays is None or self._per_run:
             return False
-        samples = [feeds for _, feeds in zip(range(2), self._raw_batches())]
-        if batch_frees(model, samples):
+        self._samples = [feeds for _, feeds in zip(range(2), self._raw_batches())]
+        self._frees: dict = {}
+        if batch_frees(model, self._samples):
             self.batch_free, self.fixed_batch, self.batch = True, None, self.requested_batch
         return self.batch_free
+
+    def session(self, model, outputs=(), who: str = "calibration", optimize: bool = False):
+        """(ONNX Runtime session exposing `outputs`, the calibration to run it on): with a
+        freed batch where this model still computes the same with it, else one sample at a
+        time."""
+        from graphprune.runtime import batch_frees, model_session
+
+        if not self.batch_free:
+            return model_session(model, outputs, who, optimize), self
+        key = (id(model), tuple((n.op_type, n.outputs[0].name if n.outputs else None) for n in model.graph))
+        if key not in self._frees:
+            self._frees[key] = batch_frees(model, self._samples)
+        if self._frees[key]:
+            return model_session(model, outputs, who, optimize, batch_free=True), self
+        import copy
+
+        single = copy.copy(self)
+        single.batch_free, single.fixed_batch, single.batch = False, 1, 1
+        return model_session(model, outputs, who, optimize), single
 
     def keep(self, feeds: Feeds) -> np.ndarray | None:
         """The positions of a batch that count (the --calib-mask input is non-zero), or None

@@ -55,4 +55,5 @@ class Checker:
                 outside.append(f"task metric {next(iter(after))}: kept {kept * 100:.1f}% < {limit * 100:.1f}%")
             self.result["outside_tolerance"] = outside
         if self.explicit and outside:
-            raise ToleranceError("outside --tolerance, nothing written: " + "; ".join(outside))
+            raise ToleranceError("outside --tolerance, nothing written: " + "; ".join(outside) +
+                                 " (--find-budget searches for the smallest model within it)")

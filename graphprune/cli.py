@@ -1,4 +1,5 @@
 """graphprune MODEL -o OUT [--pass NAME[:key=value,...]]...
+graphprune calib MODEL -o calib.npz (--images DIR | --text FILE | --audio DIR | --arrays ...)
 
 Exit codes: 0 success, 2 bad input or usage, 3 a result outside --tolerance (not written),
 1 internal error (or a result that failed verification, which is then not written).
@@ -24,7 +25,8 @@ def _parser() -> argparse.ArgumentParser:
                "with --calib: normalize, wifv:normalize=standardize, select:macs=0.5,scope=global,round_to=auto,"
                "strict=false, remove, refit, cleanup. Stages left out of --pass are "
                "filled in (with --calib and a criterion named, the data-free defaults). "
-               "Example: graphprune m.onnx -o small.onnx --calib data.npz --pass select:macs=0.5",
+               "Example: graphprune m.onnx -o small.onnx --calib data.npz --pass select:macs=0.5. "
+               "Calibration files: graphprune calib MODEL -o data.npz --images DIR (see graphprune calib -h).",
     )
     p.add_argument("model", nargs="?", help="input ONNX file (never modified)")
     p.add_argument("-o", "--output", help="where to write the pruned model")
@@ -45,6 +47,9 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--eval-metric", metavar="MODULE:FUNCTION",
                    help="a task metric: FUNCTION(model_path) -> number (higher is better), from a module or a "
                         "FILE.py; reported before/after, and checked by --tolerance metric=")
+    p.add_argument("--find-budget", action="store_true",
+                   help="with --tolerance: where the budget asked for is outside it, bisect to the smallest model "
+                        "within it (a few full runs) and write that one")
     p.add_argument("--shape", dest="shapes", action="append", default=[], metavar="INPUT=D0,D1,...",
                    help="the deployment shape of an input (repeatable): MACs, budgets and --bench use it where the "
                         "model's sizes are symbolic")
@@ -116,7 +121,12 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _main(argv: list[str] | None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
     try:
+        if argv[:1] == ["calib"]:  # graphprune calib MODEL -o calib.npz --images DIR ...
+            from graphprune.make_calib import main as calib_main
+
+            return calib_main(argv[1:])
         args = _parser().parse_args(argv)
         return _run(args)
     except GraphpruneError as e:
@@ -156,7 +166,7 @@ def _run(args) -> int:
                    calib_mask=args.calib_mask, quiet=args.quiet,
                    bench_repeats=args.bench_repeats, bench_batch=args.bench_batch,
                    report=args.report, eval_output=args.eval_output, eval_metric=args.eval_metric,
-                   tolerance=args.tolerance, shapes=args.shapes)
+                   tolerance=args.tolerance, shapes=args.shapes, find_budget=args.find_budget)
     report = prune(args.model, opts)
     for line in report.get("warnings", []):
         print(f"graphprune: warning: {line}", file=sys.stderr)

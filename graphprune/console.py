@@ -60,6 +60,10 @@ def print_report(report: dict[str, Any], verbose: bool) -> None:
         print(line)
     for line in verification_lines(report.get("verification", {})):
         print(line)
+    search = report.get("budget_search")
+    if search and len(search["tries"]) > 1:
+        tried = ", ".join(f"{t['budget']} {'within' if t['within'] else 'outside'}" for t in search["tries"])
+        print(f"budget: {search['asked']} was outside --tolerance; tried {tried}; wrote {search['chosen']}")
     hint = latency_hint(report)
     if hint:
         print(hint)

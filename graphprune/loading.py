@@ -40,6 +40,7 @@ def load_model(path: str | os.PathLike) -> ir.Model:
         check_tensor(tensor, f"{path}: {where}", base_dir)
     _check_text(proto, path)
     _check_with_onnx(proto, path)
+    _check_value_types(proto, path)
     try:
         model = ir.serde.deserialize_model(proto)
     except Exception as e:  # noqa: BLE001 - a model onnx-ir cannot represent is bad input
@@ -69,6 +70,18 @@ def _check_with_onnx(proto: onnx.ModelProto, path: str) -> None:
         onnx.checker.check_model(stripped)
     except Exception as e:  # noqa: BLE001 - checker errors come in several types
         raise BadInput(f"{path}: not a valid ONNX model ({first_line(e)})") from None
+
+
+def _check_value_types(proto, path: str) -> None:
+    """Map-typed values (scikit-learn's ZipMap output: a sequence of maps) are not read;
+    say which and how to export without them."""
+    for vi in [*proto.graph.input, *proto.graph.output, *proto.graph.value_info]:
+        t = vi.type
+        while t.HasField("sequence_type"):
+            t = t.sequence_type.elem_type
+        if t.HasField("map_type"):
+            raise BadInput(f"{path}: value {vi.name!r} is a map (a classifier's ZipMap output), which graphprune does "
+                           "not read: export the model without it (skl2onnx: options={'zipmap': False})")
 
 
 def _check_text(msg, path: str) -> None:

@@ -67,6 +67,7 @@ class Options:
     eval_metric: str | None = None   # MODULE:FUNCTION or FILE.py:FUNCTION, a task metric of the model file
     tolerance: str | None = None     # e.g. "top1=0.95,psnr=30": outside it, nothing is written
     shapes: list[str] = field(default_factory=list)  # "input=1,3,640,640": the shape MACs are counted at
+    find_budget: bool = False        # outside --tolerance: bisect the budget to the smallest model within it
     bench: bool = False
     bench_repeats: int = 30
     bench_batch: int = 16
@@ -143,7 +144,12 @@ def prune(model_path: str | os.PathLike, opts: Options | None = None, **options:
         from graphprune.saving import check_output_path
 
         check_output_path(opts.output, model_path)
-    result = _prune(model_path, opts)
+    if opts.find_budget and opts.output:
+        from graphprune.budget_search import find_budget
+
+        result = find_budget(model_path, opts, _prune)
+    else:
+        result = _prune(model_path, opts)
     if opts.report:
         reporting.write_json(result, opts.report)
     return result

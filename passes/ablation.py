@@ -25,7 +25,7 @@ from graphprune.consumers import consumers
 from graphprune.errors import BadInput, first_line
 from graphprune.progress import Progress
 from graphprune.registry import register
-from graphprune.runtime import model_session, run_on
+from graphprune.runtime import run_on
 from graphprune.scoring import ScorePass
 
 
@@ -56,11 +56,11 @@ class Ablation(ScorePass):
             raise BadInput(f"ablate: {units} units to switch off one at a time (max_units="
                            f"{self.opts['max_units']}); use groups=heads or raise max_units")
         calib = self.ctx.calibration.limited(int(self.opts["samples"]))
-        batches = list(calib.batches())
         pairs = [(g, c) for g, cons in mine for c in cons]
         self.raw = {}
         with _masked(model, [(c, inits[c.key[0]].const_value.dtype) for _, c in pairs]) as names:
-            sess = model_session(model, who="ablate", optimize=True, batch_free=calib.batch_free)
+            sess, calib = calib.session(model, who="ablate", optimize=True)
+            batches = list(calib.batches())
             ones = {n: np.ones(_mask_shape(c), np.float32) for (_, c), n in zip(pairs, names)}
             dense = [_run(sess, {**f, **ones}) for f in batches]
             keeps = [calib.keep(f) for f in batches]

@@ -35,7 +35,7 @@ from graphprune.lstsq import ridge_solve
 from graphprune.patches import ConvGeometry, conv_geometry, patches_at, sample_positions
 from graphprune.progress import Progress
 from graphprune.registry import PrunePass, register
-from graphprune.runtime import model_session, run_on
+from graphprune.runtime import run_on
 
 
 @dataclass
@@ -70,9 +70,8 @@ class RefitPass(PrunePass):
             return False
         inputs = {v.name for v in removal.dense.graph.inputs}
         computed = sorted({lay.data for lay in live} - inputs)
-        free = self.ctx.calibration.batch_free
-        dense = model_session(removal.dense, computed, "refit", batch_free=free) if computed else None
         calib = self.ctx.calibration.limited(int(self.opts["samples"]) or None)
+        dense, calib = calib.session(removal.dense, computed, "refit") if computed else (None, calib)
         done = 0
         with Progress(f"refit ({len(live)} layers)", len(live), self.ctx.quiet, unit="layers") as progress:
             for lay in live:
@@ -122,7 +121,10 @@ class RefitPass(PrunePass):
     def _moments(self, model, lay, target, calib, dense):
         """[x', 1]^T [x', 1] and [x', 1]^T (x W) over the calibration data."""
         inputs = {v.name for v in model.graph.inputs}
-        pruned = model_session(model, [lay.data], "refit", batch_free=calib.batch_free) if lay.data not in inputs else None
+        pruned = None
+        if lay.data not in inputs:
+            pruned, alone = calib.session(model, [lay.data], "refit")
+            calib = alone if alone.batch < calib.batch else calib  # both sessions take batches of 1
         rng = np.random.default_rng(0)
         a = b = None
         for feeds in calib.batches():

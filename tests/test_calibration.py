@@ -121,7 +121,7 @@ def test_variance_is_stable_for_large_offsets(tmp_path):
 
 
 def test_make_calib_packs_texts_into_full_windows_without_padding():
-    from make_calib import pack_tokens
+    from graphprune.make_calib import pack_tokens
 
     ids = pack_tokens([[101, 5, 6, 102], [101, 7, 102], [101, 8, 9, 10, 102]], 4)
     np.testing.assert_array_equal(ids, [[101, 5, 6, 102], [101, 7, 102, 101], [8, 9, 10, 102]])

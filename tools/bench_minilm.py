@@ -214,7 +214,7 @@ def calibration(tok, pairs, mode, tmp):
     batch per token length (no padding; the Python API takes batches of any sequence
     length); padded: an npz padded to 64 tokens (masked: the same with --calib-mask
     attention_mask); packed: an npz of 64-token windows of the concatenated sentences
-    (make_calib.py --pack)."""
+    (`graphprune calib --text --pack`)."""
     sentences = pairs[0] + pairs[1]
     ids = [tok(s)["input_ids"] for s in sentences]
     if mode == "lengths":
@@ -229,7 +229,7 @@ def calibration(tok, pairs, mode, tmp):
         print(f"calibration: {len(sentences)} sentences in {len(batches)} batches of equal length, no padding")
         return batches
     if mode == "packed":
-        from make_calib import pack_tokens
+        from graphprune.make_calib import pack_tokens
 
         arr = pack_tokens(ids, 64)
         mask = np.ones_like(arr)
