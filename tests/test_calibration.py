@@ -120,15 +120,6 @@ def test_variance_is_stable_for_large_offsets(tmp_path):
     np.testing.assert_allclose(stats["x"].var, x.astype(np.float64).var(0), rtol=1e-6)
 
 
-def test_make_calib_packs_texts_into_full_windows_without_padding():
-    from graphprune.make_calib import pack_tokens
-
-    ids = pack_tokens([[101, 5, 6, 102], [101, 7, 102], [101, 8, 9, 10, 102]], 4)
-    np.testing.assert_array_equal(ids, [[101, 5, 6, 102], [101, 7, 102, 101], [8, 9, 10, 102]])
-    assert ids.dtype == np.int64
-    assert pack_tokens([[1, 2, 3]], 4).shape == (0, 4)  # a partial window is dropped, never padded
-
-
 def _token_model(tmp_path, flat=False):
     """Embedding -> MatMul -> Relu -> MatMul, the hidden state zeroed where the mask is 0
     (as padding is in a transformer's pooled output); `flat` runs the MLP on (batch*seq, 8)."""
