@@ -33,8 +33,9 @@ def session(path: str, optimize: bool = False, threads: int = 0,
     run, which would skew interleaved latency measurements."""
     import onnxruntime as ort
 
+    ort.set_default_logger_severity(4)  # ONNX Runtime's own error lines would precede our one-line errors
     opts = ort.SessionOptions()
-    opts.log_severity_level = 3
+    opts.log_severity_level = 4
     if lean:
         opts.add_session_config_entry("session.disable_prepacking", "1")
         opts.enable_cpu_mem_arena = False
