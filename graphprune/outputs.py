@@ -5,7 +5,7 @@ shape and name, never from the op that made it):
 
 - `labels`      integer outputs (a classifier's predicted class): agreement
 - `class-scores` float [N, C] (or [N, S, V] token logits): top-1 / top-5 agreement, KL
-- `entries`     [N, A, K] with many entries and few values each (detection anchors):
+- `entries`     [N, A, K] with many entries and few values each (detection anchors, YOLO cells):
                 salient-entry agreement and relative error
 - `map`         [N, C, H, W] with many channels (dense predictions, detection grids):
                 salient-entry agreement and relative error
@@ -51,8 +51,9 @@ def classify(name: str, ref: np.ndarray, state_inputs: dict[str, tuple] | None =
     squeezed = _squeeze_trailing(shape)
     if len(squeezed) == 4:
         return "image" if squeezed[1] <= 4 else "map"
-    if len(squeezed) == 3 and squeezed[1] >= 64 and squeezed[2] <= 64 and not _EMBED.search(name):
-        return "entries"
+    if (len(squeezed) == 3 and squeezed[1] >= 64 and squeezed[2] <= 128 and squeezed[1] > squeezed[2]
+            and not _EMBED.search(name) and not re.search("logit", name, re.I)):
+        return "entries"  # anchors or grid cells x (box, objectness, classes): 4420 x 2, 484 x 85
     if _EMBED.search(name) and not re.search("logit", name, re.I):
         return "embedding"
     if len(squeezed) in (2, 3) and squeezed[-1] > 1 and (_CLASS.search(name) or squeezed[-1] <= 1000):

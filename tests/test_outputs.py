@@ -21,6 +21,8 @@ R = np.random.default_rng(0)
     ("logits", np.zeros((2, 16, 512), np.float32), "class-scores"),
     ("out", np.zeros((8, 10, 1, 1), np.float32), "class-scores"),
     ("scores", np.zeros((1, 4420, 2), np.float32), "entries"),
+    ("output", np.zeros((1, 484, 85), np.float32), "entries"),
+    ("logits", np.zeros((1, 256, 100), np.float32), "class-scores"),
     ("grid", np.zeros((1, 85, 22, 22), np.float32), "map"),
     ("sr", np.zeros((1, 1, 64, 64), np.float32), "image"),
     ("stateN", np.zeros((2, 1, 128), np.float32), "state"),
