@@ -89,16 +89,22 @@ def test_ir3_recipes_with_rewritten_shapes(tmp_path):
 
 
 # -- ../shared/assets/wild ------------------------------------------------------------------------
-def test_face_detector_is_judged_by_its_faces(tmp_path):
+def _faces(tmp_path):
+    """UltraFace, a calibration file of half the photos, verification inputs of the other
+    half, and the task metric counting the faces found on that half."""
     pytest.importorskip("PIL")
     import face_metric
 
-    path = asset("wild", "ultraface-RFB-320.onnx")
     cal, ev = face_metric.split()
     calib, inputs = str(tmp_path / "c.npz"), str(tmp_path / "i.npz")
     np.savez(calib, input=face_metric.photos(names=cal))
     np.savez(inputs, input=face_metric.photos(names=ev))
     metric = os.path.join(os.path.dirname(face_metric.__file__), "face_metric.py") + ":faces_found_held_out"
+    return asset("wild", "ultraface-RFB-320.onnx"), calib, inputs, metric
+
+
+def test_face_detector_is_judged_by_its_faces(tmp_path):
+    path, calib, inputs, metric = _faces(tmp_path)
     plain = prune(path, Options(output=str(tmp_path / "a.onnx"), inputs=inputs, passes=["l1", "select:macs=0.5"],
                                 eval_metric=metric))
     v = plain["verification"]
@@ -114,15 +120,7 @@ def test_face_detector_is_judged_by_its_faces(tmp_path):
 def test_face_detector_budget_that_keeps_its_faces(tmp_path):
     """The calibration recipe at the default budget; where it keeps fewer than 80% of the
     faces on the held-out photos, --find-budget says which budget does."""
-    pytest.importorskip("PIL")
-    import face_metric
-
-    path = asset("wild", "ultraface-RFB-320.onnx")
-    cal, ev = face_metric.split()
-    calib, inputs = str(tmp_path / "c.npz"), str(tmp_path / "i.npz")
-    np.savez(calib, input=face_metric.photos(names=cal))
-    np.savez(inputs, input=face_metric.photos(names=ev))
-    metric = os.path.join(os.path.dirname(face_metric.__file__), "face_metric.py") + ":faces_found_held_out"
+    path, calib, inputs, metric = _faces(tmp_path)
     rep = prune(path, Options(output=str(tmp_path / "p.onnx"), calib=calib, inputs=inputs, eval_metric=metric,
                               tolerance="metric=0.8", find_budget=True))
     assert rep["verification"]["metric"]["retention"] >= 0.8
