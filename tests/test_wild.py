@@ -95,12 +95,14 @@ def _faces(tmp_path):
     pytest.importorskip("PIL")
     import face_metric
 
+    path = asset("wild", "ultraface-RFB-320.onnx")
+    asset("wild", "face_photos")
     cal, ev = face_metric.split()
     calib, inputs = str(tmp_path / "c.npz"), str(tmp_path / "i.npz")
     np.savez(calib, input=face_metric.photos(names=cal))
     np.savez(inputs, input=face_metric.photos(names=ev))
     metric = os.path.join(os.path.dirname(face_metric.__file__), "face_metric.py") + ":faces_found_held_out"
-    return asset("wild", "ultraface-RFB-320.onnx"), calib, inputs, metric
+    return path, calib, inputs, metric
 
 
 def test_face_detector_is_judged_by_its_faces(tmp_path):
