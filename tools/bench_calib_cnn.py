@@ -124,6 +124,10 @@ def main() -> int:
         dense = bench_cnn.export_onnx(model, (1, 3, 32, 32), os.path.join(tmp, "resnet56.onnx"))
         calib = os.path.join(tmp, "calib.npz")
         np.savez(calib, x=xc)
+        # Verification on evaluation images: with --calib alone graphprune would hold out the
+        # calibration file's last samples, and these rows calibrate on all 1,000.
+        inputs = os.path.join(tmp, "inputs.npz")
+        np.savez(inputs, x=x[:64])
         base = bench_cnn.ort_accuracy(dense, x, y)
         print(f"ResNet-56 dense top-1 {base * 100:.2f}% on {len(y)} images", flush=True)
         rows.append({"tool": "dense", "pipeline": "-", "target": 1.0, "top1": base})
@@ -135,7 +139,7 @@ def main() -> int:
                 out = os.path.join(tmp, f"gp_{len(rows)}.onnx")
                 t0 = time.perf_counter()
                 rep = prune(dense, Options(passes=[*score, f"select:macs={keep},include={INCLUDE},round_to=1{extra}", *after],
-                                           output=out, calib=calib, quiet=True))
+                                           output=out, calib=calib, inputs=inputs, quiet=True))
                 secs = time.perf_counter() - t0
                 rows.append({"tool": "graphprune", "pipeline": label, "target": target, "seconds": secs,
                              "mac_reduction": rep["before"]["macs"] / rep["after"]["macs"],

@@ -58,15 +58,17 @@ def cnn_rows(tmp, rows):
     ckpt = next(f for f in os.listdir(os.path.join(bench_cnn.ASSETS, "cifar10")) if f.startswith("resnet20-"))
     model = load_trained(os.path.join(bench_cnn.ASSETS, "cifar10", ckpt), 20).eval()
     x, y = calib_split()
-    calib = os.path.join(tmp, "calib.npz")
+    calib, inputs = os.path.join(tmp, "calib.npz"), os.path.join(tmp, "inputs.npz")
     np.savez(calib, x=x[:500])
+    np.savez(inputs, x=x[500:564])  # verification on development images; calibration keeps all 500
     dense = bench_cnn.export_onnx(model, (1, 3, 32, 32), os.path.join(tmp, "resnet20.onnx"))
     print(f"ResNet-20 dense development top-1 {bench_cnn.ort_accuracy(dense, x[500:], y[500:]) * 100:.2f}%")
     for setting, select in (("default budget", "select:macs=0.5,scope=global,round_to=auto,strict=false"),
                             ("3x MACs", "select:macs=0.3333,scope=global,round_to=1")):
         for label, after in CANDIDATES.items():
             out = os.path.join(tmp, "p.onnx")
-            rep = prune(dense, Options(passes=[SCORE, select, *after], output=out, calib=calib, quiet=True))
+            rep = prune(dense, Options(passes=[SCORE, select, *after], output=out, calib=calib, inputs=inputs,
+                                       quiet=True))
             rows.append({"model": "resnet20", "setting": setting, "candidate": label, "higher_is_better": True,
                          "value": bench_cnn.ort_accuracy(out, x[500:], y[500:]),
                          "mac_reduction": rep["before"]["macs"] / rep["after"]["macs"]})
@@ -82,18 +84,19 @@ def stories_rows(tmp, rows):
     skip = 20000 + 128 * 255  # past the evaluated tokens and the stories tables' calibration windows
     windows = [c for c in llama2c.eval_windows(tok, bench_stories.TEXT, n_tokens=96 * 255, skip=skip) if len(c) == 256]
     calib_ids, dev = np.stack(windows[:64]), windows[64:96]
-    calib = os.path.join(tmp, "stories_calib.npz")
+    calib, inputs = os.path.join(tmp, "stories_calib.npz"), os.path.join(tmp, "stories_inputs.npz")
     np.savez(calib, input_ids=calib_ids)
+    np.savez(inputs, input_ids=np.stack(dev[:4]))
     dense = os.path.join(tmp, "stories260K.onnx")
     onnx.save(llama2c.build_onnx(cfg, w), dense)
     total = bench_stories.block_params(cfg)
-    params = prune(dense, Options(passes=["l1", "select:ratio=0"], dry_run=True))["before"]["params"]
+    params = prune(dense, Options(passes=["l1", "select:ratio=0"], dry_run=True))["before"]["params_analysed"]
     print(f"stories260K dense development NLL {llama2c.nll_per_token(bench_stories.ort_logits(dense), dev):.4f}")
     for budget in (0.2, 0.5):
         select = f"select:params={1 - budget * total / params:.6f},scope=global,round_to=1"
         for label, after in CANDIDATES.items():
             out = os.path.join(tmp, "s.onnx")
-            prune(dense, Options(passes=[SCORE, select, *after], output=out, calib=calib, quiet=True))
+            prune(dense, Options(passes=[SCORE, select, *after], output=out, calib=calib, inputs=inputs, quiet=True))
             rows.append({"model": "stories260K", "setting": f"{budget:.0%} of block params", "candidate": label,
                          "higher_is_better": False,
                          "value": llama2c.nll_per_token(bench_stories.ort_logits(out), dev)})

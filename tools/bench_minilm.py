@@ -289,12 +289,16 @@ def main() -> int:
         calib = None
         if args.calib:
             calib = calibration(tok, load_pairs(calib_idx), args.calib_mode, tmp)
+        # Verification on evaluated sentences (a file --calib would otherwise lose its last samples to it).
+        inputs = os.path.join(tmp, "inputs.npz")
+        ids, mask = ba[0]
+        np.savez(inputs, input_ids=ids[:32], attention_mask=mask[:32])
         # The share of all params the uniform ratio removes, for global allocations at the same budget.
         ratio_removed = {}
         for r in [float(x) for x in args.ratios.split(",")]:
             rep = prune(dense, Options(passes=["l1", f"select:ratio={r},round_to=1"], dry_run=True))
-            ratio_removed[r] = 1 - rep["after"]["params"] / rep["before"]["params"]
-            total = rep["before"]["params"]  # of the dense model
+            ratio_removed[r] = 1 - rep["after"]["params_analysed"] / rep["before"]["params_analysed"]
+            total = rep["before"]["params_analysed"]  # of the dense model, as select's params= counts them
         base = sts_score(ort_embed(dense), ba, bb, gold)
         rows.append({"tool": "dense", "criterion": "-", "ratio": 0.0, "encoder_removed": 0.0, "spearman": base})
         print(f"dense: Spearman {base:.2f} (ONNX Runtime), {sts_score(torch_embed(dense_t), ba, bb, gold):.2f} (torch)")
@@ -320,9 +324,9 @@ def main() -> int:
                             r = 1 - (1 - ratio * step / args.steps) / (1 - ratio * (step - 1) / args.steps)
                             select = f"select:ratio={r:.6f},round_to=1"
                         rep = prune(src, Options(passes=[spec, *extra_scores, select, *after], output=out,
-                                                 calib=calib, quiet=True,
+                                                 calib=calib, quiet=True, inputs=inputs,
                                                  calib_mask="attention_mask" if args.calib_mode == "masked" else None))
-                        src, params = out, rep["after"]["params"]
+                        src, params = out, rep["after"]["params_analysed"]
                     removed = (total - params) / enc
                     scores.append(sts_score(ort_embed(out), ba, bb, gold, keep=cos))
                     if args.calib:

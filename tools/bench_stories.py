@@ -202,7 +202,11 @@ def main() -> int:
             calib = os.path.join(tmp, "calib.npz")
             np.savez(calib, input_ids=calib_ids)
             print(f"calibration: {len(calib_ids)} windows of 256 tokens after the first {args.tokens}")
-        model_params = prune(dense, Options(passes=["l1", "select:ratio=0"], dry_run=True))["before"]["params"]
+        # select's params= is a share of the parameters the analysis counts (params_analysed)
+        model_params = prune(dense, Options(passes=["l1", "select:ratio=0"], dry_run=True))["before"]["params_analysed"]
+        # Verification on evaluated windows: --calib alone would hold out calibration windows.
+        inputs = os.path.join(tmp, "inputs.npz")
+        np.savez(inputs, input_ids=np.stack(windows[:4]))
         probe = windows[0][:64]
         diff = float(np.abs(ort_logits(dense)(probe) - llama2c.forward_numpy(cfg, w, probe)).max())
         print(f"ONNX vs NumPy forward: max |diff| {diff:.2e} over 64 tokens")
@@ -236,8 +240,8 @@ def main() -> int:
                         for _ in range(2):  # compensation may add biases: prune further by what they cost
                             rep = prune(dense, Options(passes=[spec, select(extra), *[a.replace(";", ",")
                                                                                       for a in after]],
-                                                       output=out, calib=calib, quiet=True))
-                            removed = (rep["before"]["params"] - rep["after"]["params"]) / total
+                                                       output=out, calib=calib, inputs=inputs, quiet=True))
+                            removed = (rep["before"]["params_analysed"] - rep["after"]["params_analysed"]) / total
                             if removed >= budget - 5e-4 or not after:
                                 break
                             extra += (budget - removed) * total
