@@ -55,6 +55,7 @@ class Context:
     removal: Removal | None = None  # set by remove
     quiet: bool = False
     deploy_shapes: dict[str, list[int]] | None = None  # input -> shape MACs are counted at
+    reference: Any = None  # graphprune.verify.Reference: the original's run on the verification inputs
     _analysis: Analysis | None = None
     _stats: dict = field(default_factory=dict)
 

@@ -68,6 +68,7 @@ class Options:
     tolerance: str | None = None     # e.g. "top1=0.95,psnr=30": outside it, nothing is written
     shapes: list[str] = field(default_factory=list)  # "input=1,3,640,640": the shape MACs are counted at
     find_budget: bool = False        # outside --tolerance: bisect the budget to the smallest model within it
+    keep_dense: bool = False         # keep the dense model after remove (graphprune.torch reads it)
     bench: bool = False
     bench_repeats: int = 30
     bench_batch: int = 16
@@ -147,21 +148,23 @@ def prune(model_path: str | os.PathLike, opts: Options | None = None, **options:
     if opts.find_budget and opts.output:
         from graphprune.budget_search import find_budget
 
-        result = find_budget(model_path, opts, _prune)
+        result = find_budget(model_path, opts, lambda path, o: run(path, o).report)
     else:
-        result = _prune(model_path, opts)
+        result = run(model_path, opts).report
     if opts.report:
         reporting.write_json(result, opts.report)
     return result
 
 
-def _prune(model_path: str, opts: Options) -> dict[str, Any]:
+def run(model_path: str, opts: Options) -> Context:
+    """prune()'s work; returns the context (the pruned model, what was removed, the
+    report), which the PyTorch frontend reads."""
     t_start = time.perf_counter()
     model = load_model(model_path)
     # A model that came with external data leaves with external data (streamed out, and
     # memory-mapped again when verified) whatever its size after pruning.
     external = uses_external_data(model)
-    ctx = Context(model, source=model_path, quiet=opts.quiet)
+    ctx = Context(model, source=model_path, quiet=opts.quiet, keep_dense=opts.keep_dense)
     if opts.calib_mask is not None and opts.calib is None:
         raise BadInput("--calib-mask needs --calib")
     # Verification data never overlaps calibration data: without --inputs/--eval, the
@@ -182,6 +185,7 @@ def _prune(model_path: str, opts: Options) -> dict[str, Any]:
     needs_reference = opts.verify or opts.verify_each or opts.bench
     ref = reference(model_path, opts.inputs, opts.eval_data, opts.calib, holdout) if needs_reference else None
     ctx.deploy_shapes = _deploy_shapes(ctx, opts, ref)
+    ctx.reference = ref
     checker = checks.Checker(ref, model_path, opts.verify, opts.tolerance, opts.eval_metric)
 
     ctx.report["passes"] = run_passes(ctx, specs, step_checker(ref) if opts.verify_each else None)
@@ -199,7 +203,7 @@ def _prune(model_path: str, opts: Options) -> dict[str, Any]:
 
     if opts.dry_run or opts.output is None:
         ctx.report["seconds"] = round(time.perf_counter() - t_start, 3)
-        return ctx.report
+        return ctx
 
     if unchanged:
         copy_model(model_path, opts.output, before_commit=checker)
@@ -228,7 +232,7 @@ def _prune(model_path: str, opts: Options) -> dict[str, Any]:
                                "statistic": "median of interleaved runs; spread = 25th..75th percentile",
                                **{k: {s: v * 1e3 if s != "runs" else v for s, v in b[k].items()}
                                   for k in ("original", "normalized", "pruned")}}
-    return ctx.report
+    return ctx
 
 
 def _warn_quantized(ctx: Context) -> None:

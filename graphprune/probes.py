@@ -69,7 +69,10 @@ def probe_inputs(inputs: InputMeta, batch: int = 2, seed: int = 0,
     """Random inputs matching the model's declared inputs. Symbolic dims become `batch` on
     the first axis; other symbolic dims (a sequence) 16 when an integer input (token ids)
     has them, else 1, unless `shapes` gives the input's deployment shape (its batch then
-    `batch` too). Integers stay below `bounds` (Gather tables), else in {0, 1} (masks)."""
+    `batch` too). Integers stay below `bounds` (Gather tables: token ids); other integer
+    and boolean inputs (attention masks, flags) are all ones: a mask that hides a whole
+    row makes models disagree on what softmax of nothing is, which says nothing about
+    pruning."""
     if shapes:
         inputs = [(name, [batch if i == 0 and not (isinstance(d, int) and d > 0) else s
                           for i, (d, s) in enumerate(zip(dims, shapes[name]))] if name in shapes else dims, t)
@@ -92,8 +95,8 @@ def probe_inputs(inputs: InputMeta, batch: int = 2, seed: int = 0,
                            f"(over {PROBE_BUDGET_BYTES >> 20} MiB); pass --inputs")
         if np.issubdtype(dtype, np.floating):
             feeds[name] = rng.standard_normal(shape).astype(dtype)
-        elif dtype == np.bool_:
-            feeds[name] = rng.random(shape) < 0.5
+        elif name in bounds:
+            feeds[name] = rng.integers(0, min(bounds[name], 10), size=shape).astype(dtype)
         else:
-            feeds[name] = rng.integers(0, min(bounds.get(name, 2), 10), size=shape).astype(dtype)
+            feeds[name] = np.ones(shape, dtype=dtype)
     return feeds

@@ -67,6 +67,14 @@ class ChannelNormsPass(_AnalysisOption):
 
 
 @register
+class TorchSizesPass(_AnalysisOption):
+    name = "torch-sizes"
+    summary = ("set by graphprune.torch: axes whose sizes the module's code spells out (Pad amounts, "
+               "Slice bounds) stay, since the pruned module could not follow them")
+    flag = "literal_sizes"
+
+
+@register
 class QueryHeadsPass(_AnalysisOption):
     name = "query-heads"
     summary = ("opt-in: in grouped-query attention, prune the r-th query head of every KV group "

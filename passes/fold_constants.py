@@ -87,12 +87,14 @@ def _foldable(node: ir.Node) -> bool:
     return not node.op_type.startswith("Random") and node.op_type not in ("Multinomial", "Bernoulli")
 
 
-def _copies_shared_weights(node: ir.Node) -> bool:
+def _copies_shared_weights(node: ir.Node, results) -> bool:
     """Folding would store a second version of a weight another node also reads (the
-    transposed embedding of a tied LM head): the model would grow, so the node stays."""
+    transposed embedding of a tied LM head): the model would grow, so the node stays.
+    (A Shape of the weight or a small result is no copy.)"""
+    big = any(np.asarray(r).dtype.kind == "f" and np.asarray(r).size >= 64 for r in results)
     for v in node.inputs:
         t = v.const_value if v is not None else None
-        if t is not None and t.dtype.is_floating_point() and t.size > 1 and len(list(v.uses())) > 1:
+        if big and t is not None and t.dtype.is_floating_point() and t.size > 1 and len(list(v.uses())) > 1:
             return True
     return False
 
@@ -104,7 +106,7 @@ def fold_constants(model: ir.Model) -> int:
     outputs = {id(v) for v in graph.outputs}
     folded = 0
     for node in list(graph):
-        if not _foldable(node) or any(id(o) in outputs for o in node.outputs) or _copies_shared_weights(node):
+        if not _foldable(node) or any(id(o) in outputs for o in node.outputs):
             continue
         if node.op_type == "Shape":
             s = shape_of(node.inputs[0])
@@ -113,6 +115,9 @@ def fold_constants(model: ir.Model) -> int:
             start = attr_value(node, "start", 0)
             end = attr_value(node, "end", None)
             results = [np.array(s[slice(start, end)], dtype=np.int64)]
+        elif node.op_type == "CastLike" and node.inputs[0].const_value is not None and node.inputs[1].dtype is not None:
+            # Only the type of the second input matters (exporters cast a constant like the input).
+            results = [node.inputs[0].const_value.numpy().astype(node.inputs[1].dtype.numpy())]
         else:
             args = [v.const_value.numpy() if v is not None and v.const_value is not None else None
                     for v in node.inputs]
@@ -126,17 +131,47 @@ def fold_constants(model: ir.Model) -> int:
                     results = _reference_fold(node, args, opset)
             except Exception:  # noqa: BLE001 - an op we cannot evaluate stays in the graph
                 continue
+        if _copies_shared_weights(node, results):
+            continue
         _replace_with_constants(graph, node, results)
         folded += 1
     return folded
 
 
+def derived_from(value: ir.Value) -> tuple[str, list[int]] | None:
+    """(name of the initializer a folded constant was transposed from, axis of it for each
+    of this one's axes), following folds and normalization's copies; None for a constant
+    that is not a transposed or copied initializer. The PyTorch frontend maps what pruning
+    cut from a folded weight back to the module's parameter with it."""
+    origin = value.meta.get("derived_from")
+    if origin is not None:
+        return origin
+    source = value.meta.get("copy_of")
+    return (source, list(range(len(value.shape or ())))) if source else None
+
+
+def _provenance(node: ir.Node) -> tuple[str, list[int]] | None:
+    """A Transpose (or Identity) of a named initializer keeps track of it."""
+    src = node.inputs[0] if node.inputs else None
+    if node.op_type not in ("Transpose", "Identity") or src is None or src.const_value is None or not src.name:
+        return None
+    rank = len(src.const_value.shape)
+    perm = list(attr_value(node, "perm", list(reversed(range(rank))))) if node.op_type == "Transpose" \
+        else list(range(rank))
+    inner = derived_from(src)
+    base, axes = inner if inner is not None else (src.name, list(range(rank)))
+    return base, [axes[p] for p in perm]
+
+
 def _replace_with_constants(graph: ir.Graph, node: ir.Node, results) -> None:
+    origin = _provenance(node)
     for out, arr in zip(node.outputs, results):
         arr = np.asarray(arr)
         if out.dtype is not None and out.dtype.numpy() != arr.dtype:
             arr = arr.astype(out.dtype.numpy())
         name, out.name = out.name, None
         const = new_initializer(graph, name or "folded", arr)
+        if origin is not None:
+            const.meta["derived_from"] = origin
         out.replace_all_uses_with(const)
     graph.remove(node, safe=True)

@@ -8,11 +8,14 @@ order; shapes are freshly inferred. The model computes exactly what it computed 
 
 from __future__ import annotations
 
+import numpy as np
 import onnx_ir as ir
 from onnx_ir.passes import common
 
+from graphprune.initializers import new_initializer
+
 from graphprune.registry import PrunePass, register
-from graphprune.shapes import infer_exact_shapes
+from graphprune.shapes import const_array, infer_exact_shapes, opset_of, shape_of
 from graphprune.passes.cleanup import remove_dead_code
 from graphprune.passes.fold_constants import fold_constants
 from graphprune.passes.unshare import privatize_shape_targets, unshare_constants
@@ -79,6 +82,42 @@ def split_sum(graph: ir.Graph) -> int:
     return count
 
 
+def split_sequences(graph: ir.Graph) -> int:
+    """SplitToSequence read only by SequenceAt with constant indices (how the dynamo
+    exporter, unoptimized, writes torch.split) -> one Split (opset 13+: sizes as an input),
+    whose rule the analysis has."""
+    count = 0
+    for node in list(graph):
+        if node.op_type != "SplitToSequence" or node.domain not in ("", "ai.onnx") or len(node.inputs) < 2:
+            continue
+        x, sizes = node.inputs[0], const_array(node.inputs[1])
+        uses = list(node.outputs[0].uses())
+        idx = [const_array(u.node.inputs[1]) if u.node.op_type == "SequenceAt" and len(u.node.inputs) > 1 else None
+               for u in uses]
+        s = shape_of(x)
+        if sizes is None or s is None or not uses or any(i is None or i.size != 1 for i in idx):
+            continue
+        axis = node.attributes.get_int("axis", 0) % len(s)
+        if sizes.ndim == 0:  # a chunk size: equal chunks, the last one shorter
+            if not isinstance(s[axis], int):
+                continue
+            full, rest = divmod(s[axis], int(sizes))
+            sizes = np.array([int(sizes)] * full + ([rest] if rest else []), dtype=np.int64)
+        base = node.name or "split"
+        split = ir.node("Split", [x, new_initializer(graph, f"{base}_sizes", sizes.astype(np.int64))],
+                        attributes={"axis": axis}, num_outputs=len(sizes), name=f"{base}/split")
+        graph.insert_before(node, split)
+        for use, i in zip(uses, idx):
+            out, old = split.outputs[int(i.reshape(-1)[0]) % len(sizes)], use.node.outputs[0]
+            name = old.name
+            old.replace_all_uses_with(out, replace_graph_outputs=True)
+            graph.remove(use.node, safe=True)
+            out.name = out.name or name
+        graph.remove(node, safe=True)
+        count += 1
+    return count
+
+
 @register
 class NormalizePass(PrunePass):
     name = "normalize"
@@ -97,6 +136,7 @@ class NormalizePass(PrunePass):
         identities = drop_identity(graph)
         dropouts = drop_dropout(graph)
         sums = split_sum(graph)
+        sequences = split_sequences(graph) if opset_of(model) >= 13 else 0
         remove_dead_code(model)
         unshared = unshare_constants(graph)
         privatized = privatize_shape_targets(graph)
@@ -104,5 +144,5 @@ class NormalizePass(PrunePass):
         infer_exact_shapes(model)
         self.stats = {"folded": folded, "dropout_removed": dropouts, "sum_split": sums,
                       "identity_removed": identities, "constants_unshared": unshared,
-                      "shape_targets_privatized": privatized}
+                      "shape_targets_privatized": privatized, "sequence_splits": sequences}
         return True

@@ -26,6 +26,13 @@ def clip(node, b) -> None:
             broadcast(b, [v], node.outputs[0])
 
 
+def cast_like(node, b) -> None:
+    # The second input only gives the type: its axes are not coupled with anything.
+    identity_all(b, node.inputs[0], node.outputs[0])
+    for axis in range(b.rank(node.inputs[1]) or 0):
+        b.carry(node.inputs[1], axis)
+
+
 def prelu(node, b) -> None:
     # The slope broadcasts onto X (unidirectionally); a per-channel slope (C,1,1) is
     # coupled with the channel axis and sliced with it.
@@ -48,5 +55,6 @@ RULES = {
     **{op: Rule(unary) for op in _UNARY},
     **{op: Rule(nary) for op in _NARY},
     "Clip": Rule(clip),
+    "CastLike": Rule(cast_like),
     "PRelu": Rule(prelu),
 }

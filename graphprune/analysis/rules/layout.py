@@ -81,6 +81,9 @@ def concat(node, b) -> None:
                 b.tie(x, a, y, a)
 
 
+LITERAL = "its sizes are literals in the module's code (graphprune.torch cannot rewrite them)"
+
+
 def split(node, b) -> None:
     x = node.inputs[0]
     rx = b.rank(x)
@@ -153,6 +156,10 @@ def slice_(node, b) -> None:
         _, start, stop, step = params[a]
         if step <= 0:
             continue  # reversed slices: pinned
+        if b.option("literal_sizes") and not (start == 0 and stop >= (sx[a] or 0) and step == 1):
+            b.pin(x, a, LITERAL)
+            b.pin(y, a, LITERAL)
+            continue
         m = len(range(start, stop, step))
         if m == 0:
             continue
@@ -227,6 +234,9 @@ def pad(node, b) -> None:
     for a, (begin, end) in pads.items():
         if begin == 0 and end == 0:
             b.tie(x, a, y, a)
+        elif b.option("literal_sizes"):
+            b.pin(x, a, LITERAL)
+            b.pin(y, a, LITERAL)
         elif mode == "constant" and begin >= 0 and end >= 0 and isinstance(sx[a], int):
             # Padded positions are units of their own: removing one just pads less.
             n = sx[a]
