@@ -86,3 +86,91 @@ def test_prune_train_reload_export(name, tmp_path):
     again = session(path).run(None, feeds)
     for a, b in zip(again, _outputs(pruned, args)):
         np.testing.assert_allclose(a, b, rtol=1e-3, atol=1e-4)
+
+
+class FixedHeads(torch.nn.Module):
+    """Self-attention that keeps its head count in an attribute graphprune does not know
+    (`self.nh`) and splits heads with view(..., self.nh, -1): after head pruning it would
+    still run, computing wrong outputs, unless the attribute follows the cut."""
+
+    def __init__(self, dim=32, heads=4):
+        super().__init__()
+        self.nh = heads
+        self.qkv = torch.nn.Linear(dim, 3 * dim)
+        self.proj = torch.nn.Linear(dim, dim)
+        self.head = torch.nn.Linear(dim, 5)
+
+    def forward(self, x):
+        b, t, _ = x.shape
+        q, k, v = self.qkv(x).chunk(3, dim=-1)
+        q, k, v = (z.reshape(b, t, self.nh, -1).transpose(1, 2) for z in (q, k, v))
+        att = torch.softmax(q @ k.transpose(-1, -2) / 4.0, dim=-1)
+        y = (att @ v).transpose(1, 2).reshape(b, t, -1)
+        return self.head(torch.relu(self.proj(y)).mean(1))
+
+
+def test_unknown_head_count_is_refused_naming_it():
+    torch.manual_seed(0)
+    module = FixedHeads().eval()
+    with pytest.raises(gpt.PlanError) as info:
+        gpt.prune(module, (torch.randn(2, 6, 32),), passes=["l1", "select:heads=0.5,round_to=1"])
+    assert "nh (is 4)" in str(info.value)
+
+
+def test_exported_program_input():
+    module, args = _cnn("resnetish")
+    program = torch.export.export(module, args)
+    result = gpt.prune(program, args, passes=["l1", "select:ratio=0.3,round_to=1"])
+    assert sum(p.numel() for p in result.module.parameters()) < sum(p.numel() for p in module.parameters())
+    from graphprune.runtime import session
+
+    sess = session(result.onnx)
+    want = sess.run(None, {sess.get_inputs()[0].name: args[0].numpy()})[0]
+    np.testing.assert_allclose(_outputs(result.module, args)[0], want, rtol=1e-3, atol=1e-4)
+
+
+def _distill_setup():
+    module, args = _cnn("resnetish")
+    g = torch.Generator().manual_seed(1)
+    data = [torch.randn(4, *args[0].shape[1:], generator=g) for _ in range(6)]
+    for m in module.modules():  # BatchNorm statistics of the data, as a trained network has
+        if isinstance(m, torch.nn.BatchNorm2d):
+            m.reset_running_stats()
+            m.momentum = None
+    module.train()
+    with torch.no_grad():
+        for x in data:
+            module(x)
+    module.eval()
+    result = gpt.prune(module, args, passes=["l1", "select:ratio=0.5,round_to=1"])
+    return module, result, data
+
+
+def test_distill_learns_the_teacher_seeded_and_leaves_it_alone():
+    teacher, result, data = _distill_setup()
+    before = {k: v.clone() for k, v in teacher.state_dict().items()}
+    twin = gpt.apply_plan(_cnn("resnetish")[0], result.plan)
+    twin.load_state_dict(result.module.state_dict())
+
+    def gap(student):
+        with torch.no_grad():
+            return float(sum(torch.nn.functional.mse_loss(student(x), teacher(x)) for x in data))
+
+    start = gap(result.module)
+    history = gpt.distill(result.module, teacher, data, epochs=4, lr=3e-3, loss="mse", quiet=True)
+    assert len(history) == 4 and history[-1] < history[0]
+    assert gap(result.module) < 0.7 * start
+    assert all(torch.equal(v, teacher.state_dict()[k]) for k, v in before.items())
+    again = gpt.distill(twin, teacher, data, epochs=4, lr=3e-3, loss="mse", quiet=True)
+    assert again == history  # seeded: the same run twice gives the same losses
+
+
+def test_distill_matches_intermediate_channels_the_plan_kept():
+    teacher, result, data = _distill_setup()
+    layer = next(name for name, axes in result.plan["tensors"].items()
+                 if name.endswith("c1.weight") and "0" in axes)[: -len(".weight")]
+    history = gpt.distill(result.module, teacher, data, epochs=2, loss="kl", match=[layer], plan=result.plan,
+                          quiet=True, max_steps=3)
+    assert len(history) == 1 and np.isfinite(history[0])  # 3 steps end inside the first epoch
+    with pytest.raises(ValueError, match="kl, mse or cosine"):
+        gpt.distill(result.module, teacher, data, loss="l1", quiet=True)

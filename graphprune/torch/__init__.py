@@ -80,9 +80,11 @@ def prune(module, example_inputs, passes: list[str] | None = None, calib=None, d
     `output` keeps the pruned ONNX (default: a temporary folder that lives with the result)."""
     from graphprune.pipeline import Options, run
 
-    source = module.module() if isinstance(module, torch.export.ExportedProgram) else module
+    program = isinstance(module, torch.export.ExportedProgram)
+    source = module.module() if program else module
     was_training = source.training
-    source.eval()
+    if not program:  # an exported program's module is fixed in the mode it was traced in
+        source.eval()
     folder = tempfile.mkdtemp(prefix="graphprune-torch-")
     dense_path = os.path.join(folder, "dense.onnx")
     names = _export_onnx(module, example_inputs, dense_path, dynamic_shapes)
@@ -99,9 +101,9 @@ def prune(module, example_inputs, passes: list[str] | None = None, calib=None, d
     set_attributes(pruned, plan["attributes"])
     old = {name: tuple(t.shape) for name, t in state.items()}
     _check_against_onnx(pruned, out, ctx, names, atol, plan, before, old)
-    if was_training:
+    if was_training and not program:
         source.train()
-    pruned.train(was_training)
+        pruned.train()
     return PruneResult(pruned, out, ctx.report, plan)
 
 
@@ -130,14 +132,15 @@ def _check_against_onnx(pruned, onnx_path: str, ctx, names, atol: float, plan, b
     if worst > atol:
         raise PlanError("graphprune.torch: the pruned module does not compute what the pruned ONNX model computes "
                         f"(relative difference {worst:.3g}); size attributes that may not follow the cut: "
-                        f"{', '.join(_suspects(pruned, plan, before, old_shapes)) or 'none found (a size the module computes)'}")
+                        f"{', '.join(_suspects(pruned, plan, before, old_shapes, ctx.report)) or 'none found (a size the module computes)'}")
 
 
-def _suspects(pruned, plan, before, old_shapes) -> list[str]:
+def _suspects(pruned, plan, before, old_shapes, report) -> list[str]:
     """Integer attributes of modules that still hold a size the cut changed (a head count,
     a width) and that graphprune did not update: 'module.attr (is N)'."""
     changed = {before.get(name, {}).get(key) for name, attrs in plan["attributes"].items() for key in attrs}
     changed |= {old_shapes[name][int(axis)] for name, axes in plan["tensors"].items() for axis in axes}
+    changed |= {g["units"] for g in report.get("groups", []) if g["removed"] and g["kind"] == "heads"}
     changed = {c for c in changed if isinstance(c, int) and c > 1}
     out = []
     for name, m in pruned.named_modules():

@@ -120,7 +120,7 @@ def distill(student, teacher, data, epochs: int = 3, lr: float = 1e-3, loss: str
                     opt.step()
                     if sched is not None:
                         sched.step()
-                    running += float(value)
+                    running += float(value.detach())
                     count += 1
                     step += 1
                     progress.update(1)
