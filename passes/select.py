@@ -20,6 +20,8 @@ groups are pruned.
 
 from __future__ import annotations
 
+import math
+
 import fnmatch
 
 import numpy as np
@@ -250,7 +252,7 @@ class SelectPass(PrunePass):
         reached = self._cost(best, what)
         if reached > goal * (1 + 1e-6):
             line = (f"select: cannot reach {what}={keep:g}; the most this model allows with "
-                    f"these constraints is {what}={reached / total:.3f}")
+                    f"these constraints is {what}={math.ceil(reached / total * 1000) / 1000:.3f}")
             if self.opts["strict"]:
                 raise BadInput(line)
             if reached < total:  # a plan that removes nothing is reported as such below

@@ -174,3 +174,51 @@ def test_distill_matches_intermediate_channels_the_plan_kept():
     assert len(history) == 1 and np.isfinite(history[0])  # 3 steps end inside the first epoch
     with pytest.raises(ValueError, match="kl, mse or cosine"):
         gpt.distill(result.module, teacher, data, loss="l1", quiet=True)
+
+
+@pytest.mark.parametrize("name,passes", [
+    ("cifar_resnet20", ["wifv:normalize=standardize", "select:macs=0.65,scope=global", "refit", "restore-stats"]),
+    ("llama", ["wifv", "select:heads=0.5,channels=0.5", "compensate:method=lsq"]),
+])
+def test_values_changed_by_compensation_and_repair_are_written_back(name, passes):
+    """Refit, restore-stats and compensation change kept weights and add biases: the pruned
+    module holds the pruned ONNX model's values (calibration batches of another size than
+    the example's), and apply_plan builds the added biases too."""
+    module, args = _build(name)
+    g = torch.Generator().manual_seed(3)
+    if name in CNNS:
+        calib = [torch.randn(8, *args[0].shape[1:], generator=g) for _ in range(4)]
+    else:
+        calib = [(torch.randint(0, 90, (3, args[0].shape[1]), generator=g), torch.ones(3, args[0].shape[1], dtype=torch.long))
+                 for _ in range(4)]
+    sliced_only = gpt.prune(module, args, passes=[passes[0], passes[1]], calib=calib).module
+    result = gpt.prune(module, args, passes=passes, calib=calib)
+    assert result.plan["added"], "compensation gave bias-free layers a bias"
+    changed = [k for k, v in result.module.state_dict().items()
+               if k in sliced_only.state_dict() and not torch.equal(v, sliced_only.state_dict()[k])]
+    assert changed  # values differ from a plain cut ...
+    from graphprune.runtime import session
+
+    sess = session(result.onnx)
+    feeds = {i.name: a.numpy() for i, a in zip(sess.get_inputs(), args)}
+    for want, got in zip(sess.run(None, feeds), _outputs(result.module, args)):
+        np.testing.assert_allclose(got, want, rtol=1e-3, atol=1e-4)  # ... and are the ONNX model's
+    fresh, _ = _build(name)
+    gpt.apply_plan(fresh, json.loads(json.dumps(result.plan)))
+    fresh.load_state_dict(result.module.state_dict())
+    for a, b in zip(_outputs(result.module.eval(), args), _outputs(fresh.eval(), args)):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_calibration_is_recut_to_the_example_batch():
+    from graphprune.errors import BadInput
+    from graphprune.torch.batches import calibration
+
+    x = torch.arange(7 * 2, dtype=torch.float32).reshape(7, 2)
+    batches = calibration([x[:3], x[3:4], x[4:]], ["x"], 2)
+    assert [b["x"].shape[0] for b in batches] == [2, 2, 2]  # the seventh sample cannot fill a batch
+    np.testing.assert_array_equal(np.concatenate([b["x"] for b in batches]), x[:6].numpy())
+    lazy = calibration(lambda: iter([(x[:5],)]), ["x"], 2)
+    assert [b["x"].shape[0] for b in lazy()] == [2, 2]
+    with pytest.raises(BadInput, match="fewer samples than one batch of 2"):
+        calibration([x[:1]], ["x"], 2)

@@ -10,8 +10,9 @@
 
 The module is exported with the dynamo exporter (parameter names kept), pruned as ONNX by
 the normal pipeline (verification included), and the plan (kept indices per parameter
-and buffer axis, plus the size attributes modules carry) is written back onto a copy of
-it. The pruned module must compute what the pruned ONNX model computes on the
+and buffer axis, the size attributes modules carry, biases compensation added) is written
+back onto a copy of it, with the values the pruned ONNX model holds (compensation and
+repair passes change them). The pruned module must compute what the pruned ONNX model computes on the
 verification inputs; where it does not, prune() refuses, naming the modules whose size
 attributes it could not make consistent. torch is an optional dependency of graphprune:
 only this package imports it.
@@ -29,10 +30,12 @@ from typing import Any
 import numpy as np
 import torch
 
+from graphprune.torch.batches import calibration
 from graphprune.torch.apply import apply_plan, module_sizes, set_attributes, size_attributes, slice_tensors
 from graphprune.torch.distill import distill
 from graphprune.torch.exporting import as_tuple, export as _export_onnx
 from graphprune.torch.plan import FORMAT, PlanError, tensor_plan
+from graphprune.torch.values import added_biases, onnx_values, write_values
 
 __all__ = ["PruneResult", "PlanError", "apply_plan", "distill", "export", "prune"]
 
@@ -45,32 +48,22 @@ class PruneResult:
     plan: dict[str, Any]
 
 
-def export(module, example_inputs, path: str, dynamic_shapes=None) -> str:
-    """The deployable ONNX of a (pruned, distilled) module, with the dynamo exporter."""
+def export(module, example_inputs, path: str, dynamic_shapes="auto") -> str:
+    """The deployable ONNX of a (pruned, distilled) module, with the dynamo exporter; by
+    default its batch axis is dynamic where the module allows it (`dynamic_shapes="auto"`).
+    prune() exports with the example's shapes by default: a symbolic batch or sequence turns
+    head reshapes into computed shapes, which pins heads (calibration batches of another
+    batch size are re-batched to the model's fixed one)."""
     _export_onnx(module, example_inputs, path, dynamic_shapes)
     return path
 
 
-def _calibration(calib, names: list[str]):
-    """Torch batches (tensors, tuples of tensors in argument order, or dicts) as the input
-    dicts graphprune's calibration reads; an .npz path or a list of dicts passes through."""
-    if calib is None or isinstance(calib, (str, os.PathLike)):
-        return calib
-
-    def convert(batch):
-        if isinstance(batch, dict):
-            return {k: _np(v) for k, v in batch.items()}
-        items = as_tuple(batch)
-        return {n: _np(v) for n, v in zip(names, items)}
-
-    if callable(calib):
-        return lambda: (convert(b) for b in calib())
-    batches = list(calib)
-    return [convert(b) for b in batches]
-
-
-def _np(v):
-    return v.detach().cpu().numpy() if isinstance(v, torch.Tensor) else np.asarray(v)
+def _batch(example_inputs, dynamic_shapes) -> int | None:
+    """The batch size calibration is re-cut to: the example's, when shapes are static."""
+    if dynamic_shapes is not None:
+        return None
+    first = next((a for a in as_tuple(example_inputs) if isinstance(a, torch.Tensor) and a.ndim), None)
+    return int(first.shape[0]) if first is not None else None
 
 
 def prune(module, example_inputs, passes: list[str] | None = None, calib=None, dynamic_shapes=None,
@@ -90,13 +83,16 @@ def prune(module, example_inputs, passes: list[str] | None = None, calib=None, d
     names = _export_onnx(module, example_inputs, dense_path, dynamic_shapes)
     out = output or os.path.join(folder, "pruned.onnx")
     opts = dataclasses.replace(Options(), passes=["torch-sizes", *(passes or [])], output=out,
-                               calib=_calibration(calib, names), keep_dense=True, **options)
+                               calib=calibration(calib, names, _batch(example_inputs, dynamic_shapes)), keep_dense=True, **options)
     ctx = run(dense_path, opts)
     state = source.state_dict(keep_vars=True)
-    plan = {"format": FORMAT, "tensors": tensor_plan(ctx, set(state)), "attributes": {}}
+    plan = {"format": FORMAT, "tensors": tensor_plan(ctx, set(state)), "attributes": {}, "added": {}}
     pruned = copy.deepcopy(source)
     before = module_sizes(pruned)
     slice_tensors(pruned, plan["tensors"])
+    added = added_biases(ctx.model, set(state), pruned)
+    write_values(pruned, onnx_values(ctx.model, set(state)), added)
+    plan["added"] = {name: list(arr.shape) for name, arr in added.items()}
     plan["attributes"] = size_attributes(pruned, before)
     set_attributes(pruned, plan["attributes"])
     old = {name: tuple(t.shape) for name, t in state.items()}

@@ -174,6 +174,9 @@ def apply_plan(module: torch.nn.Module, plan: dict) -> torch.nn.Module:
 
     if plan.get("format") != FORMAT:
         raise ValueError(f"not a graphprune plan (format {plan.get('format')!r}, expected {FORMAT!r})")
+    from graphprune.torch.values import add_biases
+
     slice_tensors(module, plan.get("tensors", {}))
     set_attributes(module, plan.get("attributes", {}))
+    add_biases(module, plan.get("added", {}))
     return module

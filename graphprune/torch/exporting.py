@@ -19,14 +19,27 @@ def as_tuple(example_inputs) -> tuple:
     return tuple(example_inputs)
 
 
+def auto_shapes(args: tuple) -> tuple:
+    """The batch axis (axis 0) of every tensor argument dynamic where the module allows it
+    (torch.export's Dim.AUTO): calibration and evaluation batches then need not match the
+    example's batch size. Other axes stay as the example has them: a sequence length left
+    symbolic turns head reshapes into computed shapes, which pins heads, so token inputs
+    keep the example's length (the pruned nn.Module itself takes any length)."""
+    auto = torch.export.Dim.AUTO
+    return tuple({0: auto} if isinstance(a, torch.Tensor) and a.ndim else None for a in args)
+
+
 def export(module, example_inputs, path: str, dynamic_shapes=None) -> list[str]:
     """Write `module` (nn.Module or ExportedProgram) called on `example_inputs` to `path`;
-    returns the ONNX input names, in the order of the module's arguments."""
+    returns the ONNX input names, in the order of the module's arguments. `dynamic_shapes`
+    as torch.export takes it; "auto" makes the batch axis dynamic (auto_shapes)."""
     import logging
 
     import onnx
 
     args = as_tuple(example_inputs)
+    if isinstance(dynamic_shapes, str) and dynamic_shapes == "auto":
+        dynamic_shapes = None if isinstance(module, torch.export.ExportedProgram) else auto_shapes(args)
     logging.getLogger("torch").setLevel(logging.ERROR)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")

@@ -3,7 +3,8 @@ size attributes its modules must carry, as a JSON-serialisable dict:
 
     {"format": "graphprune-plan/1",
      "tensors": {"layer1.0.conv1.weight": {"0": [0, 2, 3, ...]}, ...},   # kept indices per axis
-     "attributes": {"layer1.0.conv1": {"out_channels": 12}, ...}}
+     "attributes": {"layer1.0.conv1": {"out_channels": 12}, ...},
+     "added": {"layer1.0.conv2.bias": [16]}}                            # biases compensation gave
 
 It is built from what `remove` did to the ONNX model (ctx.removal.kept: positions kept of
 each sliced axis of each initializer), each initializer traced back to the parameter or
