@@ -1,0 +1,152 @@
+"""Prune, then recover by distillation: graphprune.torch (best one-shot pipeline +
+graphprune.torch.distill) beside Torch-Pruning (its best criterion + the same distillation)
+on the same weights, budgets and recipe.
+
+    python tools/bench_distill.py cifar   [--targets 2,3] [--epochs 12] [--json out.json]
+    python tools/bench_distill.py minilm  [--epochs 4] [--json out.json]
+    python tools/bench_distill.py stories [--epochs 2] [--windows 800] [--json out.json]
+
+cifar: ResNet-56 from ../shared/assets/cifar10. Pruning calibrates on x[:1000] of
+test_jpeg.npz; distillation trains on x[:5000] (random flips and 4-pixel crops, KL on the
+logits, no labels); top-1 is measured on x[5000:]. Torch-Pruning's Taylor uses x[:1000]
+with their labels. Dense top-1 is reported on the same x[5000:].
+minilm / stories: see bench_distill_text.py. Wall times are those of the distillation.
+Needs torch and torch-pruning.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+
+import numpy as np
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path[:0] = [HERE, os.path.dirname(HERE)]
+
+import bench_cnn  # noqa: E402
+
+INCLUDE = "*layer*conv1*"
+
+
+def cifar_data():
+    data = np.load(os.path.join(bench_cnn.ASSETS, "cifar10", "test_jpeg.npz"))
+    mean = np.array([0.485, 0.456, 0.406], np.float32).reshape(1, 3, 1, 1)
+    std = np.array([0.229, 0.224, 0.225], np.float32).reshape(1, 3, 1, 1)
+    x = data["x"].transpose(0, 3, 1, 2).astype(np.float32) / 255.0
+    return ((x - mean) / std).astype(np.float32), data["y"]
+
+
+class Augmented:
+    """Shuffled batches of `x` with random horizontal flips and 4-pixel padded crops; a new
+    draw every epoch (seeded)."""
+
+    def __init__(self, x: np.ndarray, batch: int = 64, seed: int = 0):
+        self.x, self.batch, self.rng = x, batch, np.random.default_rng(seed)
+
+    def __len__(self):
+        return (len(self.x) + self.batch - 1) // self.batch
+
+    def __iter__(self):
+        import torch
+
+        order = self.rng.permutation(len(self.x))
+        padded = np.pad(self.x, ((0, 0), (0, 0), (4, 4), (4, 4)), mode="reflect")
+        for s in range(0, len(order), self.batch):
+            idx = order[s:s + self.batch]
+            out = np.empty((len(idx), *self.x.shape[1:]), np.float32)
+            for k, i in enumerate(idx):
+                dy, dx = self.rng.integers(0, 9, 2)
+                img = padded[i, :, dy:dy + 32, dx:dx + 32]
+                out[k] = img[:, :, ::-1] if self.rng.random() < 0.5 else img
+            yield torch.from_numpy(out)
+
+
+def cifar(args) -> list[dict]:
+    import torch
+
+    import graphprune.torch as gpt
+    from bench_calib_cnn import tp_taylor_at_macs
+    from cifar_resnet import load_trained
+
+    torch.set_num_threads(2)
+    ckpt = next(f for f in os.listdir(os.path.join(bench_cnn.ASSETS, "cifar10")) if f.startswith("resnet56-"))
+    teacher = load_trained(os.path.join(bench_cnn.ASSETS, "cifar10", ckpt), 56).eval()
+    x, y = cifar_data()
+    xc, yc, xt, xe, ye = x[:1000], y[:1000], x[:5000], x[5000:], y[5000:]
+    ignored = ["conv1", "linear"] + [n for n, _ in teacher.named_modules() if n.endswith(".conv2")]
+    shape = (1, 3, 32, 32)
+    dense_macs = bench_cnn.torch_macs(teacher, shape)
+    rows = [{"model": "resnet56", "tool": "dense", "target": 1.0, "top1": bench_cnn.torch_accuracy(teacher, xe, ye)}]
+    print(rows[-1], flush=True)
+    calib = [torch.from_numpy(xc[i:i + 250]) for i in range(0, 1000, 250)]
+    for target in [float(t) for t in args.targets.split(",")]:
+        keep = 1.0 / target
+        t0 = time.perf_counter()
+        passes = ["wifv:normalize=standardize", f"select:macs={keep},include={INCLUDE},round_to=1,scope=global",
+                  "refit", "restore-stats"]
+        gp = gpt.prune(teacher, (torch.from_numpy(xe[:2]),), passes=passes, calib=calib, quiet=True).module
+        gp_secs = time.perf_counter() - t0
+        tp, _ = tp_taylor_at_macs(teacher, keep, ignored, xc, yc)
+        for tool, label, student, secs in (("graphprune", "wifv global (FLAP) + refit + restore-stats", gp, gp_secs),
+                                           ("torch-pruning", "taylor (calibration + labels)", tp, None)):
+            row = {"model": "resnet56", "tool": tool, "pipeline": label, "target": target,
+                   "mac_reduction": dense_macs / bench_cnn.torch_macs(student, shape),
+                   "one_shot": bench_cnn.torch_accuracy(student, xe, ye), "prune_seconds": secs}
+            t0 = time.perf_counter()
+            history = gpt.distill(student, teacher, Augmented(xt, seed=1), epochs=args.epochs, lr=args.lr,
+                                  temperature=4.0, quiet=True)
+            row.update(distill_seconds=time.perf_counter() - t0, loss_first=history[0], loss_last=history[-1],
+                       top1=bench_cnn.torch_accuracy(student, xe, ye))
+            if tool == "graphprune":  # what is deployed: the distilled student, exported again, in ONNX Runtime
+                path = os.path.join(args.tmp, f"resnet56_{target}.onnx")
+                gpt.export(student, (torch.from_numpy(xe[:2]),), path)
+                row["top1_onnxruntime"] = bench_cnn.ort_accuracy(path, xe, ye)
+            rows.append(row)
+            print(row, flush=True)
+    return rows
+
+
+def print_table(rows: list[dict]) -> None:
+    print(f"\n{'model':9} {'tool':14} {'budget':>6} {'reduction':>9} {'one-shot':>9} {'distilled':>9} {'wall s':>7}")
+    for r in rows:
+        red = r.get("mac_reduction", r.get("param_reduction", 1.0))
+        one = r.get("one_shot")
+        print(f"{r['model']:9} {r['tool']:14} {r.get('target', 1.0):6.2f} {red:9.2f} "
+              f"{'-' if one is None else f'{one:.4g}':>9} {r.get('top1', r.get('metric', 0)):9.4g} "
+              f"{r.get('distill_seconds', 0):7.0f}")
+
+
+def main() -> int:
+    import tempfile
+
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("task", choices=["cifar", "minilm", "stories"])
+    ap.add_argument("--targets", default="2,3")
+    ap.add_argument("--epochs", type=int, default=None)
+    ap.add_argument("--lr", type=float, default=None)
+    ap.add_argument("--windows", type=int, default=800, help="stories: windows after the evaluated tokens "
+                    "(128 calibrate, 16 validate, the rest distill)")
+    ap.add_argument("--json")
+    args = ap.parse_args()
+    with tempfile.TemporaryDirectory() as tmp:
+        args.tmp = tmp
+        if args.task == "cifar":
+            args.epochs, args.lr = args.epochs or 12, args.lr or 1e-3
+            rows = cifar(args)
+        else:
+            import bench_distill_text
+
+            rows = getattr(bench_distill_text, args.task)(args)
+    print_table(rows)
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(rows, f, indent=1)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
