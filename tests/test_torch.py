@@ -222,3 +222,18 @@ def test_calibration_is_recut_to_the_example_batch():
     assert [b["x"].shape[0] for b in lazy()] == [2, 2]
     with pytest.raises(BadInput, match="fewer samples than one batch of 2"):
         calibration([x[:1]], ["x"], 2)
+
+
+def test_temporary_files_live_with_the_result(tmp_path):
+    import gc
+    import os
+
+    module, args = _build("resnetish")
+    result = gpt.prune(module, args, passes=["l1", "select:ratio=0.3"])
+    folder = os.path.dirname(result.onnx)
+    assert os.path.exists(result.onnx)
+    del result
+    gc.collect()
+    assert not os.path.exists(folder)
+    kept = gpt.prune(module, args, passes=["l1", "select:ratio=0.3"], output=str(tmp_path / "small.onnx"))
+    assert kept.onnx == str(tmp_path / "small.onnx") and os.path.exists(kept.onnx)

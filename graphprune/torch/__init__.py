@@ -23,7 +23,9 @@ from __future__ import annotations
 import copy
 import dataclasses
 import os
+import shutil
 import tempfile
+import weakref
 from dataclasses import dataclass
 from typing import Any
 
@@ -70,20 +72,39 @@ def prune(module, example_inputs, passes: list[str] | None = None, calib=None, d
           output: str | None = None, atol: float = 1e-4, **options) -> PruneResult:
     """Prune a torch module (or an ExportedProgram) through its exported graph; see the
     module docstring. `options` are graphprune.Options fields (eval_data, tolerance, ...);
-    `output` keeps the pruned ONNX (default: a temporary folder that lives with the result)."""
-    from graphprune.pipeline import Options, run
-
+    `output` keeps the pruned ONNX (default: a temporary file, removed when the result is
+    garbage-collected or the process ends)."""
     program = isinstance(module, torch.export.ExportedProgram)
     source = module.module() if program else module
     was_training = source.training
     if not program:  # an exported program's module is fixed in the mode it was traced in
         source.eval()
     folder = tempfile.mkdtemp(prefix="graphprune-torch-")
+    try:
+        result = _prune(module, source, example_inputs, passes, calib, dynamic_shapes, output, atol, folder, options)
+    except BaseException:
+        shutil.rmtree(folder, ignore_errors=True)
+        raise
+    finally:
+        if was_training and not program:
+            source.train()
+    if was_training and not program:
+        result.module.train()
+    if output:  # the folder held only the dense export
+        shutil.rmtree(folder, ignore_errors=True)
+    else:  # the pruned ONNX lives as long as the result does
+        weakref.finalize(result, shutil.rmtree, folder, True)
+    return result
+
+
+def _prune(module, source, example_inputs, passes, calib, dynamic_shapes, output, atol, folder, options):
+    from graphprune.pipeline import Options, run
+
     dense_path = os.path.join(folder, "dense.onnx")
     names = _export_onnx(module, example_inputs, dense_path, dynamic_shapes)
     out = output or os.path.join(folder, "pruned.onnx")
-    opts = dataclasses.replace(Options(), passes=["torch-sizes", *(passes or [])], output=out,
-                               calib=calibration(calib, names, _batch(example_inputs, dynamic_shapes)), keep_dense=True, **options)
+    opts = dataclasses.replace(Options(), passes=["torch-sizes", *(passes or [])], output=out, keep_dense=True,
+                               calib=calibration(calib, names, _batch(example_inputs, dynamic_shapes)), **options)
     ctx = run(dense_path, opts)
     state = source.state_dict(keep_vars=True)
     plan = {"format": FORMAT, "tensors": tensor_plan(ctx, set(state)), "attributes": {}, "added": {}}
@@ -97,9 +118,6 @@ def prune(module, example_inputs, passes: list[str] | None = None, calib=None, d
     set_attributes(pruned, plan["attributes"])
     old = {name: tuple(t.shape) for name, t in state.items()}
     _check_against_onnx(pruned, out, ctx, names, atol, plan, before, old)
-    if was_training and not program:
-        source.train()
-        pruned.train()
     return PruneResult(pruned, out, ctx.report, plan)
 
 
