@@ -69,11 +69,17 @@ def normalized_copy(model_path: str, folder: str) -> str:
 
 
 def bench(model_path: str, pruned_path: str, feeds: dict, repeats: int, budget_s: float, quiet: bool) -> dict:
+    """Latency of the original, normalized and pruned models, and per-node times of the
+    normalized and pruned ones (graphprune.profile)."""
     import tempfile
+
+    from graphprune.profile import compare, node_times
 
     with tempfile.TemporaryDirectory() as tmp:
         norm = normalized_copy(model_path, tmp)
         orig, normalized, pruned = latencies([model_path, norm, pruned_path], feeds, repeats, budget_s=budget_s,
                                              quiet=quiet)
-    return {"original": orig, "normalized": normalized, "pruned": pruned,
+        runs = max(3, min(10, int(budget_s / max(6 * normalized["median"], 1e-9))))
+        nodes = compare(node_times(norm, feeds, runs), node_times(pruned_path, feeds, runs))
+    return {"original": orig, "normalized": normalized, "pruned": pruned, "nodes": nodes,
             "inputs": {k: list(v.shape) for k, v in feeds.items()}}

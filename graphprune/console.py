@@ -38,7 +38,19 @@ def bench_lines(report: dict[str, Any]) -> list[str]:
     o, n, p = (b[k]["median"] for k in ("original", "normalized", "pruned"))
     return [f"latency: ONNX Runtime CPU, {b['runs']} interleaved runs, inputs {shapes}; median (25th..75th percentile)",
             f"  original {cell('original')}, normalized {cell('normalized')} ({o / n:.2f}x from normalization alone), "
-            f"pruned {cell('pruned')} ({n / p:.2f}x from pruning)"]
+            f"pruned {cell('pruned')} ({n / p:.2f}x from pruning)", *node_lines(b.get("nodes"))]
+
+
+def node_lines(nodes: dict[str, Any] | None, ops: int = 6, top: int = 5) -> list[str]:
+    """Where the time goes: per op type, and the nodes that changed most (normalized -> pruned)."""
+    if not nodes:
+        return []
+    ms = lambda v: "-" if v is None else f"{v:.3f}"  # noqa: E731
+    per_op = ", ".join(f"{op} {ms(t['before_ms'])} -> {ms(t['after_ms'])}" for op, t in list(nodes["by_op"].items())[:ops])
+    lines = [f"  per op type, ms per run (ONNX Runtime profiler, normalized -> pruned): {per_op}",
+             "  nodes that changed most: " + "; ".join(
+                 f"{r['node']} ({r['op']}) {ms(r['before_ms'])} -> {ms(r['after_ms'])}" for r in nodes["nodes"][:top])]
+    return lines
 
 
 def latency_hint(report: dict[str, Any]) -> str | None:

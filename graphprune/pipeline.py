@@ -231,7 +231,8 @@ def run(model_path: str, opts: Options) -> Context:
         ctx.report["bench"] = {"batch": opts.bench_batch, "runs": b["pruned"]["runs"], "inputs": b["inputs"],
                                "statistic": "median of interleaved runs; spread = 25th..75th percentile",
                                **{k: {s: v * 1e3 if s != "runs" else v for s, v in b[k].items()}
-                                  for k in ("original", "normalized", "pruned")}}
+                                  for k in ("original", "normalized", "pruned")},
+                               "nodes": b["nodes"]}
     return ctx
 
 

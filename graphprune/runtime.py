@@ -25,12 +25,13 @@ ORT_NUMPY = {
 
 
 def session(path: str, optimize: bool = False, threads: int = 0,
-            spinning: bool = True, lean: bool = False):
+            spinning: bool = True, lean: bool = False, profile_prefix: str | None = None):
     """An ONNX Runtime CPU session of a model file. `lean` is for one-off verification
     runs: without weight pre-packing and the memory arena, ORT maps external weights from
     the file instead of copying them, so a 2 GB model costs page cache, not private memory.
     `spinning=False` keeps idle worker threads from stealing cores from the next session's
-    run, which would skew interleaved latency measurements."""
+    run, which would skew interleaved latency measurements. `profile_prefix`: ONNX
+    Runtime's profiler on, writing its JSON under that prefix (`end_profiling()`)."""
     import onnxruntime as ort
 
     ort.set_default_logger_severity(4)  # ONNX Runtime's own error lines would precede our one-line errors
@@ -45,6 +46,9 @@ def session(path: str, optimize: bool = False, threads: int = 0,
         opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
     if threads:
         opts.intra_op_num_threads = threads
+    if profile_prefix:
+        opts.enable_profiling = True
+        opts.profile_file_prefix = profile_prefix
     return ort.InferenceSession(path, opts, providers=["CPUExecutionProvider"])
 
 
