@@ -1,5 +1,6 @@
 """graphprune MODEL -o OUT [--pass NAME[:key=value,...]]...
 graphprune calib MODEL -o calib.npz (--images DIR | --text FILE | --audio DIR | --arrays ...)
+graphprune sweep MODEL -o DIR --criteria l2,wifv+refit --budgets macs=0.67,0.5,0.33 [--eval DATA.npz]
 
 Exit codes: 0 success, 2 bad input or usage, 3 a result outside --tolerance (not written),
 1 internal error (or a result that failed verification, which is then not written).
@@ -127,6 +128,10 @@ def _main(argv: list[str] | None) -> int:
             from graphprune.make_calib import main as calib_main
 
             return calib_main(argv[1:])
+        if argv[:1] == ["sweep"]:  # graphprune sweep MODEL -o DIR --criteria ... --budgets ...
+            from graphprune.sweep import main as sweep_main
+
+            return sweep_main(argv[1:])
         args = _parser().parse_args(argv)
         return _run(args)
     except GraphpruneError as e:
