@@ -130,6 +130,8 @@ def main() -> int:
     ap.add_argument("--lr", type=float, default=None)
     ap.add_argument("--windows", type=int, default=800, help="stories: windows after the evaluated tokens "
                     "(128 calibrate, 16 validate, the rest distill)")
+    ap.add_argument("--split", choices=["contiguous", "interleaved"], default="interleaved",
+                    help="minilm: which STS-B pairs prune and distill, which are evaluated (bench_distill_text)")
     ap.add_argument("--json")
     args = ap.parse_args()
     with tempfile.TemporaryDirectory() as tmp:

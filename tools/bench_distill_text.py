@@ -4,9 +4,12 @@ Torch-Pruning (its best criterion, Taylor, which also gets labels), then both di
 with graphprune.torch.distill on the same data with the same recipe.
 
 minilm: 50% of encoder parameters (heads and MLP neurons, the same ratio in every layer,
-as in bench_minilm.py). Pruning and distillation see the 1,000 sentences of STS-B dev
-pairs 0..499; Spearman x100 on pairs 500..1499. Distillation: cosine between the student's
-and teacher's mean-pooled sentence embeddings.
+as in bench_minilm.py). Pruning and distillation see the 1,000 sentences of 500 STS-B dev
+pairs; Spearman x100 on the other 1,000 pairs. `--split contiguous`: pairs 0..499 against
+500..1499 (the file is ordered by genre: captions against forums and news);
+`--split interleaved` (the default): pairs i % 3 == 0 against the rest, every genre on
+both sides. Distillation: cosine between the student's and teacher's mean-pooled
+sentence embeddings.
 stories: 50% of block parameters (graphprune: half the KV heads and MLP neurons;
 Torch-Pruning: MLP neurons, it does not prune these heads), as in bench_stories.py.
 Pruning calibrates on 128 windows after the first 20,000 tokens; distillation trains on
@@ -52,9 +55,10 @@ def minilm(args) -> list[dict]:
     torch.set_num_threads(2)
     args.epochs, args.lr = args.epochs or 8, args.lr or 1e-4
     tok = AutoTokenizer.from_pretrained(bm.model_dir())
-    sa, sb, gold = bm.load_pairs(range(500, 1500))
+    eval_idx, calib_idx = bm.split(args.split, 500)
+    sa, sb, gold = bm.load_pairs(eval_idx)
     ba, bb = bm.tokenize(tok, sa), bm.tokenize(tok, sb)
-    ca, cb, cgold = bm.load_pairs(range(500))
+    ca, cb, cgold = bm.load_pairs(calib_idx)
 
     class Pooled(torch.nn.Module):
         def __init__(self, bert):
@@ -69,7 +73,7 @@ def minilm(args) -> list[dict]:
     teacher = Pooled(bm.load_torch())
     enc = bm.encoder_params(teacher.m)
     evaluate = lambda s: bm.sts_score(bm.torch_embed(s.m), ba, bb, gold)  # noqa: E731
-    rows = [{"model": "minilm", "tool": "dense", "target": 1.0, "metric": evaluate(teacher)}]
+    rows = [{"model": "minilm", "tool": "dense", "target": 1.0, "metric": evaluate(teacher), "split": args.split}]
     print(rows[-1], flush=True)
     calib = bm.calibration(tok, (ca, cb, cgold), "lengths", args.tmp)  # dicts of equal-length batches
     sentences = ca + cb
