@@ -27,7 +27,8 @@ def _parser() -> argparse.ArgumentParser:
                "strict=false, remove, refit, cleanup. Stages left out of --pass are "
                "filled in (with --calib and a criterion named, the data-free defaults). "
                "Example: graphprune m.onnx -o small.onnx --calib data.npz --pass select:macs=0.5. "
-               "Calibration files: graphprune calib MODEL -o data.npz --images DIR (see graphprune calib -h).",
+               "Calibration files: graphprune calib MODEL -o data.npz --images DIR (see graphprune calib -h). "
+               "Criteria x budgets: graphprune sweep MODEL -o DIR (see graphprune sweep -h).",
     )
     p.add_argument("model", nargs="?", help="input ONNX file (never modified)")
     p.add_argument("-o", "--output", help="where to write the pruned model")

@@ -124,6 +124,8 @@ def sweep(model: str, folder: str, criteria: list[str], budgets: list[tuple[str,
 
     if not os.path.isfile(model):
         raise BadInput(f"sweep: no model file {model!r}")
+    if os.path.exists(folder) and not os.path.isdir(folder):
+        raise BadInput(f"sweep: -o {folder!r} is a file; give a folder")
     for c in criteria:  # refuse a bad criterion before the first point runs
         point_passes(c, *budgets[0])
     os.makedirs(os.path.join(folder, "points"), exist_ok=True)

@@ -72,3 +72,5 @@ def test_cli_bad_input_is_one_line(tmp_path, capsys):
     assert len(err) == 1 and "nope" in err[0]
     assert main(["sweep", str(tmp_path / "missing.onnx"), "-o", str(tmp_path / "s")]) == 2
     assert not os.path.exists(tmp_path / "s" / "sweep.json")
+    (tmp_path / "f").write_text("x")
+    assert main(["sweep", DEMO, "-o", str(tmp_path / "f")]) == 2
