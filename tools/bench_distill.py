@@ -85,14 +85,17 @@ def cifar(args) -> list[dict]:
     calib = [torch.from_numpy(xc[i:i + 250]) for i in range(0, 1000, 250)]
     for target in [float(t) for t in args.targets.split(",")]:
         keep = 1.0 / target
+        tp, tp_kept = tp_taylor_at_macs(teacher, keep, ignored, xc, yc)
+        if args.match_tp:  # graphprune at the MACs Torch-Pruning's ratio search landed on
+            keep = tp_kept
         t0 = time.perf_counter()
         passes = ["wifv:normalize=standardize", f"select:macs={keep},include={INCLUDE},round_to=1,scope=global",
                   "refit", "restore-stats"]
         gp = gpt.prune(teacher, (torch.from_numpy(xe[:2]),), passes=passes, calib=calib, quiet=True).module
         gp_secs = time.perf_counter() - t0
-        tp, _ = tp_taylor_at_macs(teacher, keep, ignored, xc, yc)
-        for tool, label, student, secs in (("graphprune", "wifv global (FLAP) + refit + restore-stats", gp, gp_secs),
-                                           ("torch-pruning", "taylor (calibration + labels)", tp, None)):
+        runs = [("graphprune", "wifv global (FLAP) + refit + restore-stats", gp, gp_secs),
+                ("torch-pruning", "taylor (calibration + labels)", tp, None)]
+        for tool, label, student, secs in runs[:1] if args.match_tp else runs:
             row = {"model": "resnet56", "tool": tool, "pipeline": label, "target": target,
                    "mac_reduction": dense_macs / bench_cnn.torch_macs(student, shape),
                    "one_shot": bench_cnn.torch_accuracy(student, xe, ye), "prune_seconds": secs}
@@ -132,6 +135,8 @@ def main() -> int:
                     "(128 calibrate, 16 validate, the rest distill)")
     ap.add_argument("--split", choices=["contiguous", "interleaved"], default="interleaved",
                     help="minilm: which STS-B pairs prune and distill, which are evaluated (bench_distill_text)")
+    ap.add_argument("--match-tp", action="store_true", help="cifar: prune graphprune to the MACs Torch-Pruning's "
+                    "ratio search reached (which overshoots the target) and distill only graphprune's student")
     ap.add_argument("--json")
     args = ap.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
