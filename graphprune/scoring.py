@@ -63,6 +63,17 @@ class ScorePass(PrunePass):
         return False
 
 
+class WeightScorePass(ScorePass):
+    """A data-free criterion read from the group's weight slices with one of `roles`
+    (producer rows 'out', consumer columns 'in', norm scales 'bn_scale')."""
+
+    options = {**ScorePass.options, "roles": "out+in+bn_scale"}
+
+    def prepare(self, model: ir.Model, groups: list[Group]) -> None:
+        self.inits = model.graph.initializers
+        self.roles = tuple(self.opts["roles"].split("+"))
+
+
 def per_unit(group: Group, key, per_position: np.ndarray) -> np.ndarray:
     """Sum per-position scores of one member axis into the group's units."""
     return np.bincount(group.members[key], weights=per_position, minlength=group.n_units)

@@ -114,8 +114,8 @@ def pareto(points: list[dict], cost: str, tie: float = 1e-3) -> list[str]:
         cheaper = q[cost] < p[cost] * (1 - tie)
         return no_dearer and q["accuracy"] >= p["accuracy"] and (cheaper or q["accuracy"] > p["accuracy"])
 
-    front = [p["key"] for p in usable if not any(beats(q, p) for q in usable if q is not p)]
-    return sorted(front, key=lambda k: next(p[cost] for p in usable if p["key"] == k))
+    front = [p for p in usable if not any(beats(q, p) for q in usable if q is not p)]
+    return [p["key"] for p in sorted(front, key=lambda p: p[cost])]
 
 
 def sweep(model: str, folder: str, criteria: list[str], budgets: list[tuple[str, float]], base: dict,

@@ -12,10 +12,9 @@ in blocks of rows, so an LLM-sized MLP matrix never needs an n x n matrix at onc
 from __future__ import annotations
 
 import numpy as np
-import onnx_ir as ir
 
 from graphprune.registry import register
-from graphprune.scoring import ScorePass, per_unit, weight_slices
+from graphprune.scoring import WeightScorePass, per_unit, weight_slices
 
 
 def distance_sums(arr: np.ndarray, axis: int, block: int = 1024) -> np.ndarray:
@@ -32,14 +31,10 @@ def distance_sums(arr: np.ndarray, axis: int, block: int = 1024) -> np.ndarray:
 
 
 @register
-class FpgmPass(ScorePass):
+class FpgmPass(WeightScorePass):
     name = "fpgm"
     summary = "data-free: distance of each unit's producer rows to the others' (geometric median), FPGM"
-    options = {**ScorePass.options, "roles": "out"}
-
-    def prepare(self, model: ir.Model, groups) -> None:
-        self.inits = model.graph.initializers
-        self.roles = tuple(self.opts["roles"].split("+"))
+    options = {**WeightScorePass.options, "roles": "out"}
 
     def parts(self, g):
         return [per_unit(g, key, distance_sums(arr, key[1])) for key, arr in weight_slices(g, self.inits, self.roles)]

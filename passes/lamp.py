@@ -9,10 +9,9 @@ LAMP differs from l2 only where groups are ranked against each other (`select:sc
 from __future__ import annotations
 
 import numpy as np
-import onnx_ir as ir
 
 from graphprune.registry import register
-from graphprune.scoring import ScorePass, combine, magnitude_parts
+from graphprune.scoring import WeightScorePass, combine, magnitude_parts
 
 
 def lamp_scores(s: np.ndarray) -> np.ndarray:
@@ -25,14 +24,10 @@ def lamp_scores(s: np.ndarray) -> np.ndarray:
 
 
 @register
-class LampPass(ScorePass):
+class LampPass(WeightScorePass):
     name = "lamp"
     summary = "data-free: l2 magnitude rescaled per group by the mass above it (LAMP), for global ranking"
-    options = {**ScorePass.options, "roles": "out+in+bn_scale", "normalize": "none"}
-
-    def prepare(self, model: ir.Model, groups) -> None:
-        self.inits = model.graph.initializers
-        self.roles = tuple(self.opts["roles"].split("+"))
+    options = {**WeightScorePass.options, "normalize": "none"}
 
     def parts(self, g):
         magnitude = combine(magnitude_parts(g, self.inits, self.roles, 2.0), self.opts.get("reduce", "mean"), g.n_units)

@@ -8,19 +8,12 @@ Torch-Pruning's group magnitude importance; `roles=out` scores the producer alon
 
 from __future__ import annotations
 
-import onnx_ir as ir
-
 from graphprune.registry import register
-from graphprune.scoring import ScorePass, magnitude_parts
+from graphprune.scoring import WeightScorePass, magnitude_parts
 
 
-class _Magnitude(ScorePass):
+class _Magnitude(WeightScorePass):
     p = 1.0
-    options = {**ScorePass.options, "roles": "out+in+bn_scale"}
-
-    def prepare(self, model: ir.Model, groups) -> None:
-        self.inits = model.graph.initializers
-        self.roles = tuple(self.opts["roles"].split("+"))
 
     def parts(self, g):
         return magnitude_parts(g, self.inits, self.roles, self.p)

@@ -59,11 +59,7 @@ PIPELINES = [  # (label, passes before select, select extra, passes after select
 
 
 def calib_split():
-    data = np.load(os.path.join(bench_cnn.ASSETS, "cifar10", "test_jpeg.npz"))
-    mean = np.array([0.485, 0.456, 0.406], np.float32).reshape(1, 3, 1, 1)
-    std = np.array([0.229, 0.224, 0.225], np.float32).reshape(1, 3, 1, 1)
-    x = data["x"][:1000].transpose(0, 3, 1, 2).astype(np.float32) / 255.0
-    return ((x - mean) / std).astype(np.float32), data["y"][:1000]
+    return bench_cnn.cifar_images(slice(0, 1000))
 
 
 def tp_taylor_at_macs(model, keep, ignored, xc, yc):

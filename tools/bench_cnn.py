@@ -44,13 +44,18 @@ CRITERIA = ("l1", "l2", "bn-scale", "random")
 
 
 # -- data ------------------------------------------------------------------------------
-def cifar_split(limit: int | None):
+def cifar_images(part: slice = slice(None)):
+    """Images (NCHW, normalized as the checkpoints were trained) and labels of
+    test_jpeg.npz[part]."""
     data = np.load(os.path.join(ASSETS, "cifar10", "test_jpeg.npz"))
     mean = np.array([0.485, 0.456, 0.406], np.float32).reshape(1, 3, 1, 1)
     std = np.array([0.229, 0.224, 0.225], np.float32).reshape(1, 3, 1, 1)
-    x = data["x"][1000:].transpose(0, 3, 1, 2).astype(np.float32) / 255.0
-    x = ((x - mean) / std).astype(np.float32)
-    y = data["y"][1000:]
+    x = data["x"][part].transpose(0, 3, 1, 2).astype(np.float32) / 255.0
+    return ((x - mean) / std).astype(np.float32), data["y"][part]
+
+
+def cifar_split(limit: int | None):
+    x, y = cifar_images(slice(1000, None))
     return (x[:limit], y[:limit]) if limit else (x, y)
 
 

@@ -32,20 +32,13 @@ import bench_cnn  # noqa: E402
 INCLUDE = "*layer*conv1*"
 
 
-def cifar_data():
-    data = np.load(os.path.join(bench_cnn.ASSETS, "cifar10", "test_jpeg.npz"))
-    mean = np.array([0.485, 0.456, 0.406], np.float32).reshape(1, 3, 1, 1)
-    std = np.array([0.229, 0.224, 0.225], np.float32).reshape(1, 3, 1, 1)
-    x = data["x"].transpose(0, 3, 1, 2).astype(np.float32) / 255.0
-    return ((x - mean) / std).astype(np.float32), data["y"]
-
-
 class Augmented:
     """Shuffled batches of `x` with random horizontal flips and 4-pixel padded crops; a new
     draw every epoch (seeded)."""
 
     def __init__(self, x: np.ndarray, batch: int = 64, seed: int = 0):
         self.x, self.batch, self.rng = x, batch, np.random.default_rng(seed)
+        self.padded = np.pad(x, ((0, 0), (0, 0), (4, 4), (4, 4)), mode="reflect")
 
     def __len__(self):
         return (len(self.x) + self.batch - 1) // self.batch
@@ -53,8 +46,7 @@ class Augmented:
     def __iter__(self):
         import torch
 
-        order = self.rng.permutation(len(self.x))
-        padded = np.pad(self.x, ((0, 0), (0, 0), (4, 4), (4, 4)), mode="reflect")
+        order, padded = self.rng.permutation(len(self.x)), self.padded
         for s in range(0, len(order), self.batch):
             idx = order[s:s + self.batch]
             out = np.empty((len(idx), *self.x.shape[1:]), np.float32)
@@ -75,7 +67,7 @@ def cifar(args) -> list[dict]:
     torch.set_num_threads(2)
     ckpt = next(f for f in os.listdir(os.path.join(bench_cnn.ASSETS, "cifar10")) if f.startswith("resnet56-"))
     teacher = load_trained(os.path.join(bench_cnn.ASSETS, "cifar10", ckpt), 56).eval()
-    x, y = cifar_data()
+    x, y = bench_cnn.cifar_images()
     xc, yc, xt, xe, ye = x[:1000], y[:1000], x[:5000], x[5000:], y[5000:]
     ignored = ["conv1", "linear"] + [n for n, _ in teacher.named_modules() if n.endswith(".conv2")]
     shape = (1, 3, 32, 32)
