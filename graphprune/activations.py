@@ -68,18 +68,29 @@ class ChannelStats:
                 g[:c, c] += col
                 g[c, :c] += col
                 g[c, c] += block.shape[0]
+        self.merge(ChannelStats(n, mean_b, m2_b, abs_b, sq_b, g))
+
+    def merge(self, other: "ChannelStats") -> None:
+        """Add the statistics of other samples (Chan et al.'s pairwise merge; a shard's
+        statistics merge as a batch's do)."""
+        if other.mean is None:
+            return
         if self.mean is None:
-            self.count, self.mean, self.m2, self.abs_sum, self.sq_sum = n, mean_b, m2_b, abs_b, sq_b
+            self.count, self.mean, self.m2 = other.count, other.mean, other.m2
+            self.abs_sum, self.sq_sum = other.abs_sum, other.sq_sum
         else:
-            total = self.count + n
-            delta = mean_b - self.mean
-            self.mean = self.mean + delta * (n / total)
-            self.m2 = self.m2 + m2_b + delta * delta * (self.count * n / total)
+            total = self.count + other.count
+            delta = other.mean - self.mean
+            self.mean = self.mean + delta * (other.count / total)
+            self.m2 = self.m2 + other.m2 + delta * delta * (self.count * other.count / total)
             self.count = total
-            self.abs_sum = self.abs_sum + abs_b
-            self.sq_sum = self.sq_sum + sq_b
-        if gram:
-            self.gram = g if self.gram is None else self.gram + g
+            self.abs_sum = self.abs_sum + other.abs_sum
+            self.sq_sum = self.sq_sum + other.sq_sum
+        if other.gram is not None:
+            self.gram = other.gram if self.gram is None else self.gram + other.gram
+        for key, val in other.extra.items():
+            prev = self.extra.get(key)
+            self.extra[key] = val if prev is None else prev + val
 
 
 @dataclass
@@ -103,6 +114,10 @@ def collect(model: ir.Model, requests: dict[str, Request], calib: Calibration,
         return {}
     graph_inputs = {v.name for v in model.graph.inputs}
     computed = [n for n in names if n not in graph_inputs]  # model inputs come from the feeds
+    if getattr(calib, "ray", None):
+        from graphprune.cluster import collect_sharded
+
+        return collect_sharded(model, requests, calib, computed, quiet)
     sess, calib = calib.session(model, computed)
     stats = {name: ChannelStats() for name in names}
     progress = Progress("calibration", calib.n_samples, calib.quiet or quiet)
@@ -113,25 +128,29 @@ def collect(model: ir.Model, requests: dict[str, Request], calib: Calibration,
             except Exception as e:  # noqa: BLE001 - ORT raises several types
                 raise BadInput(f"calibration: ONNX Runtime cannot run the model on the calibration "
                                f"data ({first_line(e)})") from None
-            outs.update({n: feeds[n] for n in names if n in graph_inputs})
-            keep = calib.keep(feeds)
-            for name in names:
-                arr = outs[name]
-                req = requests[name]
-                rows = np.moveaxis(np.asarray(arr), req.channel_axis, -1)
-                if keep is not None and rows.shape[:-1] == keep.shape:
-                    rows = rows[keep]  # padding positions (mask 0) stay out of the statistics
-                else:
-                    if keep is not None:  # another layout: no safe way to line the mask up
-                        calib.unmasked.add(name)
-                    rows = rows.reshape(-1, rows.shape[-1])
-                stats[name].add(rows, req.gram)
-                sums = {key: fn(rows.astype(np.float64)) for key, fn in req.reducers.items()}
-                sums.update({key: fn(np.asarray(arr)) for key, fn in req.raw.items()})
-                for key, val in sums.items():
-                    prev = stats[name].extra.get(key)
-                    stats[name].extra[key] = val if prev is None else prev + val
+            accumulate(stats, requests, outs, feeds, calib.keep(feeds), calib.unmasked)
             progress.update(len(next(iter(feeds.values()))))
     finally:
         progress.close()
     return stats
+
+
+def accumulate(stats: dict[str, ChannelStats], requests: dict[str, Request], outs: dict, feeds: dict,
+               keep: np.ndarray | None, unmasked: set) -> None:
+    """Add one batch (`outs`: the computed tensors; graph inputs come from `feeds`)."""
+    for name in stats:
+        arr = outs[name] if name in outs else feeds[name]
+        req = requests[name]
+        rows = np.moveaxis(np.asarray(arr), req.channel_axis, -1)
+        if keep is not None and rows.shape[:-1] == keep.shape:
+            rows = rows[keep]  # padding positions (mask 0) stay out of the statistics
+        else:
+            if keep is not None:  # another layout: no safe way to line the mask up
+                unmasked.add(name)
+            rows = rows.reshape(-1, rows.shape[-1])
+        stats[name].add(rows, req.gram)
+        sums = {key: fn(rows.astype(np.float64)) for key, fn in req.reducers.items()}
+        sums.update({key: fn(np.asarray(arr)) for key, fn in req.raw.items()})
+        for key, val in sums.items():
+            prev = stats[name].extra.get(key)
+            stats[name].extra[key] = val if prev is None else prev + val

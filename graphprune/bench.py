@@ -68,7 +68,8 @@ def normalized_copy(model_path: str, folder: str) -> str:
     return path
 
 
-def bench(model_path: str, pruned_path: str, feeds: dict, repeats: int, budget_s: float, quiet: bool) -> dict:
+def bench(model_path: str, pruned_path: str, feeds: dict, repeats: int, budget_s: float, quiet: bool,
+          threads: int = 0) -> dict:
     """Latency of the original, normalized and pruned models, and per-node times of the
     normalized and pruned ones (graphprune.profile)."""
     import tempfile
@@ -78,8 +79,8 @@ def bench(model_path: str, pruned_path: str, feeds: dict, repeats: int, budget_s
     with tempfile.TemporaryDirectory() as tmp:
         norm = normalized_copy(model_path, tmp)
         orig, normalized, pruned = latencies([model_path, norm, pruned_path], feeds, repeats, budget_s=budget_s,
-                                             quiet=quiet)
+                                             quiet=quiet, threads=threads)
         runs = max(3, min(10, int(budget_s / max(6 * normalized["median"], 1e-9))))
-        nodes = compare(node_times(norm, feeds, runs), node_times(pruned_path, feeds, runs))
+        nodes = compare(node_times(norm, feeds, runs, threads), node_times(pruned_path, feeds, runs, threads))
     return {"original": orig, "normalized": normalized, "pruned": pruned, "nodes": nodes,
             "inputs": {k: list(v.shape) for k, v in feeds.items()}}

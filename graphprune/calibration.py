@@ -35,6 +35,8 @@ class Calibration:
         self.want = input_spec(inputs)
         self.fixed_batch = fixed_batch(self.want)
         self.batch_free = False  # see free_batch_if_safe
+        self.ray: str | None = None  # a Ray address: statistics sharded over its workers (graphprune.cluster)
+        self.ray_shards: int | None = None
         self.requested_batch = self.batch
         if self.fixed_batch:  # a model with a fixed batch size runs batches of exactly that size
             self.batch = self.fixed_batch
@@ -127,20 +129,27 @@ class Calibration:
         """(ONNX Runtime session exposing `outputs`, the calibration to run it on): with a
         freed batch where this model still computes the same with it, else one sample at a
         time."""
-        from graphprune.runtime import batch_frees, model_session
+        from graphprune.runtime import model_session
+
+        free, calib = self.batch_mode(model)
+        return model_session(model, outputs, who, optimize, batch_free=free), calib
+
+    def batch_mode(self, model) -> tuple[bool, "Calibration"]:
+        """(whether sessions of `model` take the freed batch, the calibration to run them on)."""
+        from graphprune.runtime import batch_frees
 
         if not self.batch_free:
-            return model_session(model, outputs, who, optimize), self
+            return False, self
         key = (id(model), tuple((n.op_type, n.outputs[0].name if n.outputs else None) for n in model.graph))
         if key not in self._frees:
             self._frees[key] = batch_frees(model, self._samples)
         if self._frees[key]:
-            return model_session(model, outputs, who, optimize, batch_free=True), self
+            return True, self
         import copy
 
         single = copy.copy(self)
         single.batch_free, single.fixed_batch, single.batch = False, 1, 1
-        return model_session(model, outputs, who, optimize), single
+        return False, single
 
     def keep(self, feeds: Feeds) -> np.ndarray | None:
         """The positions of a batch that count (the --calib-mask input is non-zero), or None

@@ -40,7 +40,15 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--bench", action="store_true", help="measure ONNX Runtime latency before/after")
     p.add_argument("--bench-repeats", type=int, default=30, metavar="N")
     p.add_argument("--bench-batch", type=int, default=16, metavar="N",
-                   help="batch size for --bench where the model's batch axis is symbolic (default 16)")
+                   help="batch size for --bench and select:latency= where the model's batch axis is symbolic "
+                        "(default 16)")
+    p.add_argument("--bench-threads", type=int, default=0, metavar="N",
+                   help="ONNX Runtime intra-op threads for --bench and select:latency= (default: ONNX Runtime's)")
+    p.add_argument("--ray", metavar="ADDRESS", help="shard calibration statistics over a Ray cluster's workers "
+                   "(auto: a running cluster, else a local one; needs graphprune[ray])")
+    p.add_argument("--ray-shards", type=int, metavar="N", help="calibration shards (default: the cluster's CPUs)")
+    p.add_argument("--latency-on", metavar="RESOURCE", help="measure --bench and select:latency= on the Ray node "
+                   "that declares this custom resource (with --ray)")
     p.add_argument("--inputs", metavar="FILE.npz", help="inputs for verification (default: random probes)")
     p.add_argument("--eval", dest="eval_data", metavar="FILE.npz",
                    help="labelled data (model inputs + 'labels'): report top-1 before/after")
@@ -171,6 +179,8 @@ def _run(args) -> int:
                    calib=args.calib, calib_samples=args.calib_samples, calib_batch=args.calib_batch,
                    calib_mask=args.calib_mask, quiet=args.quiet,
                    bench_repeats=args.bench_repeats, bench_batch=args.bench_batch,
+                   bench_threads=args.bench_threads, ray=args.ray, ray_shards=args.ray_shards,
+                   latency_on=args.latency_on,
                    report=args.report, eval_output=args.eval_output, eval_metric=args.eval_metric,
                    tolerance=args.tolerance, shapes=args.shapes, find_budget=args.find_budget)
     report = prune(args.model, opts)

@@ -56,6 +56,8 @@ class Context:
     quiet: bool = False
     deploy_shapes: dict[str, list[int]] | None = None  # input -> shape MACs are counted at
     reference: Any = None  # graphprune.verify.Reference: the original's run on the verification inputs
+    latency: Any = None  # graphprune.latency.LatencySettings: how select's latency targets are measured
+    shared_stats: dict | None = None  # statistics shared between runs (a sweep's points): state key -> stats
     _analysis: Analysis | None = None
     _stats: dict = field(default_factory=dict)
 
@@ -96,12 +98,18 @@ class Context:
                    any(key not in cache[k].extra for key in [*r.reducers, *r.raw])}
         if missing:
             cache.update(collect(model, missing, self.calibration))
-            self.report["calibration"] = self.calibration.describe()
-            unmasked = self.report["calibration"].get("unmasked_tensors")
-            if unmasked:
-                self.warn(f"--calib-mask {self.calibration.mask!r} does not line up with the positions of "
-                          f"{len(unmasked)} tensor(s) (e.g. {unmasked[0]!r}): their statistics include padding")
+        self.report["calibration"] = self.calibration.describe()
+        unmasked = self.report["calibration"].get("unmasked_tensors")
+        if unmasked:
+            self.warn(f"--calib-mask {self.calibration.mask!r} does not line up with the positions of "
+                      f"{len(unmasked)} tensor(s) (e.g. {unmasked[0]!r}): their statistics include padding")
         return {k: cache[k] for k in requests}
+
+    def share_stats(self, key: tuple) -> None:
+        """Use the statistics another run measured in the same state (`key`: the model and
+        calibration, and what ran before that can change the tensors watched)."""
+        if self.shared_stats is not None:
+            self._stats = self.shared_stats.setdefault(key, self._stats)
 
     def require_calibration(self, who: str) -> None:
         if self.calibration is None:

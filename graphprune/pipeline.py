@@ -73,6 +73,11 @@ class Options:
     bench_repeats: int = 30
     bench_batch: int = 16
     bench_seconds: float = 60.0  # fewer runs where 30 would take longer
+    bench_threads: int = 0  # ONNX Runtime intra-op threads for --bench and latency targets (0: its default)
+    ray: str | None = None  # a Ray address (or auto): calibration statistics sharded over its workers
+    ray_shards: int | None = None  # default: the cluster's CPUs
+    latency_on: str | None = None  # a Ray resource: --bench and latency targets measured on the node declaring it
+    stats_cache: dict | None = None  # calibration statistics shared between runs on the same files (sweep)
     report: str | None = None  # also write the report as JSON here
     calib: Any = None  # an .npz path, an iterable of input dicts, or a function returning one
     calib_samples: int | None = None
@@ -118,14 +123,21 @@ def run_passes(ctx: Context, specs: list[str], check=None) -> list[dict[str, Any
     graph. Returns one record per pass: its spec, time, whether it changed the graph, and
     its own statistics."""
     records = []
+    state: list[str] = []  # what the statistics of the current graph depend on (Context.share_stats)
     for p in build_passes(ctx, specs):
         if p.kind == "remove":
             ctx.report["groups"] = reporting.describe_groups(ctx)
+        ctx.share_stats(tuple(state))
         t0 = time.perf_counter()
         result = p(ctx.model)
         seconds = time.perf_counter() - t0
         records.append({"pass": p.spec(), "kind": p.kind, "seconds": round(seconds, 4),
                         "modified": result.modified, "stats": p.stats})
+        # Statistics depend on the graph alone: until remove, on the passes that changed it;
+        # from remove on, on every pass so far (scores and budget decided the plan).
+        if result.modified:
+            removed = p.kind == "remove" or any(r["kind"] == "remove" for r in records)
+            state = [r["pass"] for r in records] if removed else [*state, p.spec()]
         if p.kind == "normalize" and "macs" not in ctx.report.get("before", {}):
             totals = ctx.analysis().cost.totals()
             ctx.report.setdefault("before", {}).update({"params": stored_params(ctx.model), "macs": int(totals.macs),
@@ -148,12 +160,22 @@ def prune(model_path: str | os.PathLike, opts: Options | None = None, **options:
     if opts.find_budget and opts.output:
         from graphprune.budget_search import find_budget
 
-        result = find_budget(model_path, opts, lambda path, o: run(path, o).report)
+        result = find_budget(model_path, opts, _run_released)
     else:
-        result = run(model_path, opts).report
+        result = _run_released(model_path, opts)
     if opts.report:
         reporting.write_json(result, opts.report)
     return result
+
+
+def _run_released(model_path: str, opts: Options) -> dict:
+    try:
+        return run(model_path, opts).report
+    finally:
+        if opts.ray:
+            from graphprune.cluster import release
+
+            release()
 
 
 def run(model_path: str, opts: Options) -> Context:
@@ -165,6 +187,12 @@ def run(model_path: str, opts: Options) -> Context:
     # memory-mapped again when verified) whatever its size after pruning.
     external = uses_external_data(model)
     ctx = Context(model, source=model_path, quiet=opts.quiet, keep_dense=opts.keep_dense)
+    if opts.stats_cache is not None and opts.calib is not None and isinstance(opts.calib, (str, os.PathLike)):
+        st, sc = os.stat(model_path), os.stat(opts.calib)
+        key = (os.path.abspath(model_path), st.st_mtime_ns, st.st_size, os.path.abspath(opts.calib), sc.st_mtime_ns,
+               sc.st_size, opts.calib_samples,
+               opts.calib_batch, opts.calib_mask, opts.inputs, opts.eval_data, opts.verify)
+        ctx.shared_stats = opts.stats_cache.setdefault(key, {})
     if opts.calib_mask is not None and opts.calib is None:
         raise BadInput("--calib-mask needs --calib")
     # Verification data never overlaps calibration data: without --inputs/--eval, the
@@ -177,15 +205,28 @@ def run(model_path: str, opts: Options) -> Context:
                                       limit=opts.calib_samples, quiet=opts.quiet, mask=opts.calib_mask,
                                       holdout=holdout)
         ctx.calibration.free_batch_if_safe(model)
+        ctx.calibration.ray, ctx.calibration.ray_shards = opts.ray, opts.ray_shards
+    if opts.ray or opts.latency_on:
+        from graphprune.cluster import connect
+
+        connect(opts.ray or "auto")
     specs = complete_pipeline(opts.passes, calibrated=ctx.calibration is not None)
     ctx.report.update({"input": model_path, "output": opts.output, "pipeline": specs})
 
     # The reference run also proves ORT can run the input; --no-verify (with no
     # --verify-each or --bench) skips it and only checks the result's structure.
-    needs_reference = opts.verify or opts.verify_each or opts.bench
+    latency_target = any(t in s for s in specs for t in ("latency=", "latency_ms="))
+    needs_reference = opts.verify or opts.verify_each or opts.bench or latency_target
     ref = reference(model_path, opts.inputs, opts.eval_data, opts.calib, holdout) if needs_reference else None
     ctx.deploy_shapes = _deploy_shapes(ctx, opts, ref)
     ctx.reference = ref
+    if latency_target or opts.bench:
+        from graphprune.latency import LatencySettings
+
+        ctx.latency = LatencySettings(probe_inputs(ref.inputs, batch=opts.bench_batch, bounds=index_bounds(model_path),
+                                                   shapes=ctx.deploy_shapes), threads=opts.bench_threads,
+                                      repeats=opts.bench_repeats, budget_s=opts.bench_seconds,
+                                      resource=opts.latency_on)
     checker = checks.Checker(ref, model_path, opts.verify, opts.tolerance, opts.eval_metric)
 
     ctx.report["passes"] = run_passes(ctx, specs, step_checker(ref) if opts.verify_each else None)
@@ -221,14 +262,19 @@ def run(model_path: str, opts: Options) -> Context:
     if opts.bench:
         from graphprune.bench import bench
 
-        bench_feeds = probe_inputs(ref.inputs, batch=opts.bench_batch, bounds=index_bounds(model_path),
-                                   shapes=ctx.deploy_shapes)
-        b = bench(model_path, opts.output, bench_feeds, opts.bench_repeats, opts.bench_seconds, opts.quiet)
+        args = (ctx.latency.feeds, opts.bench_repeats, opts.bench_seconds, opts.quiet)
+        if opts.latency_on:
+            from graphprune.cluster import measure_on
+
+            b = measure_on(opts.latency_on, "bench", [model_path, opts.output], *args, threads=opts.bench_threads)
+        else:
+            b = bench(model_path, opts.output, *args, threads=opts.bench_threads)
         # What pruning did is measured against the normalized dense model; what normalization
         # alone did (original -> normalized) is reported beside it.
         ctx.report["before"]["latency_ms"] = b["normalized"]["median"] * 1e3
         ctx.report["after"]["latency_ms"] = b["pruned"]["median"] * 1e3
         ctx.report["bench"] = {"batch": opts.bench_batch, "runs": b["pruned"]["runs"], "inputs": b["inputs"],
+                               "settings": ctx.latency.describe(),
                                "statistic": "median of interleaved runs; spread = 25th..75th percentile",
                                **{k: {s: v * 1e3 if s != "runs" else v for s, v in b[k].items()}
                                   for k in ("original", "normalized", "pruned")},

@@ -90,6 +90,13 @@ def model_session(model: ir.Model, outputs: list[str] = (), who: str = "calibrat
     outputs. The model is written to a temporary folder (external data stays external) and
     its outputs are restored; `who` names the caller in errors. `batch_free`: the session
     of free_batch(model), for a fixed-batch-1 model that batch_frees."""
+    with tempfile.TemporaryDirectory() as tmp:
+        return session(write_exposed(model, outputs, who, batch_free, tmp), optimize=optimize)
+
+
+def write_exposed(model: ir.Model, outputs, who: str, batch_free: bool, folder: str) -> str:
+    """Write `model` with `outputs` exposed as graph outputs to folder/model.onnx (what
+    model_session opens; graphprune.cluster ships the folder to Ray workers)."""
     from graphprune.saving import save_scratch
     from graphprune.shapes import infer_exact_shapes
 
@@ -107,10 +114,9 @@ def model_session(model: ir.Model, outputs: list[str] = (), who: str = "calibrat
     added = [values[n] for n in outputs if not values[n].is_graph_output()]
     model.graph.outputs.extend(added)
     try:
-        with tempfile.TemporaryDirectory() as tmp:
-            path = os.path.join(tmp, "model.onnx")
-            save_scratch(model, path)
-            return session(path, optimize=optimize)
+        path = os.path.join(folder, "model.onnx")
+        save_scratch(model, path)
+        return path
     finally:
         for v in added:
             model.graph.outputs.remove(v)

@@ -48,14 +48,18 @@ def check_output_path(out_path: str, input_path: str | None) -> None:
 
 def model_bytes(path: str) -> int:
     """Size of a model file plus the external-data files it references."""
+    folder = os.path.dirname(os.path.abspath(path))
+    return os.path.getsize(path) + sum(os.path.getsize(os.path.join(folder, loc)) for loc in external_files(path))
+
+
+def external_files(path: str) -> list[str]:
+    """The external-data files (relative to the model's folder) a model file references."""
     import onnx
 
-    total = os.path.getsize(path)
     proto = onnx.load(path, load_external_data=False)
     folder = os.path.dirname(os.path.abspath(path))
     locations = {e.value for t in proto.graph.initializer for e in t.external_data if e.key == "location"}
-    return total + sum(os.path.getsize(os.path.join(folder, loc)) for loc in locations
-                       if os.path.isfile(os.path.join(folder, loc)))
+    return sorted(loc for loc in locations if os.path.isfile(os.path.join(folder, loc)))
 
 
 def uses_external_data(model: ir.Model) -> bool:

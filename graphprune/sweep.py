@@ -1,9 +1,10 @@
 """graphprune sweep: criteria (or pipelines) x budgets on one model, every point a full
-checked run, collected into sweep.json with the accuracy/size (and latency) Pareto front,
+checked run (calibration statistics measured once per graph state and shared by the
+points in-process), collected into sweep.json with the accuracy/size (and latency) Pareto front,
 and pictures where matplotlib is installed (graphprune.plots).
 
     graphprune sweep MODEL -o DIR --criteria l2,wifv+refit --budgets macs=0.67,0.5,0.33
-                     [--calib DATA.npz] [--eval DATA.npz] [--bench]
+                     [--calib DATA.npz] [--eval DATA.npz] [--bench] [--ray auto|ADDRESS]
 
 A criterion is a '+'-joined pipeline of passes (options after ':' joined by ';', as in
 `wifv:normalize=standardize;reduce=mean+refit`); the sweep puts `select:<budget>,
@@ -118,8 +119,39 @@ def pareto(points: list[dict], cost: str, tie: float = 1e-3) -> list[str]:
     return [p["key"] for p in sorted(front, key=lambda p: p[cost])]
 
 
+def _say(p: dict) -> None:
+    lat = f", {p['latency_ms']:.3f} ms" if p.get("latency_ms") else ""
+    acc = "-" if p["accuracy"] is None else f"{p['accuracy']:.4f}"
+    print(f"{p['key']}: MACs kept {p['macs_kept']:.3f}, params kept {p['params_kept']:.3f}{lat}, "
+          f"{p['metric']} {acc}", flush=True)
+
+
+def _on_ray(address: str, model: str, folder: str, grid: list, base: dict, quiet: bool) -> list[dict]:
+    """The points as Ray tasks (one CPU each), each writing its own files, so a lost
+    worker loses one point and a rerun resumes; results in grid order."""
+    from graphprune.cluster import connect
+
+    ray = connect(address)
+    task = ray.remote(num_cpus=1, max_retries=1)(run_point)
+    refs = [task.remote(os.path.abspath(model), os.path.abspath(folder), c, k, v, base) for c, k, v in grid]
+    points: dict = {}
+    waiting = list(refs)
+    while waiting:
+        done, waiting = ray.wait(waiting, num_returns=1)
+        for ref in done:
+            try:
+                p = ray.get(ref)
+            except Exception as e:  # noqa: BLE001 - a point's own one-line error, wrapped by Ray
+                cause = getattr(e, "cause", None)
+                raise BadInput(str(cause) if isinstance(cause, BadInput) else f"sweep: a point failed on Ray ({e})")
+            points[refs.index(ref)] = p
+            if not quiet:
+                _say(p)
+    return [points[i] for i in range(len(refs))]
+
+
 def sweep(model: str, folder: str, criteria: list[str], budgets: list[tuple[str, float]], base: dict,
-          quiet: bool = False) -> dict:
+          quiet: bool = False, ray: str | None = None) -> dict:
     from graphprune.report import write_json
 
     if not os.path.isfile(model):
@@ -129,16 +161,15 @@ def sweep(model: str, folder: str, criteria: list[str], budgets: list[tuple[str,
     for c in criteria:  # refuse a bad criterion before the first point runs
         point_passes(c, *budgets[0])
     os.makedirs(os.path.join(folder, "points"), exist_ok=True)
-    points = []
-    for c in criteria:
-        for key, value in budgets:
-            points.append(run_point(model, folder, c, key, value, base))
+    grid = [(c, key, value) for c in criteria for key, value in budgets]
+    if ray:
+        points = _on_ray(ray, model, folder, grid, base, quiet)
+    else:
+        points, shared = [], {**base, "stats_cache": {}}  # one calibration pass per graph state, not per point
+        for c, key, value in grid:
+            points.append(run_point(model, folder, c, key, value, shared))
             if not quiet:
-                p = points[-1]
-                lat = f", {p['latency_ms']:.3f} ms" if p.get("latency_ms") else ""
-                acc = "-" if p["accuracy"] is None else f"{p['accuracy']:.4f}"
-                print(f"{p['key']}: MACs kept {p['macs_kept']:.3f}, params kept {p['params_kept']:.3f}{lat}, "
-                      f"{p['metric']} {acc}", flush=True)
+                _say(points[-1])
     result = {"model": os.path.basename(model), "criteria": criteria,
               "budgets": [{k: v} for k, v in budgets], "points": points,
               "front_macs": pareto(points, "macs"), "front_latency": pareto(points, "latency_ms")}
@@ -159,11 +190,13 @@ def main(argv: list[str]) -> int:
     p.add_argument("--eval", dest="eval_data", metavar="FILE.npz")
     p.add_argument("--bench", action="store_true", help="measure each point's ONNX Runtime latency")
     p.add_argument("--bench-batch", type=int, default=16)
+    p.add_argument("--ray", metavar="ADDRESS", help="run the points as Ray tasks (auto: a running cluster, else a "
+                   "local one; needs graphprune[ray]); the folder must be reachable by every worker")
     p.add_argument("--quiet", action="store_true")
     args = p.parse_args(argv)
     base = {"calib": args.calib, "eval_data": args.eval_data, "bench": args.bench, "bench_batch": args.bench_batch}
     result = sweep(args.model, args.output, [c for c in args.criteria.split(",") if c], parse_budgets(args.budgets),
-                   base, args.quiet)
+                   base, args.quiet, args.ray)
     print(f"wrote {os.path.join(args.output, 'sweep.json')} ({len(result['points'])} points; front by MACs: "
           f"{', '.join(result['front_macs']) or '-'})")
     for path in result["pictures"]:

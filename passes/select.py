@@ -5,7 +5,10 @@ units; `heads=` and `channels=` give attention-head groups and all other groups 
 own ratio, e.g. `select:heads=0.25,channels=0.3`), one global ratio (`scope=global`, the lowest-scored units of the whole model), or
 a target (`macs=0.5` / `params=0.6`: the fraction kept), reached with a uniform ratio
 (`scope=local`) or a global ranking (`scope=global`); the cost of a plan is computed
-exactly from the graph. Constraints: `round_to` (kept units a multiple of it; `auto` uses
+exactly from the graph. `latency=0.5` (a fraction of the dense model's latency) or
+`latency_ms=` target latency measured in ONNX Runtime (graphprune.latency_target:
+a measured per-node table, importance per millisecond, `rounds` of measurement and
+correction until within `tolerance`). Constraints: `round_to` (kept units a multiple of it; `auto` uses
 the channel block of ONNX Runtime's blocked CPU convolutions on this machine, 16 with
 AVX-512 and 8 otherwise, for the groups whose size is a multiple of it today: counts off
 that block make ORT fall back to slower kernels, and a pruned model can then run slower
@@ -69,37 +72,41 @@ def producer_names(group) -> set[str]:
 class SelectPass(PrunePass):
     name = "select"
     kind = "select"
-    summary = "choose units by ratio (local/global) or by a macs=/params= target"
-    options = {"ratio": None, "heads": None, "channels": None, "macs": None, "params": None, "scope": "local",
-               "round_to": "auto", "min_keep": 1, "max_ratio": 1.0, "strict": True, "exclude": "", "include": ""}
+    summary = "choose units by ratio (local/global) or by a macs=/params=/latency= target"
+    options = {"ratio": None, "heads": None, "channels": None, "macs": None, "params": None, "latency": None,
+               "latency_ms": None, "rounds": 3, "tolerance": 0.03, "scope": "local", "round_to": "auto", "min_keep": 1, "max_ratio": 1.0, "strict": True, "exclude": "", "include": ""}
 
     def run(self, model: ir.Model) -> bool:
         o = self.opts
-        targets = [k for k in ("ratio", "macs", "params") if o[k] is not None]
+        self._latency_record = None
+        targets = [k for k in ("ratio", "macs", "params", "latency", "latency_ms") if o[k] is not None]
         if len(targets) > 1:
-            raise BadInput(f"select: give one of ratio=, macs=, params= (got {', '.join(targets)})")
+            raise BadInput(f"select: give one of ratio=, macs=, params=, latency=, latency_ms= "
+                           f"(got {', '.join(targets)})")
+        if o["latency_ms"] is not None and (not isinstance(o["latency_ms"], (int, float)) or o["latency_ms"] <= 0):
+            raise BadInput(f"select: latency_ms must be a positive number of milliseconds, not {o['latency_ms']!r}")
         if o["scope"] not in ("local", "global"):
             raise BadInput(f"select: scope must be local or global, not {o['scope']!r}")
         kinds = [k for k in ("heads", "channels") if o[k] is not None]
-        if kinds and (o["macs"] is not None or o["params"] is not None or o["scope"] != "local"):
+        if kinds and (targets[1:] or targets and targets[0] != "ratio" or o["scope"] != "local"):
             raise BadInput("select: heads= and channels= are local ratios; they do not mix with "
-                           "macs=, params= or scope=global")
-        for k in targets + kinds:
+                           "macs=, params=, latency= or scope=global")
+        for k in [t for t in targets if t != "latency_ms"] + kinds:
             if not isinstance(o[k], float) or not 0.0 <= o[k] <= 1.0:
                 raise BadInput(f"select: {k} must be a number between 0 and 1, not {o[k]!r}")
         if self.ctx.score_name is None:
             raise BadInput("select: no scores; put a score pass (l1, l2, bn-scale, random) before it")
-        self.round_to = parse_round_to(o["round_to"])
-        self.auto = str(o["round_to"]).strip().lower() == "auto"
-        analysis = self.ctx.analysis()
-        self._memo: dict = {}
-        self._owned_cache: dict = {}
-        self.cands = self._candidates(analysis.groups)
+        analysis = self.prepare()
         if kinds:
             counts = self._local(o["ratio"] or 0.0, {k: o[k] for k in kinds})
         elif not targets or targets[0] == "ratio":
             ratio = o["ratio"] if targets else 0.3
             counts = self._local(ratio) if o["scope"] == "local" else self._global_count(ratio)
+        elif targets[0] in ("latency", "latency_ms"):
+            from graphprune.latency_target import LatencyTarget
+
+            target = LatencyTarget(self, o["latency"], o["latency_ms"])
+            counts, self._latency_record = target.reach(int(o["rounds"]), float(o["tolerance"]))
         else:
             counts = self._reach(targets[0], o[targets[0]])
         self.ctx.plan = {gid: self._lowest(gid, k) for gid, k in counts.items() if k > 0}
@@ -112,8 +119,10 @@ class SelectPass(PrunePass):
             "params_kept": after.params / before.params if before.params else 1.0,
             "round_to": self.round_to,
         }
+        if getattr(self, "_latency_record", None):
+            self.stats["latency"] = self._latency_record
         asked = (not targets and not kinds) or any(o[k] for k in ("ratio", *kinds)) or \
-            any(o[k] is not None and o[k] < 1 for k in ("macs", "params"))
+            any(o[k] is not None and o[k] < 1 for k in ("macs", "params", "latency")) or o["latency_ms"] is not None
         if asked and not self.ctx.plan:
             why = ("no group can be pruned (see the pinned lines)" if not self.cands else
                    f"{len(self.cands)} prunable groups, but the budget, round_to or min_keep leave "
@@ -122,6 +131,17 @@ class SelectPass(PrunePass):
         return False
 
     # -- candidates and limits ---------------------------------------------------------
+    def prepare(self):
+        """Read the constraints and find the candidate groups (before any mode runs)."""
+        o = self.opts
+        self.round_to = parse_round_to(o["round_to"])
+        self.auto = str(o["round_to"]).strip().lower() == "auto"
+        self._memo: dict = {}
+        self._owned_cache: dict = {}
+        analysis = self.ctx.analysis()
+        self.cands = self._candidates(analysis.groups)
+        return analysis
+
     def _candidates(self, groups) -> dict[int, np.ndarray]:
         exclude = [p for p in self.opts["exclude"].split("|") if p]
         include = [p for p in self.opts["include"].split("|") if p]
@@ -197,9 +217,11 @@ class SelectPass(PrunePass):
             counts[gid] = self._round(gid, n - int(n * (1 - r) + 1e-9))
         return counts
 
-    def _global_order(self) -> list[int]:
-        """Group id of each successive removal when units go in global score order."""
-        entries = [(self.ctx.scores[gid][u], gid, u) for gid, units in self.cands.items() for u in units]
+    def _global_order(self, priority: dict[int, np.ndarray] | None = None) -> list[int]:
+        """Group id of each successive removal when units go in global order of their score
+        (or of `priority`, lowest first)."""
+        values = priority or self.ctx.scores
+        entries = [(values[gid][u], gid, u) for gid, units in self.cands.items() for u in units]
         entries.sort(key=lambda e: (e[0], e[1], e[2]))
         caps = {gid: self._cap(gid) for gid in self.cands}
         taken = dict.fromkeys(self.cands, 0)

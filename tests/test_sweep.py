@@ -17,6 +17,7 @@ from graphprune.sweep import parse_budgets, pareto, point_passes, sweep
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DEMO = os.path.join(ROOT, "models", "digits_cnn.onnx")
 EVAL = os.path.join(ROOT, "models", "digits_eval.npz")
+CALIB = os.path.join(ROOT, "models", "digits_calib.npz")
 
 
 def test_budgets_and_pipelines_parse():
@@ -55,6 +56,23 @@ def test_points_equal_single_runs_and_a_rerun_resumes(tmp_path, monkeypatch):
     monkeypatch.setattr(pipeline, "prune", lambda *a, **k: pytest.fail("a finished point ran again"))
     again = sweep(DEMO, str(out), ["l2", "bn-scale"], [("macs", 0.75), ("macs", 0.5)], {"eval_data": EVAL}, quiet=True)
     assert again["points"] == result["points"]
+
+
+def test_calibration_statistics_are_measured_once_per_graph_state(tmp_path, monkeypatch):
+    from graphprune import activations
+
+    calls = []
+    real = activations.collect
+    monkeypatch.setattr(activations, "collect", lambda m, req, *a, **k: calls.append(sorted(req)) or real(m, req, *a, **k))
+    budgets = [("macs", 0.75), ("macs", 0.5), ("macs", 0.33)]
+    result = sweep(DEMO, str(tmp_path / "s"), ["wifv+refit"], budgets, {"calib": CALIB, "eval_data": EVAL}, quiet=True)
+    # the dense model's statistics (wifv's, and refit's targets) once for the three points
+    assert len(calls) == 1, calls
+    for p in result["points"]:  # each equals the single run, which measures everything itself
+        rep = graphprune.prune(DEMO, graphprune.Options(passes=point_passes("wifv+refit", *next(iter(p["budget"].items()))),
+                                                        calib=CALIB, eval_data=EVAL, quiet=True,
+                                                        output=str(tmp_path / "one.onnx")))
+        assert p["accuracy"] == rep["accuracy"]["after"] and p["macs"] == rep["after"]["macs"]
 
 
 def test_pictures(tmp_path):

@@ -32,6 +32,15 @@ import bench_cnn  # noqa: E402
 INCLUDE = "*layer*conv1*"
 
 
+RECIPES = {  # graphprune's pipelines for the cifar task; --recipe picks one
+    "flap": ("wifv global (FLAP) + refit + restore-stats",
+             ["wifv:normalize=standardize", "select:macs={keep},include={include},round_to=1,scope=global",
+              "refit", "restore-stats"]),
+    "uniform": ("wifv uniform ratio + refit + restore-stats",
+                ["wifv", "select:macs={keep},include={include},round_to=1,scope=local", "refit", "restore-stats"]),
+}
+
+
 class Augmented:
     """Shuffled batches of `x` with random horizontal flips and 4-pixel padded crops; a new
     draw every epoch (seeded)."""
@@ -69,6 +78,8 @@ def cifar(args) -> list[dict]:
     teacher = load_trained(os.path.join(bench_cnn.ASSETS, "cifar10", ckpt), 56).eval()
     x, y = bench_cnn.cifar_images()
     xc, yc, xt, xe, ye = x[:1000], y[:1000], x[:5000], x[5000:], y[5000:]
+    if args.val:  # choosing a recipe: distil on x[:4000], score on x[4000:5000]; x[5000:] stays unseen
+        xt, xe, ye = x[:4000], x[4000:5000], y[4000:5000]
     ignored = ["conv1", "linear"] + [n for n, _ in teacher.named_modules() if n.endswith(".conv2")]
     shape = (1, 3, 32, 32)
     dense_macs = bench_cnn.torch_macs(teacher, shape)
@@ -81,12 +92,11 @@ def cifar(args) -> list[dict]:
         if args.match_tp:  # graphprune at the MACs Torch-Pruning's ratio search landed on
             keep = tp_kept
         t0 = time.perf_counter()
-        passes = ["wifv:normalize=standardize", f"select:macs={keep},include={INCLUDE},round_to=1,scope=global",
-                  "refit", "restore-stats"]
+        label, passes = RECIPES[args.recipe]
+        passes = [p.format(keep=keep, include=INCLUDE) for p in passes]
         gp = gpt.prune(teacher, (torch.from_numpy(xe[:2]),), passes=passes, calib=calib, quiet=True).module
         gp_secs = time.perf_counter() - t0
-        runs = [("graphprune", "wifv global (FLAP) + refit + restore-stats", gp, gp_secs),
-                ("torch-pruning", "taylor (calibration + labels)", tp, None)]
+        runs = [("graphprune", label, gp, gp_secs), ("torch-pruning", "taylor (calibration + labels)", tp, None)]
         for tool, label, student, secs in runs[:1] if args.match_tp else runs:
             row = {"model": "resnet56", "tool": tool, "pipeline": label, "target": target,
                    "mac_reduction": dense_macs / bench_cnn.torch_macs(student, shape),
@@ -129,6 +139,9 @@ def main() -> int:
                     help="minilm: which STS-B pairs prune and distill, which are evaluated (bench_distill_text)")
     ap.add_argument("--match-tp", action="store_true", help="cifar: prune graphprune to the MACs Torch-Pruning's "
                     "ratio search reached (which overshoots the target) and distill only graphprune's student")
+    ap.add_argument("--recipe", choices=sorted(RECIPES), default="flap", help="cifar: graphprune's pipeline")
+    ap.add_argument("--val", action="store_true", help="cifar: distil on x[:4000] and report top-1 on "
+                    "x[4000:5000], the split recipes are chosen on (x[5000:] is not read)")
     ap.add_argument("--json")
     args = ap.parse_args()
     with tempfile.TemporaryDirectory() as tmp:

@@ -1,0 +1,143 @@
+"""select's latency targets (`latency=0.5`: a fraction of the dense model's latency;
+`latency_ms=`): widths chosen on the measured latency table (graphprune.latency), then
+the pruned model measured in ONNX Runtime beside the dense one and the goal corrected.
+
+Global scope removes units in order of importance per millisecond (the score, shifted to
+be non-negative, over the milliseconds the unit's removal saves, linearised at the dense
+model), local scope one uniform ratio; either way the count is bisected on the table's
+prediction. Each round then measures the pruned model and the dense one, interleaved,
+and scales the goal by target / measured; the plan whose measurement lands closest to
+the target is kept (`rounds`, default 3; a round within `tolerance`, default 3%, stops).
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import tempfile
+
+import numpy as np
+
+from graphprune.context import unit_masks
+from graphprune.errors import BadInput
+from graphprune.latency import LatencySettings, PlanInfo, measure_table, node_keys, write_pruned
+
+
+def default_settings(ctx) -> LatencySettings:
+    """Random inputs at batch 16 where the pipeline gave none (run_passes on its own)."""
+    from graphprune.probes import graph_input_meta, probe_inputs
+
+    return LatencySettings(probe_inputs(graph_input_meta(ctx.model), batch=16, shapes=ctx.deploy_shapes))
+
+
+class LatencyTarget:
+    def __init__(self, sel, fraction: float | None, ms: float | None):
+        from graphprune.passes.select import ort_channel_block
+
+        self.sel, self.fraction, self.ms = sel, fraction, ms
+        ctx = sel.ctx
+        self.settings = getattr(ctx, "latency", None) or default_settings(ctx)
+        self.analysis = ctx.analysis()
+        self.keys = node_keys(ctx.model, self.analysis)
+        say = None if ctx.quiet else (lambda line: print(f"graphprune: {line}", file=sys.stderr, flush=True))
+        extra = f"cands={sorted(sel.cands)} round_to={sel.round_to} min_keep={sel.opts['min_keep']}"
+        self.table = measure_table(ctx, self.settings, self._uniform, ort_channel_block(), extra, say)
+
+    # -- plans --------------------------------------------------------------------------
+    def _plan(self, counts: dict[int, int]) -> dict:
+        return {gid: self.sel._lowest(gid, k) for gid, k in counts.items() if k > 0}
+
+    def _uniform(self, kept: float, off: bool) -> dict:
+        counts = self.sel._local(1.0 - kept)
+        if off:  # one unit more, so the kept width leaves the block
+            groups = self.analysis.groups
+            counts = {gid: k + 1 if k + 1 <= self.sel._cap(gid) and groups[gid].n_units - k > 1 else k
+                      for gid, k in counts.items()}
+        return self._plan(counts)
+
+    def predict(self, counts: dict[int, int]) -> float:
+        masks = unit_masks(self.analysis.groups, self._plan(counts))
+        return self.table.predict_ms(PlanInfo(self.analysis, self.keys, masks))
+
+    def _order(self) -> list[int]:
+        scores = self.sel.ctx.scores
+        floor = min(float(np.min(scores[g][u])) for g, u in self.sel.cands.items())
+        saved = self.table.unit_ms(self.analysis, self.keys)
+        tiny = 1e-12 * max(float(np.max(v)) for v in saved.values()) + 1e-30
+        return self.sel._global_order({g: (scores[g] - floor) / np.maximum(saved[g], tiny) for g in self.sel.cands})
+
+    def solve(self, goal_ms: float) -> dict[int, int]:
+        """The counts whose predicted latency is at most goal_ms (or the fewest it allows)."""
+        sel = self.sel
+        if sel.opts["scope"] == "local":
+            lo, hi = 0.0, 1.0
+            for _ in range(25):
+                mid = (lo + hi) / 2
+                lo, hi = (lo, mid) if self.predict(sel._local(mid)) <= goal_ms else (mid, hi)
+            return sel._local(hi)
+        order = self._order()
+        lo, hi = 0, len(order)
+        while lo < hi:
+            mid = (lo + hi) // 2
+            if self.predict(sel._counts_from(order, mid)) <= goal_ms:
+                hi = mid
+            else:
+                lo = mid + 1
+        return sel._counts_from(order, lo)
+
+    # -- measured rounds ----------------------------------------------------------------
+    def measure(self, counts: dict[int, int], tmp: str) -> tuple[float, float]:
+        """(dense ms, pruned ms): medians of interleaved runs."""
+        dense, pruned = os.path.join(tmp, "dense.onnx"), os.path.join(tmp, "pruned.onnx")
+        if not os.path.exists(dense):
+            write_pruned(self.sel.ctx, {}, dense)
+        write_pruned(self.sel.ctx, self._plan(counts), pruned)
+        a, b = self.settings.latencies([dense, pruned])
+        return a["median"] * 1e3, b["median"] * 1e3
+
+    def reach(self, rounds: int, tolerance: float) -> tuple[dict[int, int], dict]:
+        wall = self.table.dense_wall_ms
+        goal = self.fraction * wall if self.fraction is not None else self.ms
+        floor_ms = self.predict(self.sel._local(1.0))
+        record = {"target": {"fraction": self.fraction, "ms": self.ms}, "settings": self.settings.describe(),
+                  "table": {"cached": self.table.cached, "nodes": len(self.table.nodes), "dense_ms": round(wall, 4),
+                            "block": self.table.block}, "rounds": []}
+        best, best_err = None, None
+        with tempfile.TemporaryDirectory() as tmp:
+            for _ in range(max(1, rounds)):
+                counts = self.solve(goal)
+                predicted = self.predict(counts)
+                dense_ms, pruned_ms = self.measure(counts, tmp)
+                target_ms = self.ms if self.ms is not None else self.fraction * dense_ms
+                err = pruned_ms / target_ms - 1.0
+                record["rounds"].append({"goal_ms": round(goal, 4), "predicted_ms": round(predicted, 4),
+                                         "dense_ms": round(dense_ms, 4), "measured_ms": round(pruned_ms, 4),
+                                         "measured_fraction": round(pruned_ms / dense_ms, 4)})
+                if best_err is None or abs(err) < abs(best_err):
+                    best, best_err = counts, err
+                    record["chosen_round"] = len(record["rounds"]) - 1
+                if abs(err) <= tolerance or not any(counts.values()) and err < 0:
+                    break
+                goal *= target_ms / pruned_ms
+        record["measured_error"] = round(best_err, 4)
+        record["groups"] = self._group_lines(best)
+        if best_err > tolerance and predicted <= floor_ms * 1.001:
+            line = (f"select: cannot reach the latency target; the smallest these constraints allow measures "
+                    f"{record['rounds'][-1]['measured_fraction']:.3f} of the dense model")
+            if self.sel.opts["strict"]:
+                raise BadInput(line)
+            self.sel.ctx.warn(line + ", which was taken")
+        return best, record
+
+    def _group_lines(self, counts: dict[int, int], top: int = 10) -> list[dict]:
+        """The groups that cost most, with their dense ms per unit and kept width."""
+        saved = self.table.unit_ms(self.analysis, self.keys)
+        from graphprune.passes.select import producer_names
+
+        rows = []
+        for gid in self.sel.cands:
+            g = self.analysis.groups[gid]
+            rows.append({"group": gid, "name": sorted(producer_names(g))[0], "units": g.n_units,
+                         "kept": g.n_units - counts.get(gid, 0), "ms_per_unit": round(float(saved[gid].mean()), 5)})
+        rows.sort(key=lambda r: -r["ms_per_unit"] * r["units"])
+        return rows[:top]

