@@ -25,7 +25,7 @@ import time
 
 from graphprune.errors import BadInput
 
-BUDGET_KEYS = ("macs", "params", "ratio")
+BUDGET_KEYS = ("macs", "params", "ratio", "latency")
 
 
 def parse_budgets(text: str) -> list[tuple[str, float]]:
@@ -35,7 +35,7 @@ def parse_budgets(text: str) -> list[tuple[str, float]]:
         if "=" in item:
             key, item = item.split("=", 1)
         if key not in BUDGET_KEYS:
-            raise BadInput(f"sweep: a budget is macs=, params= or ratio= followed by numbers, not {text!r}")
+            raise BadInput(f"sweep: a budget is macs=, params=, latency= or ratio= followed by numbers, not {text!r}")
         try:
             value = float(item)
         except ValueError:

@@ -266,3 +266,40 @@ def test_invalid_utf8_text_is_refused(tmp_path, field):
     p = tmp_path / "m.onnx"
     p.write_bytes(data)
     _refused(p, tmp_path, "not valid UTF-8")
+
+
+def _rms_mlp(op: str) -> onnx.ModelProto:
+    """x -> MatMul -> <op> (an RMSNorm as onnxruntime-genai writes it) -> MLP."""
+    r = np.random.default_rng(0)
+    nodes = [helper.make_node("MatMul", ["x", "w0"], ["a"]),
+             helper.make_node(op, ["a", "g"], ["b"], axis=-1, epsilon=1e-5),
+             helper.make_node("MatMul", ["b", "w1"], ["c"]), helper.make_node("Relu", ["c"], ["d"]),
+             helper.make_node("MatMul", ["d", "w2"], ["y"])]
+    inits = [numpy_helper.from_array(r.standard_normal(s).astype(np.float32), n)
+             for n, s in (("w0", (8, 16)), ("g", (16,)), ("w1", (16, 32)), ("w2", (32, 4)))]
+    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["n", 8])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["n", 4])], inits)
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=9)
+
+
+def test_ops_onnx_runtime_registers_in_the_default_domain_load_and_prune(tmp_path):
+    import graphprune
+
+    path = tmp_path / "rms.onnx"
+    onnx.save(_rms_mlp("SimplifiedLayerNormalization"), path)
+    with pytest.raises(onnx.checker.ValidationError):  # what the ONNX checker alone says
+        onnx.checker.check_model(str(path))
+    model = load_model(str(path))
+    assert [n.op_type for n in model.graph][1] == "SimplifiedLayerNormalization" and model.graph.node(1).domain == ""
+    out = tmp_path / "small.onnx"
+    rep = graphprune.prune(str(path), graphprune.Options(passes=["l2", "select:ratio=0.5"], output=str(out), quiet=True))
+    assert rep["verification"]["checker"] == "passed" and rep["after"]["macs"] < rep["before"]["macs"]
+    assert onnx.load(str(out)).graph.node[1].domain == ""  # written as it came, in the default domain
+    assert not [f for f in os.listdir(tmp_path) if f.endswith(".check")]
+
+
+def test_an_op_neither_onnx_nor_onnx_runtime_knows_is_still_refused(tmp_path):
+    path = tmp_path / "bad.onnx"
+    onnx.save(_rms_mlp("SimplifiedLayerNormalisationTypo"), path)
+    with pytest.raises(BadInput, match="not a valid ONNX model.*SimplifiedLayerNormalisationTypo"):
+        load_model(str(path))

@@ -22,6 +22,8 @@ CALIB = os.path.join(ROOT, "models", "digits_calib.npz")
 
 def test_budgets_and_pipelines_parse():
     assert parse_budgets("macs=0.67,0.5,params=0.4") == [("macs", 0.67), ("macs", 0.5), ("params", 0.4)]
+    assert parse_budgets("latency=0.5") == [("latency", 0.5)]
+    assert point_passes("l2", "latency", 0.5)[-1] == "select:latency=0.5,scope=global,strict=false"
     for bad in ("0.5", "macs=abc", "macs=1.5", "flops=0.5", ""):
         with pytest.raises(BadInput):
             parse_budgets(bad)
