@@ -49,6 +49,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--ray-shards", type=int, metavar="N", help="calibration shards (default: the cluster's CPUs)")
     p.add_argument("--latency-on", metavar="RESOURCE", help="measure --bench and select:latency= on the Ray node "
                    "that declares this custom resource (with --ray)")
+    p.add_argument("--plot-widths", metavar="FILE.png", help="draw the kept width of every prunable group "
+                   "(PNG or SVG; needs graphprune[plot])")
     p.add_argument("--inputs", metavar="FILE.npz", help="inputs for verification (default: random probes)")
     p.add_argument("--eval", dest="eval_data", metavar="FILE.npz",
                    help="labelled data (model inputs + 'labels'): report top-1 before/after")
@@ -173,6 +175,9 @@ def _run(args) -> int:
         raise BadInput("no model given (usage: graphprune MODEL -o OUT [--pass ...])")
     if not args.output and not args.dry_run:
         raise BadInput("no output given: use -o OUT, or --dry-run to only plan")
+    if args.plot_widths and (not args.plot_widths.lower().endswith((".png", ".svg")) or
+                             not os.path.isdir(os.path.dirname(os.path.abspath(args.plot_widths)))):
+        raise BadInput(f"--plot-widths {args.plot_widths!r}: give a .png or .svg file in an existing folder")
     opts = Options(passes=args.passes, output=None if args.dry_run else args.output,
                    dry_run=args.dry_run, verify=not args.no_verify, verify_each=args.verify_each,
                    inputs=args.inputs, eval_data=args.eval_data, bench=args.bench,
@@ -190,6 +195,14 @@ def _run(args) -> int:
         from graphprune.console import print_report
 
         print_report(report, args.verbose)
+    if args.plot_widths:
+        from graphprune.plots import draw_widths
+
+        if draw_widths(report, args.plot_widths) is None:
+            print("graphprune: --plot-widths needs matplotlib: pip install 'graphprune[plot]'", file=sys.stderr)
+            return 2
+        if not args.quiet:
+            print(f"wrote {args.plot_widths}")
     return 0
 
 

@@ -6,7 +6,7 @@ dense model and of the model pruned to a few uniform widths (kept fractions 0.75
 0.25 on the channel block, and one width just off the block, where ORT's blocked
 kernels fall back to slower ones). A node's time is then a function of its work ratio
 (the product of the kept fractions of the axes its MACs, or its output, run over),
-interpolated between the measured points, times the node's measured off-block factor
+interpolated between the measured points (and toward zero below the smallest), times the node's measured off-block factor
 where the plan leaves one of its axes off the block. Nodes ORT adds itself (layout
 reorders) scale with the plan's MAC ratio. The prediction is a fraction of the dense
 profile, turned into milliseconds with the dense model's measured wall time.
@@ -146,6 +146,12 @@ class LatencyTable:
                 if key in owner:
                     gid, counts = owner[key]
                     out[gid] += counts * dense / analysis.cost.sizes[key]
+        # The time of nodes ORT added (or renamed past recognition) follows the MACs.
+        other = _at(self.other, 1.0) if self.other else 0.0
+        total_macs = analysis.cost.totals().macs
+        if other and total_macs:
+            for g in analysis.groups:
+                out[g.id] += g.macs_per_unit * other / total_macs
         scale = self.dense_wall_ms / self.dense_profile_ms
         return {gid: v * scale for gid, v in out.items()}
 
@@ -161,8 +167,12 @@ class LatencyTable:
 
 
 def _at(points: list[list[float]], ratio: float) -> float:
-    """A node's milliseconds at a work ratio: linear between measured points, flat past them."""
-    return float(np.interp(ratio, [p[0] for p in points], [p[1] for p in points]))
+    """A node's milliseconds at a work ratio: linear between measured points, toward zero
+    below the smallest (a layer cut to a few channels costs less than at a quarter)."""
+    xs, ys = [p[0] for p in points], [p[1] for p in points]
+    if ratio < xs[0] and xs[0] > 0:
+        return float(ys[0] * max(ratio, 0.0) / xs[0])
+    return float(np.interp(ratio, xs, ys))
 
 
 class PlanInfo:

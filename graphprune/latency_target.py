@@ -6,7 +6,8 @@ Global scope removes units in order of importance per millisecond (the score, sh
 be non-negative, over the milliseconds the unit's removal saves, linearised at the dense
 model), local scope one uniform ratio; either way the count is bisected on the table's
 prediction. Each round then measures the pruned model and the dense one, interleaved,
-and scales the goal by target / measured; the plan whose measurement lands closest to
+and moves the goal (graphprune.latency_target.next_goal: by the error, then between the
+rounds that bracket the target); the plan whose measurement lands closest to
 the target is kept (`rounds`, default 3; a round within `tolerance`, default 3%, stops).
 """
 
@@ -28,6 +29,24 @@ def default_settings(ctx) -> LatencySettings:
     from graphprune.probes import graph_input_meta, probe_inputs
 
     return LatencySettings(probe_inputs(graph_input_meta(ctx.model), batch=16, shapes=ctx.deploy_shapes))
+
+
+def next_goal(tried: list[tuple[float, float]]) -> float:
+    """The next predicted-ms goal from the rounds so far ((goal, measured / target) each):
+    between the two nearest rounds on either side of the target where there are such,
+    else through the last two (a secant), else scaled by the last error; never more than
+    a factor of 2 from the last goal."""
+    goal, ratio = tried[-1]
+    below = [t for t in tried if t[1] < 1.0]
+    above = [t for t in tried if t[1] >= 1.0]
+    if below and above:
+        (g0, r0), (g1, r1) = max(below, key=lambda t: t[1]), min(above, key=lambda t: t[1])
+    elif len(tried) >= 2 and abs(tried[-1][1] - tried[-2][1]) > 1e-6:
+        (g0, r0), (g1, r1) = tried[-2], tried[-1]
+    else:
+        return goal / ratio
+    new = g0 + (1.0 - r0) * (g1 - g0) / (r1 - r0)
+    return float(np.clip(new, goal / 2, goal * 2))
 
 
 class LatencyTarget:
@@ -87,13 +106,16 @@ class LatencyTarget:
 
     # -- measured rounds ----------------------------------------------------------------
     def measure(self, counts: dict[int, int], tmp: str) -> tuple[float, float]:
-        """(dense ms, pruned ms): medians of interleaved runs."""
+        """(dense ms, pruned ms): medians of interleaved runs, averaged over two session pairs."""
         dense, pruned = os.path.join(tmp, "dense.onnx"), os.path.join(tmp, "pruned.onnx")
         if not os.path.exists(dense):
             write_pruned(self.sel.ctx, {}, dense)
         write_pruned(self.sel.ctx, self._plan(counts), pruned)
-        a, b = self.settings.latencies([dense, pruned])
-        return a["median"] * 1e3, b["median"] * 1e3
+        # Two pairs of fresh sessions: the same two files measure a few percent apart from one
+        # pair of sessions to the next (memory placement), more than within one pair's runs.
+        pairs = [self.settings.latencies([dense, pruned]) for _ in range(2)]
+        return (float(np.mean([a["median"] for a, _ in pairs])) * 1e3,
+                float(np.mean([b["median"] for _, b in pairs])) * 1e3)
 
     def reach(self, rounds: int, tolerance: float) -> tuple[dict[int, int], dict]:
         wall = self.table.dense_wall_ms
@@ -102,7 +124,7 @@ class LatencyTarget:
         record = {"target": {"fraction": self.fraction, "ms": self.ms}, "settings": self.settings.describe(),
                   "table": {"cached": self.table.cached, "nodes": len(self.table.nodes), "dense_ms": round(wall, 4),
                             "block": self.table.block}, "rounds": []}
-        best, best_err = None, None
+        best, best_err, tried = None, None, []
         with tempfile.TemporaryDirectory() as tmp:
             for _ in range(max(1, rounds)):
                 counts = self.solve(goal)
@@ -118,7 +140,8 @@ class LatencyTarget:
                     record["chosen_round"] = len(record["rounds"]) - 1
                 if abs(err) <= tolerance or not any(counts.values()) and err < 0:
                     break
-                goal *= target_ms / pruned_ms
+                tried.append((goal, pruned_ms / target_ms))
+                goal = next_goal(tried)
         record["measured_error"] = round(best_err, 4)
         record["groups"] = self._group_lines(best)
         if best_err > tolerance and predicted <= floor_ms * 1.001:

@@ -43,6 +43,21 @@ def draw_sweep(result: dict, folder: str) -> list[str]:
     return written
 
 
+def draw_widths(report: dict, path: str) -> str | None:
+    """The kept width of every prunable group of one run (its report), as `path` (PNG or
+    SVG); None without matplotlib."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return None
+    widths = [{"label": g["label"], "units": g["units"], "kept": g["units"] - g["removed"]}
+              for g in report.get("groups", []) if g["units"] > g.get("pinned_units", 0)]
+    return _widths({"key": os.path.basename(report.get("output") or ""), "widths": widths}, plt, path)
+
+
 def _widths(point: dict, plt, path: str) -> str:
     groups = point["widths"]
     fig, ax = plt.subplots(figsize=(max(6, 0.25 * len(groups)), 3.5))
@@ -58,7 +73,7 @@ def _widths(point: dict, plt, path: str) -> str:
 
 def _save(fig, plt, path: str) -> str:
     fig.tight_layout()
-    tmp = path + ".tmp.png"
+    tmp = path + ".tmp" + os.path.splitext(path)[1]
     fig.savefig(tmp, dpi=120)
     plt.close(fig)
     os.replace(tmp, path)

@@ -126,3 +126,12 @@ def test_bad_targets_are_one_line_errors(tmp_path, capsys, select, message):
     assert main([DEMO, "-o", str(out), "--pass", "l2", "--pass", select, "-q"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and message in err[0] and not out.exists()
+
+
+def test_next_goal_moves_toward_the_target():
+    from graphprune.latency_target import next_goal
+
+    assert next_goal([(10.0, 0.8)]) == pytest.approx(12.5)  # one round: scaled by the error
+    assert next_goal([(10.0, 0.8), (14.0, 1.2)]) == pytest.approx(12.0)  # between the bracketing rounds
+    assert next_goal([(10.0, 0.8), (12.0, 0.9)]) == pytest.approx(14.0)  # through the last two
+    assert next_goal([(10.0, 0.1), (10.5, 0.11)]) == pytest.approx(21.0)  # never past 2x the last goal

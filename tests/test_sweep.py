@@ -86,6 +86,18 @@ def test_pictures(tmp_path):
     assert all(open(p, "rb").read(8) == b"\x89PNG\r\n\x1a\n" for p in result["pictures"])
 
 
+def test_a_single_run_draws_its_widths(tmp_path, capsys):
+    pytest.importorskip("matplotlib")
+    for name, magic in (("w.png", b"\x89PNG"), ("w.svg", b"<?xml")):
+        assert main([DEMO, "-o", str(tmp_path / "s.onnx"), "--pass", "l2", "--pass", "select:ratio=0.5",
+                     "--plot-widths", str(tmp_path / name), "-q"]) == 0
+        assert open(tmp_path / name, "rb").read(5).startswith(magic)
+    capsys.readouterr()
+    assert main([DEMO, "-o", str(tmp_path / "s.onnx"), "--plot-widths", str(tmp_path / "w.jpg"), "-q"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "give a .png or .svg file" in err[0]
+
+
 def test_cli_bad_input_is_one_line(tmp_path, capsys):
     assert main(["sweep", DEMO, "-o", str(tmp_path / "s"), "--criteria", "nope"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
