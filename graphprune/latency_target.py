@@ -41,8 +41,8 @@ def next_goal(tried: list[tuple[float, float]]) -> float:
     above = [t for t in tried if t[1] >= 1.0]
     if below and above:
         (g0, r0), (g1, r1) = max(below, key=lambda t: t[1]), min(above, key=lambda t: t[1])
-    elif len(tried) >= 2 and abs(tried[-1][1] - tried[-2][1]) > 1e-6:
-        (g0, r0), (g1, r1) = tried[-2], tried[-1]
+    elif len(tried) >= 2 and (tried[-1][1] - tried[-2][1]) * (tried[-1][0] - tried[-2][0]) > 1e-12:
+        (g0, r0), (g1, r1) = tried[-2], tried[-1]  # a secant only where a larger goal measured slower
     else:
         return goal / ratio
     new = g0 + (1.0 - r0) * (g1 - g0) / (r1 - r0)
@@ -124,7 +124,7 @@ class LatencyTarget:
         record = {"target": {"fraction": self.fraction, "ms": self.ms}, "settings": self.settings.describe(),
                   "table": {"cached": self.table.cached, "nodes": len(self.table.nodes), "dense_ms": round(wall, 4),
                             "block": self.table.block}, "rounds": []}
-        best, best_err, tried = None, None, []
+        best, best_err, tried, at_floor = None, None, [], False
         with tempfile.TemporaryDirectory() as tmp:
             for _ in range(max(1, rounds)):
                 counts = self.solve(goal)
@@ -138,13 +138,14 @@ class LatencyTarget:
                 if best_err is None or abs(err) < abs(best_err):
                     best, best_err = counts, err
                     record["chosen_round"] = len(record["rounds"]) - 1
-                if abs(err) <= tolerance or not any(counts.values()) and err < 0:
-                    break
+                at_floor = predicted <= floor_ms * 1.001 and err > tolerance
+                if abs(err) <= tolerance or at_floor or not any(counts.values()) and err < 0:
+                    break  # within tolerance, or as far as the constraints go
                 tried.append((goal, pruned_ms / target_ms))
                 goal = next_goal(tried)
         record["measured_error"] = round(best_err, 4)
         record["groups"] = self._group_lines(best)
-        if best_err > tolerance and predicted <= floor_ms * 1.001:
+        if at_floor:
             line = (f"select: cannot reach the latency target; the smallest these constraints allow measures "
                     f"{record['rounds'][-1]['measured_fraction']:.3f} of the dense model")
             if self.sel.opts["strict"]:

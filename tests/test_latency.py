@@ -120,6 +120,7 @@ def test_cli_latency_target_reports_rounds(tmp_path, capsys):
     ("select:latency_ms=-2", "latency_ms must be a positive number"),
     ("select:latency=0.5,macs=0.5", "give one of ratio=, macs=, params=, latency="),
     ("select:latency=0.5,heads=0.5", "do not mix with macs=, params=, latency="),
+    ("select:latency=0.01,scope=global,rounds=2,round_to=1", "cannot reach the latency target"),
 ])
 def test_bad_targets_are_one_line_errors(tmp_path, capsys, select, message):
     out = tmp_path / "s.onnx"
@@ -135,3 +136,4 @@ def test_next_goal_moves_toward_the_target():
     assert next_goal([(10.0, 0.8), (14.0, 1.2)]) == pytest.approx(12.0)  # between the bracketing rounds
     assert next_goal([(10.0, 0.8), (12.0, 0.9)]) == pytest.approx(14.0)  # through the last two
     assert next_goal([(10.0, 0.1), (10.5, 0.11)]) == pytest.approx(21.0)  # never past 2x the last goal
+    assert next_goal([(12.0, 1.07), (11.0, 1.08)]) == pytest.approx(11.0 / 1.08)  # noise, not a slope

