@@ -114,7 +114,7 @@ def reference(model_path: str, inputs_file: str | None = None, eval_file: str | 
 
 def check_only(path: str) -> dict:
     """The ONNX checker alone (for --no-verify)."""
-    from graphprune.loading import check_onnx_file
+    from graphprune.ort_ops import check_onnx_file
 
     try:
         check_onnx_file(path)
