@@ -178,6 +178,11 @@ def _run(args) -> int:
     if args.plot_widths and (not args.plot_widths.lower().endswith((".png", ".svg")) or
                              not os.path.isdir(os.path.dirname(os.path.abspath(args.plot_widths)))):
         raise BadInput(f"--plot-widths {args.plot_widths!r}: give a .png or .svg file in an existing folder")
+    if args.plot_widths:
+        import importlib.util
+
+        if importlib.util.find_spec("matplotlib") is None:
+            raise BadInput("--plot-widths needs matplotlib: pip install 'graphprune[plot]'")
     opts = Options(passes=args.passes, output=None if args.dry_run else args.output,
                    dry_run=args.dry_run, verify=not args.no_verify, verify_each=args.verify_each,
                    inputs=args.inputs, eval_data=args.eval_data, bench=args.bench,
@@ -198,9 +203,7 @@ def _run(args) -> int:
     if args.plot_widths:
         from graphprune.plots import draw_widths
 
-        if draw_widths(report, args.plot_widths) is None:
-            print("graphprune: --plot-widths needs matplotlib: pip install 'graphprune[plot]'", file=sys.stderr)
-            return 2
+        draw_widths(report, args.plot_widths)
         if not args.quiet:
             print(f"wrote {args.plot_widths}")
     return 0
