@@ -106,3 +106,14 @@ def test_cli_bad_input_is_one_line(tmp_path, capsys):
     assert not os.path.exists(tmp_path / "s" / "sweep.json")
     (tmp_path / "f").write_text("x")
     assert main(["sweep", DEMO, "-o", str(tmp_path / "f")]) == 2
+
+
+def test_plot_widths_without_matplotlib_is_refused_before_the_run(tmp_path, capsys, monkeypatch):
+    import importlib.util
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "matplotlib" else real(name, *a))
+    out = tmp_path / "s.onnx"
+    assert main([DEMO, "-o", str(out), "--plot-widths", str(tmp_path / "w.png"), "-q"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "pip install 'graphprune[plot]'" in err[0] and not out.exists()
