@@ -114,7 +114,7 @@ def collect(model: ir.Model, requests: dict[str, Request], calib: Calibration,
         return {}
     graph_inputs = {v.name for v in model.graph.inputs}
     computed = [n for n in names if n not in graph_inputs]  # model inputs come from the feeds
-    if getattr(calib, "ray", None):
+    if calib.ray:
         from graphprune.cluster import collect_sharded
 
         return collect_sharded(model, requests, calib, computed, quiet)

@@ -175,7 +175,7 @@ def _check(results) -> None:
 
 # -- latency on a named machine ------------------------------------------------------------
 def _measure_remote(kind: str, files: list[dict[str, bytes]], args: tuple, kwargs: dict):
-    from graphprune import bench, profile
+    from graphprune.latency import measure
 
     with tempfile.TemporaryDirectory() as tmp:
         paths = []
@@ -184,16 +184,12 @@ def _measure_remote(kind: str, files: list[dict[str, bytes]], args: tuple, kwarg
             os.makedirs(folder)
             write_folder(f, folder)
             paths.append(os.path.join(folder, next(iter(f))))
-        if kind == "latencies":
-            return bench.latencies(paths, *args, **kwargs)
-        if kind == "node_times":
-            return profile.node_times(paths[0], *args, **kwargs)
-        return bench.bench(paths[0], paths[1], *args, **kwargs)
+        return measure(kind, paths, *args, **kwargs)
 
 
 def measure_on(resource: str, kind: str, paths: list[str], *args, **kwargs):
-    """bench.latencies / profile.node_times / bench.bench run on the machine that declares
-    the Ray resource `resource` (the files go with the task)."""
+    """graphprune.latency.measure run on the machine that declares the Ray resource
+    `resource` (the files go with the task)."""
     ray = ray_module()
     if not ray.is_initialized():
         raise BadInput("--latency-on needs --ray (the cluster whose machine declares the resource)")

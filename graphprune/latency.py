@@ -54,26 +54,33 @@ class LatencySettings:
             out["machine"] = f"the Ray node with resource {self.resource!r}"
         return out
 
-    def latencies(self, paths: list[str], repeats: int | None = None, budget_s: float | None = None) -> list[dict]:
-        """graphprune.bench.latencies with these settings (on the pinned machine if any)."""
-        kw = {"repeats": repeats or self.repeats, "threads": self.threads, "budget_s": budget_s or self.budget_s}
+    def measure(self, kind: str, paths: list[str], *args, **kwargs):
+        """`measure(kind, ...)` here, or on the machine that declares `resource`."""
         if self.resource:
             from graphprune.cluster import measure_on
 
-            return measure_on(self.resource, "latencies", paths, self.feeds, **kw)
-        from graphprune.bench import latencies
+            return measure_on(self.resource, kind, paths, *args, **kwargs)
+        return measure(kind, paths, *args, **kwargs)
 
-        return latencies(paths, self.feeds, **kw)
+    def latencies(self, paths: list[str], repeats: int | None = None, budget_s: float | None = None) -> list[dict]:
+        """graphprune.bench.latencies with these settings."""
+        return self.measure("latencies", paths, self.feeds, repeats=repeats or self.repeats, threads=self.threads,
+                            budget_s=budget_s or self.budget_s)
 
     def node_times(self, path: str) -> dict:
-        kw = {"runs": self.profile_runs, "threads": self.threads}
-        if self.resource:
-            from graphprune.cluster import measure_on
+        return self.measure("node_times", [path], self.feeds, runs=self.profile_runs, threads=self.threads)
 
-            return measure_on(self.resource, "node_times", [path], self.feeds, **kw)
-        from graphprune.profile import node_times
 
-        return node_times(path, self.feeds, **kw)
+def measure(kind: str, paths: list[str], *args, **kwargs):
+    """bench.latencies(paths, ...), profile.node_times(paths[0], ...) or
+    bench.bench(paths[0], paths[1], ...), by `kind`."""
+    from graphprune import bench, profile
+
+    if kind == "latencies":
+        return bench.latencies(paths, *args, **kwargs)
+    if kind == "node_times":
+        return profile.node_times(paths[0], *args, **kwargs)
+    return bench.bench(paths[0], paths[1], *args, **kwargs)
 
 
 def cache_dir() -> str:
@@ -184,7 +191,7 @@ class PlanInfo:
         self.mac_ratio = cost.totals(masks).macs / max(cost.totals().macs, 1e-9)
 
     def ratio(self, keys) -> float:
-        return self.analysis.cost._ratio(keys, self.masks)
+        return self.analysis.cost.ratio(keys, self.masks)
 
     def off_block(self, keys, block: int) -> bool:
         owner, sizes = self.analysis.cost.owner, self.analysis.cost.sizes

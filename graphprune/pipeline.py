@@ -136,7 +136,7 @@ def run_passes(ctx: Context, specs: list[str], check=None) -> list[dict[str, Any
         # Statistics depend on the graph alone: until remove, on the passes that changed it;
         # from remove on, on every pass so far (scores and budget decided the plan).
         if result.modified:
-            removed = p.kind == "remove" or any(r["kind"] == "remove" for r in records)
+            removed = any(r["kind"] == "remove" for r in records)  # this pass included
             state = [r["pass"] for r in records] if removed else [*state, p.spec()]
         if p.kind == "normalize" and "macs" not in ctx.report.get("before", {}):
             totals = ctx.analysis().cost.totals()
@@ -215,7 +215,7 @@ def run(model_path: str, opts: Options) -> Context:
 
     # The reference run also proves ORT can run the input; --no-verify (with no
     # --verify-each or --bench) skips it and only checks the result's structure.
-    latency_target = any(t in s for s in specs for t in ("latency=", "latency_ms="))
+    latency_target = any(parse_spec(s)[1].get(k) is not None for s in specs for k in ("latency", "latency_ms"))
     needs_reference = opts.verify or opts.verify_each or opts.bench or latency_target
     ref = reference(model_path, opts.inputs, opts.eval_data, opts.calib, holdout) if needs_reference else None
     ctx.deploy_shapes = _deploy_shapes(ctx, opts, ref)
@@ -260,15 +260,8 @@ def run(model_path: str, opts: Options) -> Context:
 
         ctx.report["accuracy"] = accuracy_pair(model_path, opts.output, opts.eval_data, opts.eval_output)
     if opts.bench:
-        from graphprune.bench import bench
-
-        args = (ctx.latency.feeds, opts.bench_repeats, opts.bench_seconds, opts.quiet)
-        if opts.latency_on:
-            from graphprune.cluster import measure_on
-
-            b = measure_on(opts.latency_on, "bench", [model_path, opts.output], *args, threads=opts.bench_threads)
-        else:
-            b = bench(model_path, opts.output, *args, threads=opts.bench_threads)
+        b = ctx.latency.measure("bench", [model_path, opts.output], ctx.latency.feeds, opts.bench_repeats,
+                                opts.bench_seconds, opts.quiet, threads=opts.bench_threads)
         # What pruning did is measured against the normalized dense model; what normalization
         # alone did (original -> normalized) is reported beside it.
         ctx.report["before"]["latency_ms"] = b["normalized"]["median"] * 1e3

@@ -74,7 +74,8 @@ class SelectPass(PrunePass):
     kind = "select"
     summary = "choose units by ratio (local/global) or by a macs=/params=/latency= target"
     options = {"ratio": None, "heads": None, "channels": None, "macs": None, "params": None, "latency": None,
-               "latency_ms": None, "rounds": 3, "tolerance": 0.03, "scope": "local", "round_to": "auto", "min_keep": 1, "max_ratio": 1.0, "strict": True, "exclude": "", "include": ""}
+               "latency_ms": None, "rounds": 3, "tolerance": 0.03, "scope": "local", "round_to": "auto",
+               "min_keep": 1, "max_ratio": 1.0, "strict": True, "exclude": "", "include": ""}
 
     def run(self, model: ir.Model) -> bool:
         o = self.opts
@@ -119,7 +120,7 @@ class SelectPass(PrunePass):
             "params_kept": after.params / before.params if before.params else 1.0,
             "round_to": self.round_to,
         }
-        if getattr(self, "_latency_record", None):
+        if self._latency_record:
             self.stats["latency"] = self._latency_record
         asked = (not targets and not kinds) or any(o[k] for k in ("ratio", *kinds)) or \
             any(o[k] is not None and o[k] < 1 for k in ("macs", "params", "latency")) or o["latency_ms"] is not None

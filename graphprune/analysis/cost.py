@@ -64,7 +64,7 @@ class CostModel:
                     self.owner[key] = (g.id, np.bincount(units, minlength=g.n_units).astype(float))
         self._fill_unit_costs(groups)
 
-    def _ratio(self, keys: list[DimKey], removed: dict[int, np.ndarray] | None) -> float:
+    def ratio(self, keys: list[DimKey], removed: dict[int, np.ndarray] | None) -> float:
         r = 1.0
         if not removed:
             return r
@@ -78,8 +78,8 @@ class CostModel:
 
     def totals(self, removed: dict[int, np.ndarray] | None = None) -> Totals:
         """Params and MACs after removing units (`removed`: group id -> bool mask)."""
-        params = sum(n * self._ratio(keys, removed) for n, keys in self.values)
-        macs = sum(t * self._ratio(keys, removed) for _, t, keys in self.terms)
+        params = sum(n * self.ratio(keys, removed) for n, keys in self.values)
+        macs = sum(t * self.ratio(keys, removed) for _, t, keys in self.terms)
         return Totals(params, macs)
 
     def _fill_unit_costs(self, groups: list[Group]) -> None:
