@@ -12,6 +12,7 @@ from graphprune.passes import (  # noqa: F401
     analysis_options,
     lamp,
     magnitude,
+    metanet,
     normalize,
     random_score,
     refit,

@@ -1,0 +1,119 @@
+"""The rescaling-canonical form of a network's weights, for the metanet features.
+
+A unit whose values reach its consumers through positively homogeneous ops only (ReLU,
+pooling, layout ops, adds within the group, BatchNorm as part of its producer) computes
+the same function when its producer rows (and biases) are multiplied by a > 0 and its
+consumer columns by 1/a. Features read from raw weights would change under such a
+rescaling, also those of the neighbouring layers (their rows and columns contain the
+rescaled unit's entries). So the features read weights in one canonical form: every
+rescalable unit gets the factor that balances its producer and consumer strengths
+(geometric mean of row norms = geometric mean of column norms), found by a few sweeps
+over the groups. The balanced form is the same for every member of a rescaling orbit, so
+features read from it are invariant to any rescaling, by any unit, to the sweeps'
+tolerance. Units behind normalisation or non-homogeneous activations (LayerNorm, GELU,
+softmax) keep factor 1: their scale means something.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from graphprune.analysis.groups import Group
+
+HOMOGENEOUS = {"Conv", "ConvTranspose", "MatMul", "Gemm", "Add", "Sub", "Relu", "MaxPool", "AveragePool",
+               "GlobalAveragePool", "GlobalMaxPool", "Flatten", "Reshape", "Transpose", "Concat", "Split",
+               "Slice", "Pad", "Squeeze", "Unsqueeze", "Identity", "BatchNormalization", "ReduceMean",
+               "ReduceSum", "ReduceMax", "Resize", "Upsample", "DepthToSpace", "SpaceToDepth", "Gather"}
+TINY = 1e-12
+
+
+def rescalable(g: Group, producers: dict) -> bool:
+    """Whether every op writing one of the group's values is positively homogeneous in it."""
+    if any(role in ("norm_scale", "slope") for _, role, _ in g.roles):
+        return False
+    for name, _ in g.members:
+        node = producers.get(name)
+        if node is not None and node.op_type not in HOMOGENEOUS:
+            return False
+    return any(role == "out" for _, role, _ in g.roles) and any(role == "in" for _, role, _ in g.roles)
+
+
+class Balanced:
+    """Effective weights: each tensor's axes scaled by their groups' unit factors (times the
+    factor along 'out' axes, divided along 'in' axes; biases are the caller's to scale).
+    `fixed` multiplies weight axes by the BatchNorm scales that act on them, as if folded.
+
+    The sweeps work on each tensor's squares summed over its other axes (a matrix of
+    producer positions x consumer positions at most), so they cost little next to reading
+    the weights once."""
+
+    def __init__(self, groups: list[Group], arrays, producers: dict, fixed: dict, sweeps: int = 60):
+        self.arrays = arrays  # name -> numpy array (initializers)
+        self.fixed = {}  # tensor -> [(axis, per-position multiplier)]: BatchNorms folded in
+        for (name, axis), mult in fixed.items():
+            self.fixed.setdefault(name, []).append((axis, mult))
+        self.factor: dict[int, np.ndarray] = {g.id: np.ones(g.n_units) for g in groups}
+        self.axes: dict[str, list] = {}  # tensor -> [(axis, group, sign)]
+        sign = {"out": 1.0, "in": -1.0}
+        movable = [g for g in groups if rescalable(g, producers)]
+        for g in movable:
+            for key, role, _ in g.roles:
+                if role in sign and arrays(key[0]) is not None:
+                    self.axes.setdefault(key[0], []).append((key[1], g, sign[role]))
+        self.reduced = {}  # tensor -> squares summed over every axis no movable group holds
+        for name, entries in self.axes.items():
+            arr = self._folded(name)
+            kept = sorted({a for a, _, _ in entries})
+            sq = (arr * arr).sum(axis=tuple(a for a in range(arr.ndim) if a not in kept))
+            self.reduced[name] = (sq, kept)
+        self._cache: dict[str, np.ndarray] = {}
+        for _ in range(sweeps if movable else 0):
+            for g in movable:
+                out, inn = self._log_strengths(g, groups)
+                self.factor[g.id] = self.factor[g.id] * np.exp(np.clip(0.5 * (inn - out), -7.0, 7.0))
+
+    def weight(self, name: str) -> np.ndarray | None:
+        arr = self.arrays(name)
+        if arr is None or (name not in self.axes and name not in self.fixed):
+            return arr
+        if name not in self._cache:
+            eff = self._folded(name)
+            for axis, g, s in self.axes.get(name, ()):
+                eff = eff * self._along(name, axis, g, s, eff.ndim)
+            self._cache[name] = eff
+        return self._cache[name]
+
+    def _folded(self, name: str) -> np.ndarray:
+        eff = np.asarray(self.arrays(name), dtype=np.float64)
+        for axis, mult in self.fixed.get(name, ()):
+            shape = [1] * eff.ndim
+            shape[axis] = -1
+            eff = eff * mult.reshape(shape)
+        return eff
+
+    def _along(self, name, axis, g, s, ndim):
+        f = self.factor[g.id][g.members[(name, axis)]] ** s
+        shape = [1] * ndim
+        shape[axis] = -1
+        return f.reshape(shape)
+
+    def _position_squares(self, name: str, axis: int) -> np.ndarray:
+        """Per position of `axis`: the sum of squares of the effective tensor's slice."""
+        sq, kept = self.reduced[name]
+        for a, g, s in self.axes[name]:
+            f = self.factor[g.id][g.members[(name, a)]] ** (2 * s)
+            sq = sq * f.reshape([-1 if k == a else 1 for k in kept])
+        i = kept.index(axis)
+        return sq.sum(axis=tuple(j for j in range(len(kept)) if j != i))
+
+    def _log_strengths(self, g: Group, groups) -> tuple[np.ndarray, np.ndarray]:
+        """Mean over the group's producer rows (and its consumer columns) of log L2 norm per unit."""
+        sums = {"out": np.zeros(g.n_units), "in": np.zeros(g.n_units)}
+        counts = {"out": 0, "in": 0}
+        for key, role, _ in g.roles:
+            if role not in sums or key[0] not in self.axes:
+                continue
+            sq = np.bincount(g.members[key], weights=self._position_squares(*key), minlength=g.n_units)
+            sums[role] += 0.5 * np.log(sq + TINY)
+            counts[role] += 1
+        return sums["out"] / max(counts["out"], 1), sums["in"] / max(counts["in"], 1)

@@ -1,0 +1,224 @@
+"""Per-unit features for the metanet criterion, read from the analysis' groups alone.
+
+Nothing here knows an architecture: a unit's features come from the weight slices its
+group's roles name (producer rows 'out', consumer columns 'in', BatchNorm-like scales,
+LayerNorm-like scales, biases) and from the group's place in the graph. Every feature is
+invariant to what does not change the function:
+
+- a positive rescaling of one ReLU unit (producer row and bias times a, consumer columns
+  times 1/a): magnitudes enter only as log(out strength) + log(in strength), and biases
+  only as bias / out strength;
+- folding a BatchNorm into the producer before it: a BatchNorm fed by the group's producer
+  counts as part of that producer (|gamma| / sqrt(var + eps) joins the row's strength,
+  beta - mean * gamma / sqrt(var + eps) its bias);
+- the order of the units (everything is per unit or a statistic over the group).
+
+Per-unit values are standardised within the group, so widths and init scales do not
+matter, and the group's own summaries (size, members, kind, depth, fan, share of the MACs)
+come as context; none of them tells whether a BatchNorm was folded.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import onnx_ir as ir
+
+from graphprune.analysis.groups import Group
+from graphprune.metanet.balance import Balanced
+from graphprune.scoring import per_unit, position_norms
+
+UNIT = ("strength", "strength_net", "bias_ratio", "redundancy", "out_spread", "in_spread",
+        "out_centre", "in_centre", "norm_scale")
+GROUP = ("log_units", "n_out", "n_in", "heads", "depth", "log_fan", "mac_share",
+         "mean_redundancy", "mean_bias_ratio")
+NAMES = tuple(f"{u}_{k}" for u in UNIT for k in ("z", "rank")) + GROUP
+TINY = 1e-12
+
+
+def _rows(arr: np.ndarray, axis: int) -> np.ndarray:
+    moved = np.moveaxis(np.asarray(arr, dtype=np.float32), axis, 0)
+    return moved.reshape(moved.shape[0], -1)
+
+
+def _unit_vectors(g: Group, key, arr: np.ndarray) -> np.ndarray | None:
+    """One vector per unit (its positions' slices side by side), or None where units own
+    different numbers of positions."""
+    ids = g.members[key]
+    counts = np.bincount(ids, minlength=g.n_units)
+    if counts.min() != counts.max() or counts[0] == 0:
+        return None
+    order = np.argsort(ids, kind="stable")
+    return _rows(arr, key[1])[order].reshape(g.n_units, -1)
+
+
+def _cosine_stats(vecs: np.ndarray, cap: int = 512):
+    """Per unit: max |cos| to another unit (redundancy), and cos to the mean direction.
+    Wide groups compare against their `cap` strongest rows (chosen by norm, so the choice
+    follows the units when they are permuted)."""
+    n = len(vecs)
+    norms = np.linalg.norm(vecs, axis=1)
+    unit = vecs / np.maximum(norms, TINY)[:, None]
+    mean = unit.mean(0)
+    centre = unit @ (mean / max(np.linalg.norm(mean), TINY))
+    if n < 2:
+        return np.zeros(n), centre
+    others = np.arange(n) if n <= cap else np.sort(np.argsort(-norms, kind="stable")[:cap])
+    cos = np.abs(unit @ unit[others].T)
+    cos[others, np.arange(len(others))] = 0.0  # not against itself
+    return cos.max(1), centre
+
+
+def _spread(vecs: np.ndarray) -> np.ndarray:
+    """||v||_1 / (sqrt(len) ||v||_2): 1 for a flat slice, small for a peaked one."""
+    l2 = np.linalg.norm(vecs, axis=1)
+    return np.abs(vecs).sum(1) / np.maximum(np.sqrt(vecs.shape[1]) * l2, TINY)
+
+
+class GraphFacts:
+    """What the features need from the model, found once."""
+
+    def __init__(self, model: ir.Model):
+        self.inits = model.graph.initializers
+        nodes = list(model.graph)
+        self.nodes = {n.name: n for n in nodes if n.name}
+        self.order = {n.name: i for i, n in enumerate(nodes) if n.name}
+        self.n_nodes = max(len(nodes), 1)
+        self.producer = {v.name: n for n in nodes for v in n.outputs if v is not None and v.name}
+
+    def array(self, name: str) -> np.ndarray | None:
+        init = self.inits.get(name)
+        return None if init is None or init.const_value is None else init.const_value.numpy()
+
+
+def _bn_affine(facts: GraphFacts, node) -> tuple[np.ndarray, np.ndarray] | None:
+    """(scale, shift) of an inference BatchNormalization: y = scale * x + shift."""
+    if node is None or node.op_type != "BatchNormalization" or len(node.inputs) < 5:
+        return None
+    parts = [facts.array(v.name) if v is not None else None for v in node.inputs[1:5]]
+    if any(p is None for p in parts):
+        return None
+    gamma, beta, mean, var = (p.astype(np.float64) for p in parts)
+    eps = node.attributes.get_float("epsilon", 1e-5)
+    scale = gamma / np.sqrt(var + eps)
+    return scale, beta - mean * scale
+
+
+def affine_parts(g: Group, facts: GraphFacts, fixed: dict) -> dict[str, np.ndarray]:
+    """Per unit: the producers' effective bias ('shift': biases, then the BatchNorms after
+    them) and the mean log norm of LayerNorm-like scales. BatchNorm scales go into
+    `fixed`, multipliers of the weight axes they act on: after a producer, its rows (as if
+    folded into it); before the consumers, their columns."""
+    n = g.n_units
+    producers = {node for key, role, node in g.roles if role == "out" and key[0] in facts.inits}
+    parts = {k: np.zeros(n) for k in ("shift", "norm_scale")}
+    n_ns = 0
+    for key, role, node_name in g.roles:  # the producers' biases, before a BatchNorm scales them
+        if role == "bias" and key[0] in facts.inits and node_name in producers:
+            parts["shift"] += per_unit(g, key, facts.array(key[0]).astype(np.float64))
+    for key, role, node_name in g.roles:
+        node = facts.nodes.get(node_name)
+        if role == "bn_scale":
+            affine = _bn_affine(facts, node)
+            if affine is None:
+                continue
+            scale, b = (per_unit(g, key, a) / np.maximum(np.bincount(g.members[key], minlength=n), 1) for a in affine)
+            fed = node.inputs[0].producer()
+            after = fed is not None and fed.name in producers
+            if after:
+                parts["shift"] = parts["shift"] * scale + b
+            for k, r, nn in g.roles:
+                if (r == "out" and after and nn == fed.name) or (r == "in" and not after):
+                    if k[0] in facts.inits:
+                        fixed[k] = fixed.get(k, 1.0) * np.abs(scale[g.members[k]])
+        elif role == "norm_scale" and key[0] in facts.inits:
+            parts["norm_scale"] += 0.5 * np.log(per_unit(g, key, position_norms(facts.array(key[0]), key[1], 2.0)) + TINY)
+            n_ns += 1
+    parts["norm_scale"] /= max(n_ns, 1)
+    return parts
+
+
+def unit_raw(g: Group, facts: GraphFacts, bal: Balanced, parts: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """Raw per-unit values of group g (before standardisation), read from the balanced weights."""
+    n = g.n_units
+    out_keys = {key for key, role, _ in g.roles if role == "out" and key[0] in facts.inits}
+    in_keys = {key for key, role, _ in g.roles if role == "in" and key[0] in facts.inits}
+    log_out, log_in = np.zeros(n), np.zeros(n)
+    shift = parts["shift"] * bal.factor.get(g.id, 1.0)
+    vectors = []
+    for key in out_keys:
+        arr = bal.weight(key[0])
+        log_out += 0.5 * np.log(per_unit(g, key, position_norms(arr, key[1], 2.0)) + TINY)
+        v = _unit_vectors(g, key, arr)
+        if v is not None:
+            vectors.append(v)
+    in_vecs = []
+    for key in in_keys:
+        arr = bal.weight(key[0])
+        log_in += 0.5 * np.log(per_unit(g, key, position_norms(arr, key[1], 2.0)) + TINY)
+        v = _unit_vectors(g, key, arr)
+        if v is not None:
+            in_vecs.append(v)
+    k_out, k_in = max(len(out_keys), 1), max(len(in_keys), 1)
+    strength = log_out / k_out + log_in / k_in
+    raw = {"strength": strength, "norm_scale": parts["norm_scale"],
+           "bias_ratio": np.tanh(shift / np.maximum(np.exp(log_out / k_out), TINY) / k_out)}
+    if vectors:
+        red, cen = _cosine_stats(np.concatenate(vectors, axis=1))
+        raw.update(redundancy=red, out_centre=cen, out_spread=_spread(np.concatenate(vectors, axis=1)))
+    if in_vecs:
+        _, cen = _cosine_stats(np.concatenate(in_vecs, axis=1))
+        raw.update(in_centre=cen, in_spread=_spread(np.concatenate(in_vecs, axis=1)))
+    fan = sum(facts.array(k[0]).size / max(len(g.members[k]), 1) for k in (*out_keys, *in_keys))
+    raw["_context"] = np.array([len(out_keys), len(in_keys), fan])
+    return raw
+
+
+def _standardise(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """z-score and rank in [0, 1] within the group (ties share their mean rank)."""
+    n = len(x)
+    std = x.std()
+    if std <= 1e-9:
+        return np.zeros(n), np.full(n, 0.5)
+    s = np.sort(x)
+    rank = (np.searchsorted(s, x, "left") + np.searchsorted(s, x, "right") - 1) / 2
+    return np.clip((x - x.mean()) / std, -6, 6), rank / max(n - 1, 1)
+
+
+def features(groups: list[Group], model: ir.Model) -> dict[int, np.ndarray]:
+    """group id -> (n_units, len(NAMES)) feature matrix."""
+    facts = GraphFacts(model)
+    # depth: the place of the group's first producer among the weighted layers (a BatchNorm
+    # folded or not does not move it)
+    layers = sorted({node for g in groups for _, role, node in g.roles if role == "out"},
+                    key=lambda name: facts.order.get(name, facts.n_nodes))
+    layer_index = {name: i for i, name in enumerate(layers)}
+    fixed: dict = {}
+    parts = {g.id: affine_parts(g, facts, fixed) for g in groups}
+    bal = Balanced(groups, facts.array, facts.producer, fixed)
+    raws = {g.id: unit_raw(g, facts, bal, parts[g.id]) for g in groups}
+    all_strength = np.concatenate([r["strength"] for r in raws.values()]) if raws else np.zeros(1)
+    net_mid, net_std = np.median(all_strength), max(all_strength.std(), 1e-9)
+    ranked = np.sort(all_strength)
+    total_macs = sum(float(np.sum(g.macs_per_unit)) for g in groups if len(g.macs_per_unit)) or 1.0
+    out = {}
+    for g in groups:
+        raw, n = raws[g.id], g.n_units
+        raw["strength_net"] = np.clip((raw["strength"] - net_mid) / net_std, -6, 6)
+        cols = []
+        for name in UNIT:
+            x = raw.get(name, np.zeros(n))
+            z, rank = _standardise(x)
+            if name == "strength_net":  # on the network's scale: what ranks groups against each other
+                z = x
+                rank = (np.searchsorted(ranked, raw["strength"], "left") + np.searchsorted(ranked, raw["strength"], "right") - 1) / (2 * max(len(ranked) - 1, 1))
+            cols += [z, rank]
+        k_out, k_in, fan = raw["_context"]
+        first = min((layer_index.get(node, len(layers)) for _, role, node in g.roles if role == "out"),
+                    default=len(layers))
+        macs = float(np.sum(g.macs_per_unit)) if len(g.macs_per_unit) else 0.0
+        context = [np.log(n), min(k_out, 8) / 8, min(k_in, 8) / 8, float(g.kind == "heads"),
+                   first / max(len(layers), 1), np.log1p(fan) / 10, macs / total_macs,
+                   float(np.mean(raw.get("redundancy", 0.0))), float(np.mean(raw["bias_ratio"]))]
+        cols += [np.full(n, c, dtype=np.float64) for c in context]
+        out[g.id] = np.stack(cols, axis=1)
+    return out

@@ -1,0 +1,41 @@
+"""metanet: a learned, data-free criterion. A small network, trained on a zoo of networks
+trained for the purpose (never on the networks it is evaluated on), predicts from the
+weights alone how much the outputs move when each unit is removed: what the `ablate`
+criterion measures with calibration data.
+
+It reads the analysis' groups, so it scores every architecture the analysis can group
+(channels, MLP neurons, heads, KV groups) with no per-architecture code. The features
+(graphprune/metanet/features.py) are invariant to unit order, to rescaling a ReLU unit's
+row and column, and to folding BatchNorm into its conv. Scores are on one scale across
+groups (`normalize=none` by default) so `select:scope=global` can compare groups.
+
+Options: `model` (a metanetwork .npz; default the shipped models/metanet.npz, whose card
+models/metanet.json lists its features, training zoo and validation), `groups`,
+`normalize`. numpy only.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import onnx_ir as ir
+
+from graphprune.registry import register
+from graphprune.scoring import ScorePass
+
+
+@register
+class MetanetPass(ScorePass):
+    name = "metanet"
+    summary = "data-free, learned: predicted output change of removing each unit, from the weights (models/metanet.npz)"
+    options = {"model": "", "groups": "all", "normalize": "none"}
+
+    def prepare(self, model: ir.Model, groups) -> None:
+        from graphprune.metanet.features import features
+        from graphprune.metanet.scorer import Scorer
+
+        scorer = Scorer(self.opts.get("model") or None)
+        feats = features(groups, model)
+        self.scores = {gid: np.exp(np.clip(scorer.predict(f), -60, 60)) for gid, f in feats.items()}
+
+    def parts(self, g):
+        return [self.scores[g.id]]

@@ -1,0 +1,169 @@
+"""Evaluate the metanet criterion against the data-free baselines, one shot, global
+selection, no compensation (the protocol is in tools/README.md, "The metanet criterion").
+
+    python tools/eval_metanet.py zoo --zoo zoo --json bench-results/metanet-zoo.json
+    python tools/eval_metanet.py real --json bench-results/metanet-real.json
+
+`zoo`: leave one family out. For each family, a metanetwork is trained on the other
+families (tools/train_metanet.py's `fit`, the shipped hyperparameters) and, with every
+baseline, prunes the family's first `--per-family` networks at each budget; the score is
+held-out top-1 (next-character accuracy for charlm). The best single baseline over all
+families and budgets is the one the real networks are compared with.
+
+`real`: the held-out real networks that classify (CIFAR-10 ResNet-20/32/44/56 on
+test_jpeg.npz x[1000:], mnist-8 on the MNIST test set, the shipped digits demo on its
+evaluation file) with the shipped metanetwork; the ceiling criteria (wifv, ablate) get
+calibration data (CIFAR x[:1000], MNIST's first 1,000, the demo's calibration file).
+stories260K and all-MiniLM-L6-v2 are run by tools/bench_stories.py and
+tools/bench_minilm.py with `--criteria` naming the same criteria.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+import tempfile
+import warnings
+
+import numpy as np
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, HERE)
+sys.path.insert(0, os.path.dirname(HERE))
+warnings.filterwarnings("ignore")
+logging.disable(logging.WARNING)
+
+BASELINES = ("l1", "l2", "bn-scale", "l1:roles=in", "fpgm", "lamp")
+BUDGETS = (0.67, 0.5, 0.33)
+SEEDS = 5
+
+
+def top1(path: str, data: dict, labels: np.ndarray, batch: int = 256) -> float:
+    """Share of argmax over the last axis equal to the labels (per sample or per position)."""
+    from graphprune.runtime import session
+
+    sess = session(path)
+    name = sess.get_inputs()[0].name
+    x = next(iter(data.values()))
+    hits = 0
+    for s in range(0, len(x), batch):
+        out = sess.run(None, {name: x[s:s + batch]})[0]
+        hits += int((out.argmax(-1) == labels[s:s + batch]).sum())
+    return hits / labels.size
+
+
+def prune_score(path, criterion, budget, tmp, data, labels, calib=None) -> tuple[float, float]:
+    """(metric, MACs kept) after one-shot global pruning to `budget` of the MACs."""
+    from graphprune.pipeline import Options, prune
+
+    out = os.path.join(tmp, "pruned.onnx")
+    opts = Options(passes=[criterion, f"select:macs={budget},scope=global,strict=false"], output=out, quiet=True,
+                   calib=calib, verify=False)
+    rep = prune(path, opts)
+    kept = rep["after"]["macs"] / rep["before"]["macs"]
+    return top1(out if os.path.exists(out) else path, data, labels), kept
+
+
+def criteria(metanet: str) -> list[tuple[str, str]]:
+    rows = [(c, c) for c in BASELINES] + [(f"random:seed={s}", "random") for s in range(SEEDS)]
+    return rows + [(f"metanet:model={metanet}", "metanet")]
+
+
+def evaluate_net(path, data, labels, metanet, tmp, ceiling=None) -> dict:
+    rows = {}
+    names = criteria(metanet) + ([(c, c) for c in ("wifv", "ablate:groups=all")] if ceiling else [])
+    for budget in BUDGETS:
+        for spec, label in names:
+            calib = ceiling if label in ("wifv", "ablate:groups=all") else None
+            try:
+                metric, kept = prune_score(path, spec, budget, tmp, data, labels, calib)
+            except Exception as e:  # noqa: BLE001 - a criterion that fails is a row, not a crash
+                print(f"  {label} at {budget}: {type(e).__name__}: {str(e)[:120]}", flush=True)
+                continue
+            rows.setdefault(f"{budget}", {}).setdefault(label, []).append((metric, kept))
+    return {b: {c: [float(np.mean([m for m, _ in v])), float(np.mean([k for _, k in v]))] for c, v in by.items()}
+            for b, by in rows.items()}
+
+
+def zoo_main(args) -> dict:
+    from train_metanet import fit, load_zoo
+
+    card = json.load(open(os.path.join(os.path.dirname(HERE), "models", "metanet.json")))
+    hp = card["hyperparameters"]
+    nets = load_zoo(args.zoo)
+    out = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        for fam in sorted({n["family"] for n in nets}):
+            weights = fit([n for n in nets if n["family"] != fam], **hp)
+            mpath = os.path.join(tmp, f"{fam}.npz")
+            np.savez(mpath, **weights)
+            for n in [n for n in nets if n["family"] == fam][: args.per_family]:
+                with np.load(os.path.join(args.zoo, n["name"] + ".eval.npz")) as d:
+                    data = {k: d[k] for k in d.files if k != "labels"}
+                    labels = d["labels"]
+                res = evaluate_net(os.path.join(args.zoo, n["name"] + ".onnx"), data, labels, mpath, tmp)
+                out[n["name"]] = {"family": fam, "results": res}
+                print(n["name"], json.dumps(res), flush=True)
+    return out
+
+
+def real_nets(tmp):
+    """(name, onnx path, eval data, labels, calibration npz) of the held-out real networks."""
+    import torch
+
+    from bench_cnn import cifar_images, export_onnx, mnist_split
+    from cifar_resnet import load_trained
+
+    assets = os.path.join(os.path.dirname(os.path.dirname(HERE)), "shared", "assets")
+    x, y = cifar_images()
+    np.savez(os.path.join(tmp, "cifar_calib.npz"), x=x[:1000])
+    for depth, file in ((20, "resnet20-12fca82f.th"), (32, "resnet32-d509ac18.th"), (44, "resnet44-014dd654.th"),
+                        (56, "resnet56-4bfd9763.th")):
+        path = os.path.join(tmp, f"resnet{depth}.onnx")
+        torch.manual_seed(0)
+        export_onnx(load_trained(os.path.join(assets, "cifar10", file), depth), (1, 3, 32, 32), path)
+        yield f"resnet{depth}", path, {"x": x[1000:]}, y[1000:], os.path.join(tmp, "cifar_calib.npz")
+    mx, my = mnist_split(None)
+    np.savez(os.path.join(tmp, "mnist_calib.npz"), Input3=mx[:1000])
+    yield "mnist-8", os.path.join(assets, "mnist", "mnist-8.onnx"), {"Input3": mx[1000:]}, my[1000:], \
+        os.path.join(tmp, "mnist_calib.npz")
+    models = os.path.join(os.path.dirname(HERE), "models")
+    with np.load(os.path.join(models, "digits_eval.npz")) as d:
+        data, labels = {k: d[k] for k in d.files if k != "labels"}, d["labels"]
+    yield "digits-demo", os.path.join(models, "digits_cnn.onnx"), data, labels, os.path.join(models, "digits_calib.npz")
+
+
+def real_main(args) -> dict:
+    out = {}
+    metanet = args.metanet or os.path.join(os.path.dirname(HERE), "models", "metanet.npz")
+    with tempfile.TemporaryDirectory() as tmp:
+        for name, path, data, labels, calib in real_nets(tmp):
+            if args.only and name not in args.only.split(","):
+                continue
+            out[name] = {"results": evaluate_net(path, data, labels, metanet, tmp, ceiling=calib)}
+            print(name, json.dumps(out[name]["results"]), flush=True)
+    return out
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("what", choices=["zoo", "real"])
+    ap.add_argument("--zoo", default="zoo")
+    ap.add_argument("--per-family", type=int, default=5)
+    ap.add_argument("--metanet", help="real: the metanetwork (default models/metanet.npz)")
+    ap.add_argument("--only", help="real: comma-separated network names")
+    ap.add_argument("--json")
+    args = ap.parse_args()
+    result = zoo_main(args) if args.what == "zoo" else real_main(args)
+    if args.json:
+        os.makedirs(os.path.dirname(os.path.abspath(args.json)), exist_ok=True)
+        with open(args.json, "w") as f:
+            json.dump(result, f, indent=1)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

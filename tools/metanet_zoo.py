@@ -1,0 +1,379 @@
+"""The metanet's training zoo: small networks of several families, trained here on data
+available offline, exported to ONNX through the normal path (graphprune.torch.export), and
+measured on their own held-out samples.
+
+    python tools/metanet_zoo.py --out zoo --count 240          # resumes: done networks are kept
+
+For network i (family FAMILIES[i % len], seed i, its sizes drawn from the seed) the folder
+gets `<name>.onnx`, `<name>.calib.npz` (64 held-out samples), `<name>.eval.npz` (512 other
+held-out samples with labels; neither is used in training) and `<name>.units.npz`: per group
+the metanet features and the target, the `ablate` criterion (relative output change when
+the unit is switched off) measured on the 64 calibration samples. `manifest.json` lists
+every network with its family, configuration and held-out accuracy.
+
+No model of ../shared/assets or models/ is used: those are the evaluation. The data are
+scikit-learn's digits, the MNIST test images (the first 8,000 to train, the rest held
+out) and TinyStories text (characters; the first 85% to train).
+"""
+
+from __future__ import annotations
+
+import argparse
+import gzip
+import json
+import logging
+import os
+import sys
+import time
+import warnings
+
+import numpy as np
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, os.path.dirname(HERE))
+ASSETS = os.path.join(os.path.dirname(os.path.dirname(HERE)), "shared", "assets")
+warnings.filterwarnings("ignore")
+logging.disable(logging.WARNING)
+
+
+# -- data ------------------------------------------------------------------------------
+def digits():
+    from sklearn.datasets import load_digits
+
+    d = load_digits()
+    order = np.random.default_rng(0).permutation(len(d.target))
+    x = (d.data[order] / 16.0).astype(np.float32)
+    return x, d.target[order].astype(np.int64), 1200
+
+
+def mnist(size: int = 14):
+    with gzip.open(os.path.join(ASSETS, "mnist", "t10k-images-idx3-ubyte.gz")) as f:
+        x = np.frombuffer(f.read(), np.uint8, offset=16).reshape(-1, 1, 28, 28).astype(np.float32) / 255.0
+    with gzip.open(os.path.join(ASSETS, "mnist", "t10k-labels-idx1-ubyte.gz")) as f:
+        y = np.frombuffer(f.read(), np.uint8, offset=8).astype(np.int64)
+    if size == 14:
+        x = x.reshape(-1, 1, 14, 2, 14, 2).mean((3, 5))
+    return ((x - 0.13) / 0.31).astype(np.float32), y, 8000
+
+
+def chars(seq: int = 32):
+    text = open(os.path.join(ASSETS, "text", "tinystories_val.txt"), encoding="utf-8").read()
+    vocab = sorted(set(text))[:95]
+    index = {c: i for i, c in enumerate(vocab)}
+    ids = np.array([index.get(c, 0) for c in text], np.int64)
+    n = len(ids) // (seq + 1)
+    win = ids[: n * (seq + 1)].reshape(n, seq + 1)
+    return win[:, :-1], win[:, 1:], int(n * 0.85), len(vocab)
+
+
+# -- families ----------------------------------------------------------------------------
+class RMSNorm(nn.Module):
+    def __init__(self, d):
+        super().__init__()
+        self.weight = nn.Parameter(torch.ones(d))
+
+    def forward(self, x):
+        return x * torch.rsqrt((x * x).mean(-1, keepdim=True) + 1e-6) * self.weight
+
+
+def act(name):
+    return {"relu": nn.ReLU(), "gelu": nn.GELU(), "silu": nn.SiLU()}[name]
+
+
+class MLP(nn.Module):
+    def __init__(self, c, d_in=64, n_out=10):
+        super().__init__()
+        layers, d = [], d_in
+        for w in c["widths"]:
+            layers.append(nn.Linear(d, w))
+            if c["norm"] == "bn":
+                layers.append(nn.BatchNorm1d(w))
+            elif c["norm"] == "ln":
+                layers.append(nn.LayerNorm(w))
+            layers.append(act(c["act"]))
+            d = w
+        layers.append(nn.Linear(d, n_out))
+        self.net = nn.Sequential(*layers)
+
+    def forward(self, x):
+        return self.net(x)
+
+
+def conv_bn(cin, cout, k, stride, bn, groups=1):
+    layers = [nn.Conv2d(cin, cout, k, stride, k // 2, groups=groups, bias=not bn)]
+    return layers + ([nn.BatchNorm2d(cout)] if bn else [])
+
+
+class CNN(nn.Module):
+    def __init__(self, c):
+        super().__init__()
+        layers, cin = [], 1
+        for i, w in enumerate(c["widths"]):
+            layers += conv_bn(cin, w, 3, 2 if i in c["down"] else 1, c["bn"]) + [act(c["act"])]
+            cin = w
+        self.body = nn.Sequential(*layers)
+        self.fc = nn.Linear(cin, 10)
+
+    def forward(self, x):
+        return self.fc(self.body(x).mean((2, 3)))
+
+
+class Block(nn.Module):
+    def __init__(self, w, bn, a, mid=None):
+        super().__init__()
+        mid = mid or w
+        self.body = nn.Sequential(*conv_bn(w, mid, 3, 1, bn), act(a), *conv_bn(mid, w, 3, 1, bn))
+        self.a = act(a)
+
+    def forward(self, x):
+        return self.a(x + self.body(x))
+
+
+class InvertedResidual(nn.Module):
+    def __init__(self, w, expand, a):
+        super().__init__()
+        h = w * expand
+        self.body = nn.Sequential(*conv_bn(w, h, 1, 1, True), act(a), *conv_bn(h, h, 3, 1, True, groups=h), act(a),
+                                  *conv_bn(h, w, 1, 1, True))
+
+    def forward(self, x):
+        return x + self.body(x)
+
+
+class ResNet(nn.Module):
+    def __init__(self, c):
+        super().__init__()
+        w = c["width"]
+        blocks = [InvertedResidual(w, c["expand"], c["act"]) if c["kind"] == "inverted" else
+                  Block(w, c["bn"], c["act"], c.get("mid")) for _ in range(c["blocks"])]
+        self.stem = nn.Sequential(*conv_bn(1, w, 3, 2, c.get("bn", True)), act(c["act"]))
+        self.blocks = nn.Sequential(*blocks)
+        self.fc = nn.Linear(w, 10)
+
+    def forward(self, x):
+        return self.fc(self.blocks(self.stem(x)).mean((2, 3)))
+
+
+class Attention(nn.Module):
+    def __init__(self, d, heads, kv_heads, causal):
+        super().__init__()
+        self.h, self.kv, self.hd, self.causal = heads, kv_heads, d // heads, causal
+        self.q = nn.Linear(d, d)
+        self.k = nn.Linear(d, kv_heads * self.hd)
+        self.v = nn.Linear(d, kv_heads * self.hd)
+        self.o = nn.Linear(d, d)
+
+    def forward(self, x):
+        b, t, _ = x.shape
+        q = self.q(x).view(b, t, self.h, self.hd).transpose(1, 2)
+        k = self.k(x).view(b, t, self.kv, self.hd).transpose(1, 2)
+        v = self.v(x).view(b, t, self.kv, self.hd).transpose(1, 2)
+        if self.kv != self.h:
+            k = k.repeat_interleave(self.h // self.kv, dim=1)
+            v = v.repeat_interleave(self.h // self.kv, dim=1)
+        s = q @ k.transpose(-1, -2) / self.hd ** 0.5
+        if self.causal:
+            s = s + torch.triu(torch.full((t, t), -1e9), 1)
+        y = (s.softmax(-1) @ v).transpose(1, 2).reshape(b, t, self.h * self.hd)
+        return self.o(y)
+
+
+class Layer(nn.Module):
+    def __init__(self, c, causal):
+        super().__init__()
+        d, norm = c["dim"], (RMSNorm if c["norm"] == "rms" else nn.LayerNorm)
+        self.n1, self.n2 = norm(d), norm(d)
+        self.att = Attention(d, c["heads"], c["kv_heads"], causal)
+        self.swiglu = c["mlp"] == "swiglu"
+        self.up = nn.Linear(d, c["hidden"])
+        self.gate = nn.Linear(d, c["hidden"]) if self.swiglu else None
+        self.down = nn.Linear(c["hidden"], d)
+
+    def forward(self, x):
+        x = x + self.att(self.n1(x))
+        h = self.n2(x)
+        h = F.silu(self.gate(h)) * self.up(h) if self.swiglu else F.gelu(self.up(h))
+        return x + self.down(h)
+
+
+class Transformer(nn.Module):
+    """A patch classifier on 14x14 MNIST (vit) or a character LM (charlm)."""
+
+    def __init__(self, c, vocab=None):
+        super().__init__()
+        d = c["dim"]
+        self.lm = vocab is not None
+        self.embed = nn.Embedding(vocab, d) if self.lm else nn.Linear(c["patch"] ** 2, d)
+        self.pos = nn.Parameter(torch.randn(c["tokens"], d) * 0.02)
+        self.layers = nn.ModuleList(Layer(c, causal=self.lm) for _ in range(c["layers"]))
+        self.norm = (RMSNorm if c["norm"] == "rms" else nn.LayerNorm)(d)
+        self.head = nn.Linear(d, vocab if self.lm else 10)
+        self.patch = c.get("patch", 0)
+
+    def forward(self, x):
+        if not self.lm:
+            p = self.patch
+            b = x.shape[0]
+            x = x.reshape(b, 14 // p, p, 14 // p, p).permute(0, 1, 3, 2, 4).reshape(b, (14 // p) ** 2, p * p)
+        h = self.embed(x) + self.pos
+        for layer in self.layers:
+            h = layer(h)
+        h = self.norm(h)
+        return self.head(h if self.lm else h.mean(1))
+
+
+def config(family: str, rng: np.random.Generator) -> dict:
+    pick = lambda xs: xs[int(rng.integers(len(xs)))]  # noqa: E731
+    if family == "mlp":
+        depth = int(rng.integers(1, 4))
+        return {"widths": [pick([32, 48, 64, 96, 128]) for _ in range(depth)], "norm": pick(["none", "bn", "ln"]),
+                "act": pick(["relu", "relu", "gelu"])}
+    if family == "cnn":
+        depth = int(rng.integers(2, 5))
+        return {"widths": [pick([8, 16, 24, 32, 48]) for _ in range(depth)], "bn": bool(rng.integers(2)),
+                "act": pick(["relu", "relu", "silu"]), "down": [0, depth - 1]}
+    if family == "resnet":
+        return {"kind": "basic", "width": pick([8, 16, 24, 32]), "mid": pick([None, 16, 32]), "blocks": int(rng.integers(1, 4)),
+                "bn": bool(rng.integers(2)), "act": "relu"}
+    if family == "dwnet":
+        return {"kind": "inverted", "width": pick([8, 16, 24]), "expand": pick([2, 3, 4]), "blocks": int(rng.integers(1, 4)),
+                "act": pick(["relu", "silu"])}
+    heads = pick([2, 4])
+    base = {"dim": heads * pick([8, 16]), "heads": heads, "kv_heads": pick([heads, heads // 2]) if heads > 2 else heads,
+            "layers": int(rng.integers(1, 4)), "norm": pick(["ln", "rms"]), "mlp": pick(["gelu", "swiglu"])}
+    base["hidden"] = base["dim"] * pick([2, 3, 4])
+    if family == "vit":
+        base["patch"] = pick([2, 7])
+        base["tokens"] = (14 // base["patch"]) ** 2
+        return base
+    base["tokens"] = 32
+    return base
+
+
+FAMILIES = ("mlp", "cnn", "resnet", "dwnet", "vit", "charlm")
+
+
+def dataset(family: str):
+    if family == "mlp":
+        return digits()
+    if family == "charlm":
+        return chars()
+    return mnist()
+
+
+def build(family: str, c: dict, vocab: int | None):
+    if family == "mlp":
+        return MLP(c)
+    if family == "cnn":
+        return CNN(c)
+    if family in ("resnet", "dwnet"):
+        return ResNet(c)
+    return Transformer(c, vocab if family == "charlm" else None)
+
+
+def train(module, x, y, seed: int, epochs: int, lm: bool) -> None:
+    torch.manual_seed(seed)
+    opt = torch.optim.AdamW(module.parameters(), lr=3e-3, weight_decay=float(np.random.default_rng(seed).choice([0.0, 1e-4, 1e-2])))
+    xt, yt = torch.from_numpy(x), torch.from_numpy(y)
+    steps = epochs * (len(x) // 64)
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, 3e-3, total_steps=steps)
+    module.train()
+    for _ in range(epochs):
+        order = torch.randperm(len(x))
+        for s in range(0, len(x) - 63, 64):
+            i = order[s:s + 64]
+            out = module(xt[i])
+            loss = F.cross_entropy(out.reshape(-1, out.shape[-1]), yt[i].reshape(-1))
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            sched.step()
+    module.eval()
+
+
+# -- one network -------------------------------------------------------------------------
+def targets(onnx_path: str, calib_path: str) -> dict[str, np.ndarray]:
+    """Per unit of every group: features (as this version computes them; the trainer
+    recomputes them from the ONNX file and `gid`), ablate target, pinned, MACs, and the
+    index and analysis id of its group."""
+    from graphprune.calibration import Calibration
+    from graphprune.context import Context
+    from graphprune.loading import load_model
+    from graphprune.metanet.features import features
+    from graphprune.pipeline import run_passes
+    from graphprune.probes import graph_input_meta
+
+    model = load_model(onnx_path)
+    ctx = Context(model, source=onnx_path, quiet=True)
+    ctx.calibration = Calibration(calib_path, graph_input_meta(model), batch=32, quiet=True)
+    run_passes(ctx, ["normalize", "ablate:groups=all,normalize=none,samples=64,max_units=100000"])
+    groups = [g for g in ctx.analysis().groups if g.n_units and g.id in ctx.scores]
+    feats = features(groups, ctx.model)
+    return {"features": np.concatenate([feats[g.id] for g in groups]),
+            "gid": np.concatenate([np.full(g.n_units, g.id) for g in groups]),
+            "target": np.concatenate([ctx.scores[g.id] for g in groups]),
+            "group": np.concatenate([np.full(g.n_units, i) for i, g in enumerate(groups)]),
+            "pinned": np.concatenate([g.pinned for g in groups]),
+            "macs": np.concatenate([g.macs_per_unit if len(g.macs_per_unit) else np.zeros(g.n_units) for g in groups])}
+
+
+def make(i: int, out: str) -> dict:
+    from graphprune.torch import export
+
+    family = FAMILIES[i % len(FAMILIES)]
+    rng = np.random.default_rng(i)
+    c = config(family, rng)
+    data = dataset(family)
+    x, y, n_train = data[:3]
+    vocab = data[3] if family == "charlm" else None
+    torch.manual_seed(i)
+    module = build(family, c, vocab)
+    t0 = time.perf_counter()
+    train(module, x[:n_train], y[:n_train], i, {"mlp": 30, "charlm": 2}.get(family, 3), family == "charlm")
+    held_x, held_y = x[n_train:], y[n_train:]
+    with torch.no_grad():
+        pred = module(torch.from_numpy(held_x[64:576])).argmax(-1).numpy()
+    acc = float((pred == held_y[64:576]).mean())
+    name = f"{family}-{i:04d}"
+    onnx_path = os.path.join(out, name + ".onnx")
+    export(module, (torch.from_numpy(x[:2]),), onnx_path)
+    input_name = __import__("onnx").load(onnx_path, load_external_data=False).graph.input[0].name
+    calib_path = os.path.join(out, name + ".calib.npz")
+    np.savez(calib_path, **{input_name: held_x[:64]})
+    np.savez(os.path.join(out, name + ".eval.npz"), **{input_name: held_x[64:576]}, labels=held_y[64:576])
+    units = targets(onnx_path, calib_path)
+    np.savez(os.path.join(out, name + ".units.npz"), **units)
+    return {"name": name, "family": family, "seed": i, "config": c, "accuracy": acc,
+            "units": int(len(units["target"])), "seconds": round(time.perf_counter() - t0, 1)}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--out", default="zoo")
+    ap.add_argument("--count", type=int, default=240)
+    ap.add_argument("--start", type=int, default=0)
+    args = ap.parse_args()
+    torch.set_num_threads(max(1, os.cpu_count() or 1))
+    os.makedirs(args.out, exist_ok=True)
+    manifest_path = os.path.join(args.out, "manifest.json")
+    manifest = json.load(open(manifest_path)) if os.path.exists(manifest_path) else {}
+    for i in range(args.start, args.count):
+        name = f"{FAMILIES[i % len(FAMILIES)]}-{i:04d}"
+        if name in manifest:
+            continue
+        try:
+            manifest[name] = make(i, args.out)
+        except Exception as e:  # a network the zoo cannot use is recorded, not fatal
+            manifest[name] = {"name": name, "family": FAMILIES[i % len(FAMILIES)], "error": f"{type(e).__name__}: {e}"[:300]}
+        print(json.dumps(manifest[name]), flush=True)
+        tmp = manifest_path + ".tmp"
+        with open(tmp, "w") as f:
+            json.dump(manifest, f, indent=1)
+        os.replace(tmp, manifest_path)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,234 @@
+"""Train the metanet criterion on the zoo (tools/metanet_zoo.py) and write the shipped
+metanetwork and its card.
+
+    python tools/train_metanet.py --zoo zoo --out models/metanet.npz      # ship
+    python tools/train_metanet.py --zoo zoo --cv                          # leave-one-family-out
+
+The network: an ensemble of `--members` MLPs (inputs: the unit's features and its group's
+mean of them; hidden `--hidden` x `--depth`, ReLU; one output, the predicted log of the
+unit's `ablate` target). The loss compares predictions and targets after removing each
+network's mean (only differences inside a network matter to a global selection), plus
+`--within` times the same after removing each group's mean (the order inside a group,
+which decides local selection and the boundary of global selection). Pinned units are
+context, not targets. Targets are floored at 1e-4 of the network's median, so units
+whose removal changes nothing do not dominate the loss.
+
+--cv trains once per family with that family left out and reports, on the left-out
+family, the mean within-group Spearman correlation and the "removed-importance" of a
+global selection at half the prunable MACs (the true ablate mass of the units it would
+remove, relative to the mass an oracle would remove; 1 is perfect) for metanet and for
+the magnitude features alone.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import os
+import sys
+
+import numpy as np
+import torch
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, os.path.dirname(HERE))
+
+from graphprune.metanet.features import NAMES  # noqa: E402
+from graphprune.metanet.scorer import FORMAT, Scorer  # noqa: E402
+
+
+def load_zoo(zoo: str) -> list[dict]:
+    manifest = json.load(open(os.path.join(zoo, "manifest.json")))
+    nets = []
+    for name, entry in sorted(manifest.items()):
+        path = os.path.join(zoo, name + ".units.npz")
+        if "error" in entry or not os.path.exists(path):
+            continue
+        with np.load(path) as d:
+            net = {k: d[k] for k in d.files}
+        free = ~net["pinned"]
+        if free.sum() < 4:
+            continue
+        mid = np.median(net["target"][free])
+        if not mid > 0:
+            continue
+        net["y"] = np.log(np.maximum(net["target"], 1e-4 * mid))
+        net["features"] = current_features(os.path.join(zoo, name + ".onnx"), net["gid"])
+        net.update(name=name, family=entry["family"])
+        nets.append(net)
+    return nets
+
+
+def current_features(onnx_path: str, gid: np.ndarray) -> np.ndarray:
+    """The features this version of graphprune computes, for the units the targets name."""
+    from graphprune.context import Context
+    from graphprune.loading import load_model
+    from graphprune.metanet.features import features
+    from graphprune.pipeline import run_passes
+
+    ctx = Context(load_model(onnx_path), quiet=True)
+    run_passes(ctx, ["normalize"])
+    ids = list(dict.fromkeys(gid.tolist()))
+    groups = {g.id: g for g in ctx.analysis().groups}
+    feats = features([groups[i] for i in ids], ctx.model)
+    return np.concatenate([feats[i] for i in ids])
+
+
+def group_inputs(x: np.ndarray, group: np.ndarray) -> np.ndarray:
+    """The unit's scaled features and its group's mean of them, as Scorer.inputs builds them."""
+    sums = np.zeros((group.max() + 1, x.shape[1]))
+    np.add.at(sums, group, x)
+    means = sums / np.bincount(group)[:, None]
+    return np.concatenate([x, means[group]], axis=1)
+
+
+def tensors(nets, mu, sd):
+    xs, ys, net_ids, grp_ids, masks = [], [], [], [], []
+    offset = 0
+    for i, n in enumerate(nets):
+        xs.append(group_inputs((n["features"] - mu) / sd, n["group"]))
+        ys.append(n["y"])
+        net_ids.append(np.full(len(n["y"]), i))
+        grp_ids.append(n["group"] + offset)
+        offset += n["group"].max() + 1
+        masks.append(~n["pinned"])
+    cat = lambda a, t: torch.as_tensor(np.concatenate(a), dtype=t)  # noqa: E731
+    return (cat(xs, torch.float32), cat(ys, torch.float32), cat(net_ids, torch.long), cat(grp_ids, torch.long),
+            cat(masks, torch.bool))
+
+
+def centred(v, ids, mask):
+    n = int(ids.max()) + 1
+    w = mask.float()
+    s = torch.zeros(n).index_add_(0, ids, v * w)
+    c = torch.zeros(n).index_add_(0, ids, w).clamp(min=1)
+    return v - (s / c)[ids]
+
+
+def fit(nets, hidden=32, depth=2, members=3, within=1.0, epochs=400, seed=0):
+    allx = np.concatenate([n["features"] for n in nets])
+    mu, sd = allx.mean(0), allx.std(0) + 1e-6
+    x, y, net_ids, grp_ids, mask = tensors(nets, mu, sd)
+    layers = []
+    for m in range(members):
+        torch.manual_seed(seed * 100 + m)
+        dims = [x.shape[1]] + [hidden] * depth + [1]
+        mods = []
+        for a, b in zip(dims[:-1], dims[1:]):
+            mods += [torch.nn.Linear(a, b), torch.nn.ReLU()]
+        net = torch.nn.Sequential(*mods[:-1])
+        opt = torch.optim.Adam(net.parameters(), lr=3e-3, weight_decay=1e-4)
+        for _ in range(epochs):
+            p = net(x)[:, 0]
+            err_net = centred(p, net_ids, mask) - centred(y, net_ids, mask)
+            err_grp = centred(p, grp_ids, mask) - centred(y, grp_ids, mask)
+            loss = (err_net[mask] ** 2).mean() + within * (err_grp[mask] ** 2).mean()
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+        layers.append([(mod.weight.detach().numpy().T, mod.bias.detach().numpy()) for mod in net if isinstance(mod, torch.nn.Linear)])
+    weights = {"format": np.array(FORMAT), "names": np.array(NAMES), "mu": mu, "sd": sd}
+    for i in range(depth + 1):
+        weights[f"w{i}"] = np.stack([m[i][0] for m in layers]).astype(np.float32)
+        weights[f"b{i}"] = np.stack([m[i][1] for m in layers]).astype(np.float32)
+    return weights
+
+
+def predict(weights: dict, net: dict) -> np.ndarray:
+    """Scorer's prediction for every unit of a zoo network."""
+    scorer = Scorer.__new__(Scorer)
+    scorer.mu, scorer.sd = weights["mu"], weights["sd"]
+    scorer.layers = [(weights[f"w{i}"].astype(np.float64), weights[f"b{i}"].astype(np.float64))
+                     for i in range(sum(k.startswith("w") for k in weights))]
+    out = np.empty(len(net["y"]))
+    for gi in np.unique(net["group"]):
+        sel = net["group"] == gi
+        out[sel] = scorer.predict(net["features"][sel])
+    return out
+
+
+def spearman(a, b) -> float:
+    if len(a) < 3 or np.std(a) == 0 or np.std(b) == 0:
+        return np.nan
+    ra, rb = np.argsort(np.argsort(a)), np.argsort(np.argsort(b))
+    return float(np.corrcoef(ra, rb)[0, 1])
+
+
+def removed_mass(score, net) -> float:
+    """True ablate mass removed by a global selection of half the prunable MACs by `score`
+    (lowest first), divided by the mass the oracle (the target itself) removes."""
+    free = np.flatnonzero(~net["pinned"])
+    cost = np.maximum(net["macs"][free], 1e-9)
+    need = cost.sum() / 2
+
+    def mass(s):
+        order = free[np.argsort(s[free], kind="stable")]
+        took = np.cumsum(np.maximum(net["macs"][order], 1e-9)) <= need
+        return net["target"][order[took]].sum()
+
+    oracle = mass(net["target"])
+    return float(mass(score) / oracle) if oracle > 0 else np.nan
+
+
+def evaluate(weights, nets) -> dict:
+    rows = {"spearman": [], "mass": [], "mass_strength": []}
+    k = NAMES.index("strength_net_z")
+    for n in nets:
+        p = predict(weights, n)
+        rows["spearman"] += [spearman(p[(n["group"] == g) & ~n["pinned"]], n["y"][(n["group"] == g) & ~n["pinned"]])
+                             for g in np.unique(n["group"])]
+        rows["mass"].append(removed_mass(p, n))
+        rows["mass_strength"].append(removed_mass(n["features"][:, k], n))
+    return {k: round(float(np.nanmean(v)), 3) for k, v in rows.items()}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--zoo", default="zoo")
+    ap.add_argument("--out", default="models/metanet.npz")
+    ap.add_argument("--cv", action="store_true")
+    ap.add_argument("--hidden", type=int, default=32)
+    ap.add_argument("--depth", type=int, default=2)
+    ap.add_argument("--members", type=int, default=3)
+    ap.add_argument("--within", type=float, default=1.0)
+    ap.add_argument("--epochs", type=int, default=400)
+    ap.add_argument("--seed", type=int, default=0)
+    args = ap.parse_args()
+    torch.set_num_threads(max(1, os.cpu_count() or 1))
+    nets = load_zoo(args.zoo)
+    hp = dict(hidden=args.hidden, depth=args.depth, members=args.members, within=args.within, epochs=args.epochs,
+              seed=args.seed)
+    if args.cv:
+        results = {}
+        for fam in sorted({n["family"] for n in nets}):
+            w = fit([n for n in nets if n["family"] != fam], **hp)
+            results[fam] = evaluate(w, [n for n in nets if n["family"] == fam])
+            print(fam, results[fam], flush=True)
+        print(json.dumps({"hyperparameters": hp, "leave_one_family_out": results}))
+        return
+    weights = fit(nets, **hp)
+    tmp = args.out + ".tmp.npz"
+    np.savez(tmp, **weights)
+    os.replace(tmp, args.out)
+    manifest = open(os.path.join(args.zoo, "manifest.json"), "rb").read()
+    card = {"file": os.path.basename(args.out), "format": FORMAT, "features": list(NAMES),
+            "inputs": "unit features scaled by mu/sd, then their mean over the unit's group",
+            "target": "log of the ablate criterion (relative output change with the unit switched off), "
+                      "64 held-out samples per zoo network",
+            "hyperparameters": hp, "zoo": {"networks": len(nets), "families": sorted({n["family"] for n in nets}),
+                                           "manifest_sha256": hashlib.sha256(manifest).hexdigest(),
+                                           "units": int(sum(len(n["y"]) for n in nets))},
+            "command": "python tools/metanet_zoo.py --out zoo --count N && python tools/train_metanet.py --zoo zoo "
+                       + " ".join(f"--{k} {v}" for k, v in hp.items()),
+            "sha256": hashlib.sha256(open(args.out, "rb").read()).hexdigest()}
+    card_path = os.path.splitext(args.out)[0] + ".json"
+    old = json.load(open(card_path)) if os.path.exists(card_path) else {}
+    card["validation"] = old.get("validation", {})  # written by tools/eval_metanet.py
+    with open(card_path, "w") as f:
+        json.dump(card, f, indent=1)
+    print(json.dumps({k: card[k] for k in ("zoo", "sha256")}))
+
+
+if __name__ == "__main__":
+    main()
