@@ -130,3 +130,34 @@ def test_shipped_metanetwork_loads_and_has_a_card():
 
     card = json.loads(default_path().with_suffix(".json").read_text())
     assert card["features"] == list(NAMES) and card["zoo"]["manifest_sha256"]
+
+
+def _prune_with_metanet(path, out):
+    from oracles import prune_to_file
+
+    report = prune_to_file(path, out, ["metanet", "select:macs=0.5,scope=global,strict=false"])
+    assert report["verification"]["checker"] == "passed", path
+    assert report["after"]["macs"] < report["before"]["macs"], path
+    return report
+
+
+def test_shipped_metanet_prunes_every_test_cnn(zoo, tmp_path):
+    for name, path in zoo.items():
+        _prune_with_metanet(path, str(tmp_path / f"{name}.onnx"))
+
+
+@pytest.mark.parametrize("case", ["bert_dynamo", "gpt2_torchscript", "llama_dynamo", "qwen2_dynamo", "vit_dynamo"])
+def test_shipped_metanet_prunes_heads_and_neurons_of_transformers(tzoo, tmp_path, case):
+    report = _prune_with_metanet(tzoo[case], str(tmp_path / "p.onnx"))
+    kinds = {g["kind"] for g in report["groups"] if g["removed"]}
+    assert kinds == {"heads", "channels"}, kinds
+
+
+def test_shipped_metanet_prunes_fused_attention_graphs(tmp_path):
+    from fused_nets import FUSED
+    import onnx
+
+    for name, build in FUSED.items():
+        path = str(tmp_path / f"{name}.onnx")
+        onnx.save(build(), path)
+        _prune_with_metanet(path, str(tmp_path / f"{name}_p.onnx"))

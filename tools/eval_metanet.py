@@ -39,6 +39,7 @@ logging.disable(logging.WARNING)
 BASELINES = ("l1", "l2", "bn-scale", "l1:roles=in", "fpgm", "lamp")
 BUDGETS = (0.67, 0.5, 0.33)
 SEEDS = 5
+REPAIRS = ("restore-stats", "refit")  # real networks at macs=0.5: compensation after each criterion
 
 
 def top1(path: str, data: dict, labels: np.ndarray, batch: int = 256) -> float:
@@ -55,13 +56,14 @@ def top1(path: str, data: dict, labels: np.ndarray, batch: int = 256) -> float:
     return hits / labels.size
 
 
-def prune_score(path, criterion, budget, tmp, data, labels, calib=None) -> tuple[float, float]:
-    """(metric, MACs kept) after one-shot global pruning to `budget` of the MACs."""
+def prune_score(path, criterion, budget, tmp, data, labels, calib=None, repair=None) -> tuple[float, float]:
+    """(metric, MACs kept) after one-shot global pruning to `budget` of the MACs (then the
+    `repair` pass, with calibration, where one is named)."""
     from graphprune.pipeline import Options, prune
 
     out = os.path.join(tmp, "pruned.onnx")
-    opts = Options(passes=[criterion, f"select:macs={budget},scope=global,strict=false"], output=out, quiet=True,
-                   calib=calib, verify=False)
+    passes = [criterion, f"select:macs={budget},scope=global,strict=false,round_to=1"] + (["remove", repair] if repair else [])
+    opts = Options(passes=passes, output=out, quiet=True, calib=calib, verify=False)
     rep = prune(path, opts)
     kept = rep["after"]["macs"] / rep["before"]["macs"]
     return top1(out if os.path.exists(out) else path, data, labels), kept
@@ -84,6 +86,14 @@ def evaluate_net(path, data, labels, metanet, tmp, ceiling=None) -> dict:
                 print(f"  {label} at {budget}: {type(e).__name__}: {str(e)[:120]}", flush=True)
                 continue
             rows.setdefault(f"{budget}", {}).setdefault(label, []).append((metric, kept))
+    for spec, label in ((c, c) for c in ("l1", "l2", f"metanet:model={metanet}")) if ceiling else ():
+        for repair in REPAIRS:
+            name = f"{spec.split(':')[0]}+{repair}"
+            try:
+                rows.setdefault("0.5", {}).setdefault(name, []).append(
+                    prune_score(path, spec, 0.5, tmp, data, labels, ceiling, repair))
+            except Exception as e:  # noqa: BLE001
+                print(f"  {name}: {type(e).__name__}: {str(e)[:120]}", flush=True)
     return {b: {c: [float(np.mean([m for m, _ in v])), float(np.mean([k for _, k in v]))] for c, v in by.items()}
             for b, by in rows.items()}
 

@@ -32,6 +32,7 @@ import numpy as np
 import torch
 
 HERE = os.path.dirname(os.path.abspath(__file__))
+FLOOR = float(os.environ.get("METANET_FLOOR", "1e-2"))
 sys.path.insert(0, os.path.dirname(HERE))
 
 from graphprune.metanet.features import NAMES  # noqa: E402
@@ -53,8 +54,8 @@ def load_zoo(zoo: str) -> list[dict]:
         mid = np.median(net["target"][free])
         if not mid > 0:
             continue
-        net["y"] = np.log(np.maximum(net["target"], 1e-4 * mid))
-        net["features"] = current_features(os.path.join(zoo, name + ".onnx"), net["gid"])
+        net["y"] = np.log(np.maximum(net["target"], FLOOR * mid))
+        net["features"], net["l2"] = current_features(os.path.join(zoo, name + ".onnx"), net["gid"])
         net.update(name=name, family=entry["family"])
         nets.append(net)
     return nets
@@ -66,13 +67,17 @@ def current_features(onnx_path: str, gid: np.ndarray) -> np.ndarray:
     from graphprune.loading import load_model
     from graphprune.metanet.features import features
     from graphprune.pipeline import run_passes
+    from graphprune.scoring import combine, magnitude_parts, normalize
 
     ctx = Context(load_model(onnx_path), quiet=True)
     run_passes(ctx, ["normalize"])
     ids = list(dict.fromkeys(gid.tolist()))
     groups = {g.id: g for g in ctx.analysis().groups}
     feats = features([groups[i] for i in ids], ctx.model)
-    return np.concatenate([feats[i] for i in ids])
+    inits = ctx.model.graph.initializers  # the l2 baseline's scores (mean-normalised), for comparison
+    l2 = [normalize(combine(magnitude_parts(groups[i], inits, ("out", "in", "bn_scale"), 2.0), "mean", groups[i].n_units),
+                    "mean") for i in ids]
+    return np.concatenate([feats[i] for i in ids]), np.concatenate(l2)
 
 
 def group_inputs(x: np.ndarray, group: np.ndarray) -> np.ndarray:
@@ -106,10 +111,16 @@ def centred(v, ids, mask):
     return v - (s / c)[ids]
 
 
-def fit(nets, hidden=32, depth=2, members=3, within=1.0, epochs=400, seed=0):
+def fit(nets, hidden=32, depth=2, members=3, within=1.0, epochs=400, seed=0, pairwise=0.0):
     allx = np.concatenate([n["features"] for n in nets])
     mu, sd = allx.mean(0), allx.std(0) + 1e-6
     x, y, net_ids, grp_ids, mask = tensors(nets, mu, sd)
+    # pairs inside groups, for the ranking term: each free unit against random free partners
+    free = torch.nonzero(mask)[:, 0]
+    order = free[torch.argsort(grp_ids[free], stable=True)]
+    gsorted = grp_ids[order]
+    starts = torch.searchsorted(gsorted, gsorted, right=False)
+    sizes = torch.searchsorted(gsorted, gsorted, right=True) - starts
     layers = []
     for m in range(members):
         torch.manual_seed(seed * 100 + m)
@@ -124,6 +135,12 @@ def fit(nets, hidden=32, depth=2, members=3, within=1.0, epochs=400, seed=0):
             err_net = centred(p, net_ids, mask) - centred(y, net_ids, mask)
             err_grp = centred(p, grp_ids, mask) - centred(y, grp_ids, mask)
             loss = (err_net[mask] ** 2).mean() + within * (err_grp[mask] ** 2).mean()
+            if pairwise:
+                j = order[starts + (torch.rand(len(order)) * sizes).long()]
+                dy = y[order] - y[j]
+                keep = dy.abs() > 0.1
+                margin = (p[order] - p[j]) * torch.sign(dy)
+                loss = loss + pairwise * torch.nn.functional.softplus(-margin[keep]).mean()
             opt.zero_grad()
             loss.backward()
             opt.step()
@@ -172,7 +189,7 @@ def removed_mass(score, net) -> float:
 
 
 def evaluate(weights, nets) -> dict:
-    rows = {"spearman": [], "mass": [], "mass_strength": []}
+    rows = {"spearman": [], "spearman_l2": [], "mass": [], "mass_strength": [], "mass_l2": []}
     k = NAMES.index("strength_net_z")
     for n in nets:
         p = predict(weights, n)
@@ -180,6 +197,9 @@ def evaluate(weights, nets) -> dict:
                              for g in np.unique(n["group"])]
         rows["mass"].append(removed_mass(p, n))
         rows["mass_strength"].append(removed_mass(n["features"][:, k], n))
+        rows["mass_l2"].append(removed_mass(n["l2"], n))
+        rows["spearman_l2"] += [spearman(n["l2"][(n["group"] == g) & ~n["pinned"]], n["y"][(n["group"] == g) & ~n["pinned"]])
+                                for g in np.unique(n["group"])]
     return {k: round(float(np.nanmean(v)), 3) for k, v in rows.items()}
 
 
@@ -189,16 +209,17 @@ def main() -> None:
     ap.add_argument("--out", default="models/metanet.npz")
     ap.add_argument("--cv", action="store_true")
     ap.add_argument("--hidden", type=int, default=32)
-    ap.add_argument("--depth", type=int, default=2)
-    ap.add_argument("--members", type=int, default=3)
+    ap.add_argument("--depth", type=int, default=0)
+    ap.add_argument("--members", type=int, default=1)
     ap.add_argument("--within", type=float, default=1.0)
     ap.add_argument("--epochs", type=int, default=400)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--pairwise", type=float, default=0.0, help="weight of a logistic ranking loss on pairs in a group")
     args = ap.parse_args()
     torch.set_num_threads(max(1, os.cpu_count() or 1))
     nets = load_zoo(args.zoo)
     hp = dict(hidden=args.hidden, depth=args.depth, members=args.members, within=args.within, epochs=args.epochs,
-              seed=args.seed)
+              seed=args.seed, pairwise=args.pairwise)
     if args.cv:
         results = {}
         for fam in sorted({n["family"] for n in nets}):

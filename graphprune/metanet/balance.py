@@ -47,7 +47,7 @@ class Balanced:
     producer positions x consumer positions at most), so they cost little next to reading
     the weights once."""
 
-    def __init__(self, groups: list[Group], arrays, producers: dict, fixed: dict, sweeps: int = 60):
+    def __init__(self, groups: list[Group], arrays, producers: dict, fixed: dict, rounds: int = 12, sweeps: int = 2, tolerance: float = 1e-6):
         self.arrays = arrays  # name -> numpy array (initializers)
         self.fixed = {}  # tensor -> [(axis, per-position multiplier)]: BatchNorms folded in
         for (name, axis), mult in fixed.items():
@@ -55,7 +55,7 @@ class Balanced:
         self.factor: dict[int, np.ndarray] = {g.id: np.ones(g.n_units) for g in groups}
         self.axes: dict[str, list] = {}  # tensor -> [(axis, group, sign)]
         sign = {"out": 1.0, "in": -1.0}
-        movable = [g for g in groups if rescalable(g, producers)]
+        self.movable = movable = [g for g in groups if rescalable(g, producers)]
         for g in movable:
             for key, role, _ in g.roles:
                 if role in sign and arrays(key[0]) is not None:
@@ -64,13 +64,42 @@ class Balanced:
         for name, entries in self.axes.items():
             arr = self._folded(name)
             kept = sorted({a for a, _, _ in entries})
-            sq = (arr * arr).sum(axis=tuple(a for a in range(arr.ndim) if a not in kept))
+            sq = np.square(arr).sum(axis=tuple(a for a in range(arr.ndim) if a not in kept), dtype=np.float32)
             self.reduced[name] = (sq, kept)
         self._cache: dict[str, np.ndarray] = {}
-        for _ in range(sweeps if movable else 0):
-            for g in movable:
-                out, inn = self._log_strengths(g, groups)
-                self.factor[g.id] = self.factor[g.id] * np.exp(np.clip(0.5 * (inn - out), -7.0, 7.0))
+        self.index = {g.id: i for i, g in enumerate(movable)}
+        for _ in range(rounds if movable else 0):  # coarse: whole groups, then units
+            self._coarse(groups)
+            largest = 0.0
+            for _ in range(sweeps):
+                for g in movable:
+                    out, inn = self._log_strengths(g, groups)
+                    step = np.clip(0.5 * (inn - out), -7.0, 7.0)
+                    self.factor[g.id] = self.factor[g.id] * np.exp(step)
+                    largest = max(largest, float(np.abs(step).max(initial=0.0)))
+            if largest < tolerance:
+                break
+
+    def _coarse(self, groups) -> None:
+        """Balance the groups' mean log factors exactly: scaling a whole group shifts every
+        log norm it touches by the same amount, so this is a linear system, one unknown per
+        group (the slow, depth-long mode of unit-wise sweeps)."""
+        n = len(self.movable)
+        m, r = np.zeros((n, n)), np.zeros(n)
+        for g in self.movable:
+            i = self.index[g.id]
+            out, inn = self._log_strengths(g, groups)
+            r[i] = float(np.mean(out - inn))
+            for role, own, other in (("out", 1.0, -1.0), ("in", -1.0, 1.0)):
+                keys = [k for k, rl, _ in g.roles if rl == role and k[0] in self.axes]
+                for name, _ in keys:
+                    m[i, i] += 1.0 / len(keys)
+                    for _, h, s in self.axes[name]:
+                        if s == other and h.id != g.id:
+                            m[i, self.index[h.id]] -= 1.0 / len(keys)
+        shift = np.linalg.lstsq(2 * m, -r, rcond=None)[0] if n else r
+        for g in self.movable:
+            self.factor[g.id] = self.factor[g.id] * np.exp(np.clip(shift[self.index[g.id]], -30, 30))
 
     def weight(self, name: str) -> np.ndarray | None:
         arr = self.arrays(name)
@@ -79,12 +108,12 @@ class Balanced:
         if name not in self._cache:
             eff = self._folded(name)
             for axis, g, s in self.axes.get(name, ()):
-                eff = eff * self._along(name, axis, g, s, eff.ndim)
+                eff = eff * self._along(name, axis, g, s, eff.ndim).astype(np.float32)
             self._cache[name] = eff
         return self._cache[name]
 
     def _folded(self, name: str) -> np.ndarray:
-        eff = np.asarray(self.arrays(name), dtype=np.float64)
+        eff = np.asarray(self.arrays(name), dtype=np.float32)
         for axis, mult in self.fixed.get(name, ()):
             shape = [1] * eff.ndim
             shape[axis] = -1
@@ -100,8 +129,13 @@ class Balanced:
     def _position_squares(self, name: str, axis: int) -> np.ndarray:
         """Per position of `axis`: the sum of squares of the effective tensor's slice."""
         sq, kept = self.reduced[name]
-        for a, g, s in self.axes[name]:
-            f = self.factor[g.id][g.members[(name, a)]] ** (2 * s)
+        f2 = {a: (self.factor[g.id][g.members[(name, a)]] ** (2 * s)).astype(np.float32) for a, g, s in self.axes[name]}
+        if len(kept) == 2:  # a matrix: one matrix-vector product
+            other = kept[1 - kept.index(axis)]
+            vec = f2.get(other, np.ones(sq.shape[1 - kept.index(axis)]))
+            sums = sq @ vec if kept.index(axis) == 0 else vec @ sq
+            return sums.astype(np.float64) * f2.get(axis, 1.0)
+        for a, f in f2.items():
             sq = sq * f.reshape([-1 if k == a else 1 for k in kept])
         i = kept.index(axis)
         return sq.sum(axis=tuple(j for j in range(len(kept)) if j != i))

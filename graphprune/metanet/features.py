@@ -33,6 +33,7 @@ GROUP = ("log_units", "n_out", "n_in", "heads", "depth", "log_fan", "mac_share",
          "mean_redundancy", "mean_bias_ratio")
 NAMES = tuple(f"{u}_{k}" for u in UNIT for k in ("z", "rank")) + GROUP
 TINY = 1e-12
+PROJECT = 256
 
 
 def _rows(arr: np.ndarray, axis: int) -> np.ndarray:
@@ -56,6 +57,9 @@ def _cosine_stats(vecs: np.ndarray, cap: int = 512):
     Wide groups compare against their `cap` strongest rows (chosen by norm, so the choice
     follows the units when they are permuted)."""
     n = len(vecs)
+    if vecs.shape[1] > PROJECT:  # long slices: a fixed random projection keeps cosines (roughly)
+        proj = np.random.default_rng(vecs.shape[1]).standard_normal((vecs.shape[1], PROJECT)).astype(np.float32)
+        vecs = vecs.astype(np.float32) @ proj
     norms = np.linalg.norm(vecs, axis=1)
     unit = vecs / np.maximum(norms, TINY)[:, None]
     mean = unit.mean(0)
