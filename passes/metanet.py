@@ -11,7 +11,9 @@ groups (`normalize=none` by default) so `select:scope=global` can compare groups
 
 Options: `model` (a metanetwork .npz; default the shipped models/metanet.npz, whose card
 models/metanet.json lists its features, training zoo and validation), `groups`,
-`normalize`. numpy only.
+`normalize`, `calibrate` (`lamp`, the default: groups are ranked against each other as
+LAMP ranks them, on the predicted scores, which did better on the zoo's held-out
+families than `none`, the predictions themselves). numpy only.
 """
 
 from __future__ import annotations
@@ -19,6 +21,8 @@ from __future__ import annotations
 import numpy as np
 import onnx_ir as ir
 
+from graphprune.errors import BadInput
+from graphprune.passes.lamp import lamp_scores
 from graphprune.registry import register
 from graphprune.scoring import ScorePass
 
@@ -27,7 +31,7 @@ from graphprune.scoring import ScorePass
 class MetanetPass(ScorePass):
     name = "metanet"
     summary = "data-free, learned: predicted output change of removing each unit, from the weights (models/metanet.npz)"
-    options = {"model": "", "groups": "all", "normalize": "none"}
+    options = {"model": "", "groups": "all", "normalize": "none", "calibrate": "lamp"}
 
     def prepare(self, model: ir.Model, groups) -> None:
         from graphprune.metanet.features import features
@@ -35,7 +39,13 @@ class MetanetPass(ScorePass):
 
         scorer = Scorer(self.opts.get("model") or None)
         feats = features(groups, model)
-        self.scores = {gid: np.exp(np.clip(scorer.predict(f), -60, 60)) for gid, f in feats.items()}
+        how = self.opts.get("calibrate", "none")
+        if how not in ("none", "lamp"):
+            raise BadInput(f"metanet: calibrate must be none or lamp, not {how!r}")
+        self.scores = {}
+        for gid, f in feats.items():
+            pred = np.exp(np.clip(scorer.predict(f), -60, 60))
+            self.scores[gid] = lamp_scores(pred) if how == "lamp" else pred
 
     def parts(self, g):
         return [self.scores[g.id]]

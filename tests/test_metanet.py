@@ -73,7 +73,7 @@ def test_scores_follow_permuted_units(net):
     a["mb"], a["m2"] = a["mb"][p12], a["m2"][p12]
     got = _scores(a, net)
     for name, p in (("c1", p8), ("c2", p6), ("m1", p12)):
-        np.testing.assert_allclose(got[name], base[name][p], rtol=1e-6, err_msg=name)
+        np.testing.assert_allclose(got[name], base[name][p], rtol=1e-5, err_msg=name)
     assert not np.allclose(base["c1"], base["c1"][p8])  # the check could fail
 
 

@@ -170,7 +170,8 @@ def main() -> int:
     ap.add_argument("--seeds", type=int, default=3, help="random baseline: mean NLL over this many seeds")
     ap.add_argument("--calib", type=int, default=0, metavar="N",
                     help="calibration: N windows of 256 tokens taken after the evaluated ones; criteria may "
-                         "then be pipelines such as wifv+compensate (+global: FLAP allocation at the budget), "
+                         "then be pipelines such as wifv+compensate (+global: FLAP allocation at the budget; "
+                         "+global-raw: global selection on the criterion's own scale, e.g. lamp, metanet), "
                          "and Torch-Pruning's Taylor rows run")
     ap.add_argument("--tp-criteria", default="l1,l2,random,taylor")
     args = ap.parse_args()
@@ -224,18 +225,19 @@ def main() -> int:
                        "graphprune-mlp": lambda extra: f"select:channels={ratio + extra / mlp:.6f},round_to=1"}
             for crit in args.criteria.split(","):
                 score, *after = crit.split("+")
-                if "global" in after:  # FLAP allocation: standardized scores, one threshold at the budget
-                    after.remove("global")
-                    score += (":" if ":" not in score else ";") + "normalize=standardize"
+                if "global" in after or "global-raw" in after:  # one threshold at the budget
+                    if "global" in after:  # FLAP allocation: standardized scores
+                        score += (":" if ":" not in score else ";") + "normalize=standardize"
+                    after = [a for a in after if a not in ("global", "global-raw")]  # global-raw: the criterion's own scale
                     tools = {"graphprune": lambda extra: "select:params="
                              f"{1 - (budget * total + extra) / model_params:.6f},scope=global,round_to=1"}
                 else:
                     tools = selects
                 for tool, select in tools.items():
                     nlls = []
-                    for seed in range(args.seeds if crit == "random" else 1):
+                    for seed in range(args.seeds if score == "random" else 1):
                         out = os.path.join(tmp, f"gp_{len(rows)}.onnx")
-                        spec = f"random:seed={seed}" if crit == "random" else score.replace(";", ",")
+                        spec = f"random:seed={seed}" if score == "random" else score.replace(";", ",")
                         extra = 0.0
                         for _ in range(2):  # compensation may add biases: prune further by what they cost
                             rep = prune(dense, Options(passes=[spec, select(extra), *[a.replace(";", ",")

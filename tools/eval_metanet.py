@@ -40,6 +40,7 @@ BASELINES = ("l1", "l2", "bn-scale", "l1:roles=in", "fpgm", "lamp")
 BUDGETS = (0.67, 0.5, 0.33)
 SEEDS = 5
 REPAIRS = ("restore-stats", "refit")  # real networks at macs=0.5: compensation after each criterion
+CHEAP = ("resnet20", "mnist-8", "digits-demo")  # ablate and refit (minutes per run on the deeper ResNets)
 
 
 def top1(path: str, data: dict, labels: np.ndarray, batch: int = 256) -> float:
@@ -69,15 +70,21 @@ def prune_score(path, criterion, budget, tmp, data, labels, calib=None, repair=N
     return top1(out if os.path.exists(out) else path, data, labels), kept
 
 
+VARIANTS = {"metanet": ""}  # label -> extra metanet options (--variant)
+ONLY_METANET = False
+REPAIRS_ONLY = False
+
+
 def criteria(metanet: str) -> list[tuple[str, str]]:
-    rows = [(c, c) for c in BASELINES] + [(f"random:seed={s}", "random") for s in range(SEEDS)]
-    return rows + [(f"metanet:model={metanet}", "metanet")]
+    rows = [] if ONLY_METANET else [(c, c) for c in BASELINES] + [(f"random:seed={s}", "random") for s in range(SEEDS)]
+    return rows + [(f"metanet:model={metanet}{extra}", label) for label, extra in VARIANTS.items()]
 
 
-def evaluate_net(path, data, labels, metanet, tmp, ceiling=None) -> dict:
+def evaluate_net(path, data, labels, metanet, tmp, ceiling=None, name="") -> dict:
     rows = {}
-    names = criteria(metanet) + ([(c, c) for c in ("wifv", "ablate:groups=all")] if ceiling else [])
-    for budget in BUDGETS:
+    ceilings = ("wifv", "ablate:groups=all") if name in CHEAP else ("wifv",)
+    names = criteria(metanet) + ([(c, c) for c in ceilings] if ceiling else [])
+    for budget in () if REPAIRS_ONLY else BUDGETS:
         for spec, label in names:
             calib = ceiling if label in ("wifv", "ablate:groups=all") else None
             try:
@@ -87,13 +94,13 @@ def evaluate_net(path, data, labels, metanet, tmp, ceiling=None) -> dict:
                 continue
             rows.setdefault(f"{budget}", {}).setdefault(label, []).append((metric, kept))
     for spec, label in ((c, c) for c in ("l1", "l2", f"metanet:model={metanet}")) if ceiling else ():
-        for repair in REPAIRS:
-            name = f"{spec.split(':')[0]}+{repair}"
+        for repair in REPAIRS if name in CHEAP else REPAIRS[:1]:
+            row = f"{spec.split(':')[0]}+{repair}"
             try:
-                rows.setdefault("0.5", {}).setdefault(name, []).append(
+                rows.setdefault("0.5", {}).setdefault(row, []).append(
                     prune_score(path, spec, 0.5, tmp, data, labels, ceiling, repair))
             except Exception as e:  # noqa: BLE001
-                print(f"  {name}: {type(e).__name__}: {str(e)[:120]}", flush=True)
+                print(f"  {row}: {type(e).__name__}: {str(e)[:120]}", flush=True)
     return {b: {c: [float(np.mean([m for m, _ in v])), float(np.mean([k for _, k in v]))] for c, v in by.items()}
             for b, by in rows.items()}
 
@@ -153,7 +160,7 @@ def real_main(args) -> dict:
         for name, path, data, labels, calib in real_nets(tmp):
             if args.only and name not in args.only.split(","):
                 continue
-            out[name] = {"results": evaluate_net(path, data, labels, metanet, tmp, ceiling=calib)}
+            out[name] = {"results": evaluate_net(path, data, labels, metanet, tmp, ceiling=calib, name=name)}
             print(name, json.dumps(out[name]["results"]), flush=True)
     return out
 
@@ -165,8 +172,17 @@ def main() -> int:
     ap.add_argument("--per-family", type=int, default=5)
     ap.add_argument("--metanet", help="real: the metanetwork (default models/metanet.npz)")
     ap.add_argument("--only", help="real: comma-separated network names")
+    ap.add_argument("--variant", action="append", default=[], metavar="LABEL=OPTIONS",
+                    help="another metanet row, e.g. metanet-lamp=calibrate=lamp")
+    ap.add_argument("--only-metanet", action="store_true", help="skip the baselines (to add metanet variants)")
+    ap.add_argument("--repairs-only", action="store_true", help="real: only the compensation rows at macs=0.5")
     ap.add_argument("--json")
     args = ap.parse_args()
+    global ONLY_METANET, REPAIRS_ONLY
+    ONLY_METANET, REPAIRS_ONLY = args.only_metanet, args.repairs_only
+    for v in args.variant:
+        label, opts = v.split("=", 1)
+        VARIANTS[label] = "," + opts
     result = zoo_main(args) if args.what == "zoo" else real_main(args)
     if args.json:
         os.makedirs(os.path.dirname(os.path.abspath(args.json)), exist_ok=True)

@@ -16,24 +16,24 @@ import json
 import numpy as np
 
 BASELINES = ("l1", "l2", "bn-scale", "l1:roles=in", "fpgm", "lamp")
-ORDER = BASELINES + ("random", "metanet", "wifv", "ablate:groups=all")
+ORDER = BASELINES + ("random", "metanet", "metanet-lamp", "wifv", "ablate:groups=all")
 
 
 def zoo_table(zoo: dict) -> str:
     fams = sorted({v["family"] for v in zoo.values()})
     budgets = sorted({b for v in zoo.values() for b in v["results"]}, key=float, reverse=True)
-    lines = ["| family | macs | " + " | ".join(c for c in ORDER[:8]) + " |", "|---|---|" + "---|" * 8]
-    overall = {c: [] for c in ORDER[:8]}
+    lines = ["| family | macs | " + " | ".join(c for c in ORDER[:9]) + " |", "|---|---|" + "---|" * 9]
+    overall = {c: [] for c in ORDER[:9]}
     for fam in fams:
         for b in budgets:
             cells = []
-            for c in ORDER[:8]:
+            for c in ORDER[:9]:
                 vals = [v["results"][b][c][0] for v in zoo.values() if v["family"] == fam and c in v["results"].get(b, {})]
                 overall[c] += vals
                 cells.append(f"{100 * np.mean(vals):.1f}" if vals else "-")
             lines.append(f"| {fam} | {b} | " + " | ".join(cells) + " |")
     means = {c: float(np.mean(v)) for c, v in overall.items() if v}
-    lines.append("| **all** | | " + " | ".join(f"**{100 * means[c]:.1f}**" for c in ORDER[:8]) + " |")
+    lines.append("| **all** | | " + " | ".join(f"**{100 * means[c]:.1f}**" if c in means else "-" for c in ORDER[:9]) + " |")
     return "\n".join(lines), max(BASELINES, key=lambda c: means.get(c, -1))
 
 
@@ -76,15 +76,26 @@ def repair_table(real: dict) -> str:
     return "\n".join(rows)
 
 
+def merge(paths: list[str]) -> dict:
+    """One result dict from several runs: later files add or replace criteria rows."""
+    out: dict = {}
+    for path in paths:
+        for net, v in json.load(open(path)).items():
+            entry = out.setdefault(net, {k: x for k, x in v.items() if k != "results"} | {"results": {}})
+            for b, by in v["results"].items():
+                entry["results"].setdefault(b, {}).update(by)
+    return out
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--zoo", required=True)
-    ap.add_argument("--real")
+    ap.add_argument("--zoo", required=True, nargs="+", help="several files: later rows replace earlier ones")
+    ap.add_argument("--real", nargs="+")
     args = ap.parse_args()
-    table, best = zoo_table(json.load(open(args.zoo)))
+    table, best = zoo_table(merge(args.zoo))
     print(table, f"\n\nbest single baseline on the zoo: {best}\n")
     if args.real:
-        real = json.load(open(args.real))
+        real = merge(args.real)
         print(real_table(real, best), "\n")
         print(repair_table(real))
 

@@ -1,4 +1,4 @@
-"""`graphprune sweep` on the trained CIFAR-10 ResNet-56: l2 (data-free) and wifv + refit
+"""`graphprune sweep` on the trained CIFAR-10 ResNet-56: l2 and metanet (data-free) and wifv + refit
 (calibrated) at five MAC budgets, top-1 and ONNX Runtime latency of every point, the
 Pareto fronts and the kept widths as pictures.
 
@@ -27,7 +27,7 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("-o", "--output", required=True)
     ap.add_argument("--budgets", default="macs=0.8,0.67,0.5,0.4,0.33")
-    ap.add_argument("--criteria", default="l2,wifv:normalize=standardize+refit")
+    ap.add_argument("--criteria", default="l2,wifv:normalize=standardize+refit,metanet")
     ap.add_argument("--ray")
     args = ap.parse_args()
     from cifar_resnet import load_trained

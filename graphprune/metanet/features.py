@@ -25,9 +25,10 @@ import onnx_ir as ir
 
 from graphprune.analysis.groups import Group
 from graphprune.metanet.balance import Balanced
+from graphprune.passes.lamp import lamp_scores
 from graphprune.scoring import per_unit, position_norms
 
-UNIT = ("strength", "strength_net", "bias_ratio", "redundancy", "out_spread", "in_spread",
+UNIT = ("strength", "strength_net", "lamp", "bias_ratio", "redundancy", "out_spread", "in_spread",
         "out_centre", "in_centre", "norm_scale")
 GROUP = ("log_units", "n_out", "n_in", "heads", "depth", "log_fan", "mac_share",
          "mean_redundancy", "mean_bias_ratio")
@@ -141,27 +142,27 @@ def affine_parts(g: Group, facts: GraphFacts, fixed: dict) -> dict[str, np.ndarr
     return parts
 
 
-def unit_raw(g: Group, facts: GraphFacts, bal: Balanced, parts: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-    """Raw per-unit values of group g (before standardisation), read from the balanced weights."""
-    n = g.n_units
-    out_keys = {key for key, role, _ in g.roles if role == "out" and key[0] in facts.inits}
-    in_keys = {key for key, role, _ in g.roles if role == "in" and key[0] in facts.inits}
-    log_out, log_in = np.zeros(n), np.zeros(n)
-    shift = parts["shift"] * bal.factor.get(g.id, 1.0)
-    vectors = []
-    for key in out_keys:
+def _side(g: Group, keys, bal: Balanced) -> tuple[np.ndarray, list[np.ndarray]]:
+    """Summed log L2 norms per unit over the weight slices of `keys`, and the per-unit
+    vectors of those slices where every unit owns as many positions."""
+    logs, vectors = np.zeros(g.n_units), []
+    for key in keys:
         arr = bal.weight(key[0])
-        log_out += 0.5 * np.log(per_unit(g, key, position_norms(arr, key[1], 2.0)) + TINY)
+        logs += 0.5 * np.log(per_unit(g, key, position_norms(arr, key[1], 2.0)) + TINY)
         v = _unit_vectors(g, key, arr)
         if v is not None:
             vectors.append(v)
-    in_vecs = []
-    for key in in_keys:
-        arr = bal.weight(key[0])
-        log_in += 0.5 * np.log(per_unit(g, key, position_norms(arr, key[1], 2.0)) + TINY)
-        v = _unit_vectors(g, key, arr)
-        if v is not None:
-            in_vecs.append(v)
+    return logs, vectors
+
+
+def unit_raw(g: Group, facts: GraphFacts, bal: Balanced, parts: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """Raw per-unit values of group g (before standardisation), read from the balanced weights."""
+    # in role order (not a set): the slices are laid side by side in this order
+    out_keys = list(dict.fromkeys(key for key, role, _ in g.roles if role == "out" and key[0] in facts.inits))
+    in_keys = list(dict.fromkeys(key for key, role, _ in g.roles if role == "in" and key[0] in facts.inits))
+    shift = parts["shift"] * bal.factor.get(g.id, 1.0)
+    log_out, vectors = _side(g, out_keys, bal)
+    log_in, in_vecs = _side(g, in_keys, bal)
     k_out, k_in = max(len(out_keys), 1), max(len(in_keys), 1)
     strength = log_out / k_out + log_in / k_in
     raw = {"strength": strength, "norm_scale": parts["norm_scale"],
@@ -188,6 +189,11 @@ def _standardise(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return np.clip((x - x.mean()) / std, -6, 6), rank / max(n - 1, 1)
 
 
+def _network_rank(ranked: np.ndarray, x: np.ndarray) -> np.ndarray:
+    """Rank in [0, 1] among all the network's units (ties share their mean rank)."""
+    return (np.searchsorted(ranked, x, "left") + np.searchsorted(ranked, x, "right") - 1) / (2 * max(len(ranked) - 1, 1))
+
+
 def features(groups: list[Group], model: ir.Model) -> dict[int, np.ndarray]:
     """group id -> (n_units, len(NAMES)) feature matrix."""
     facts = GraphFacts(model)
@@ -200,9 +206,12 @@ def features(groups: list[Group], model: ir.Model) -> dict[int, np.ndarray]:
     parts = {g.id: affine_parts(g, facts, fixed) for g in groups}
     bal = Balanced(groups, facts.array, facts.producer, fixed)
     raws = {g.id: unit_raw(g, facts, bal, parts[g.id]) for g in groups}
+    for raw in raws.values():  # LAMP on the balanced strengths: a unit's share of the mass above it
+        raw["lamp"] = np.log(lamp_scores(np.exp(2 * (raw["strength"] - raw["strength"].max()))) + TINY)
     all_strength = np.concatenate([r["strength"] for r in raws.values()]) if raws else np.zeros(1)
     net_mid, net_std = np.median(all_strength), max(all_strength.std(), 1e-9)
-    ranked = np.sort(all_strength)
+    ranked = {k: np.sort(np.concatenate([r[k] for r in raws.values()])) if raws else np.zeros(1)
+              for k in ("strength", "lamp")}
     total_macs = sum(float(np.sum(g.macs_per_unit)) for g in groups if len(g.macs_per_unit)) or 1.0
     out = {}
     for g in groups:
@@ -212,9 +221,10 @@ def features(groups: list[Group], model: ir.Model) -> dict[int, np.ndarray]:
         for name in UNIT:
             x = raw.get(name, np.zeros(n))
             z, rank = _standardise(x)
-            if name == "strength_net":  # on the network's scale: what ranks groups against each other
-                z = x
-                rank = (np.searchsorted(ranked, raw["strength"], "left") + np.searchsorted(ranked, raw["strength"], "right") - 1) / (2 * max(len(ranked) - 1, 1))
+            if name in ("strength_net", "lamp"):  # on the network's scale: what ranks groups against each other
+                key = "strength" if name == "strength_net" else "lamp"
+                z = x if name == "strength_net" else np.clip(x, -12, 0)
+                rank = _network_rank(ranked[key], raw[key])
             cols += [z, rank]
         k_out, k_in, fan = raw["_context"]
         first = min((layer_index.get(node, len(layers)) for _, role, node in g.roles if role == "out"),
