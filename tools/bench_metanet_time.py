@@ -90,10 +90,10 @@ def main() -> int:
         for h in (int(w) for w in args.widths.split(",")):
             rows.append(measure(f"llama-h{h}", llama(h), (torch.randint(0, 1024, (1, 16)),), args.runs, tmp))
             print(rows[-1], flush=True)
-    print(f"\n{'model':14s} {'params':>12s} {'units':>8s} {'seconds':>8s} {'us/Mparam':>10s} {'peak MB':>8s}")
+    print(f"\n{'model':14s} {'params':>12s} {'units':>8s} {'seconds':>8s} {'ms/Mparam':>10s} {'peak MB':>8s}")
     for r in rows:
         print(f"{r['model']:14s} {r['params']:12,d} {r['units']:8d} {r['seconds']:8.3f} "
-              f"{r['seconds'] / r['params'] * 1e12:10.1f} {r['peak_mb']:8.1f}")
+              f"{r['seconds'] / r['params'] * 1e9:10.1f} {r['peak_mb']:8.1f}")
     if args.json:
         os.makedirs(os.path.dirname(os.path.abspath(args.json)), exist_ok=True)
         with open(args.json, "w") as f:

@@ -49,6 +49,8 @@ def top1(path: str, data: dict, labels: np.ndarray, batch: int = 256) -> float:
 
     sess = session(path)
     name = sess.get_inputs()[0].name
+    fixed = sess.get_inputs()[0].shape[0]
+    batch = fixed if isinstance(fixed, int) and fixed > 0 else batch  # a fixed batch (mnist-8: 1)
     x = next(iter(data.values()))
     hits = 0
     for s in range(0, len(x), batch):
