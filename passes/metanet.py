@@ -37,13 +37,12 @@ class MetanetPass(ScorePass):
         from graphprune.metanet.features import features
         from graphprune.metanet.scorer import Scorer
 
-        scorer = Scorer(self.opts.get("model") or None)
-        feats = features(groups, model)
-        how = self.opts.get("calibrate", "none")
+        how = self.opts["calibrate"]
         if how not in ("none", "lamp"):
             raise BadInput(f"metanet: calibrate must be none or lamp, not {how!r}")
+        scorer = Scorer(self.opts["model"] or None)
         self.scores = {}
-        for gid, f in feats.items():
+        for gid, f in features(groups, model).items():
             pred = np.exp(np.clip(scorer.predict(f), -60, 60))
             self.scores[gid] = lamp_scores(pred) if how == "lamp" else pred
 

@@ -11,7 +11,6 @@ time grows with the parameters. Prints a table (median of `--runs`) and can writ
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import os
 import statistics
@@ -95,9 +94,10 @@ def main() -> int:
         print(f"{r['model']:14s} {r['params']:12,d} {r['units']:8d} {r['seconds']:8.3f} "
               f"{r['seconds'] / r['params'] * 1e9:10.1f} {r['peak_mb']:8.1f}")
     if args.json:
+        from graphprune.report import write_json
+
         os.makedirs(os.path.dirname(os.path.abspath(args.json)), exist_ok=True)
-        with open(args.json, "w") as f:
-            json.dump(rows, f, indent=1)
+        write_json(rows, args.json)
     return 0
 
 

@@ -72,21 +72,17 @@ def prune_score(path, criterion, budget, tmp, data, labels, calib=None, repair=N
     return top1(out if os.path.exists(out) else path, data, labels), kept
 
 
-VARIANTS = {"metanet": ""}  # label -> extra metanet options (--variant)
-ONLY_METANET = False
-REPAIRS_ONLY = False
+def criteria(args, metanet: str) -> list[tuple[str, str]]:
+    """(pass spec, row label): the baselines (unless --only-metanet), then metanet and its --variant rows."""
+    rows = [] if args.only_metanet else [(c, c) for c in BASELINES] + [(f"random:seed={s}", "random") for s in range(SEEDS)]
+    return rows + [(f"metanet:model={metanet}{extra}", label) for label, extra in args.variants.items()]
 
 
-def criteria(metanet: str) -> list[tuple[str, str]]:
-    rows = [] if ONLY_METANET else [(c, c) for c in BASELINES] + [(f"random:seed={s}", "random") for s in range(SEEDS)]
-    return rows + [(f"metanet:model={metanet}{extra}", label) for label, extra in VARIANTS.items()]
-
-
-def evaluate_net(path, data, labels, metanet, tmp, ceiling=None, name="") -> dict:
+def evaluate_net(args, path, data, labels, metanet, tmp, ceiling=None, name="") -> dict:
     rows = {}
     ceilings = ("wifv", "ablate:groups=all") if name in CHEAP else ("wifv",)
-    names = criteria(metanet) + ([(c, c) for c in ceilings] if ceiling else [])
-    for budget in () if REPAIRS_ONLY else BUDGETS:
+    names = criteria(args, metanet) + ([(c, c) for c in ceilings] if ceiling else [])
+    for budget in () if args.repairs_only else BUDGETS:
         for spec, label in names:
             calib = ceiling if label in ("wifv", "ablate:groups=all") else None
             try:
@@ -95,7 +91,7 @@ def evaluate_net(path, data, labels, metanet, tmp, ceiling=None, name="") -> dic
                 print(f"  {label} at {budget}: {type(e).__name__}: {str(e)[:120]}", flush=True)
                 continue
             rows.setdefault(f"{budget}", {}).setdefault(label, []).append((metric, kept))
-    for spec, label in ((c, c) for c in ("l1", "l2", f"metanet:model={metanet}")) if ceiling else ():
+    for spec in ("l1", "l2", f"metanet:model={metanet}") if ceiling else ():
         for repair in REPAIRS if name in CHEAP else REPAIRS[:1]:
             row = f"{spec.split(':')[0]}+{repair}"
             try:
@@ -123,7 +119,7 @@ def zoo_main(args) -> dict:
                 with np.load(os.path.join(args.zoo, n["name"] + ".eval.npz")) as d:
                     data = {k: d[k] for k in d.files if k != "labels"}
                     labels = d["labels"]
-                res = evaluate_net(os.path.join(args.zoo, n["name"] + ".onnx"), data, labels, mpath, tmp)
+                res = evaluate_net(args, os.path.join(args.zoo, n["name"] + ".onnx"), data, labels, mpath, tmp)
                 out[n["name"]] = {"family": fam, "results": res}
                 print(n["name"], json.dumps(res), flush=True)
     return out
@@ -162,7 +158,7 @@ def real_main(args) -> dict:
         for name, path, data, labels, calib in real_nets(tmp):
             if args.only and name not in args.only.split(","):
                 continue
-            out[name] = {"results": evaluate_net(path, data, labels, metanet, tmp, ceiling=calib, name=name)}
+            out[name] = {"results": evaluate_net(args, path, data, labels, metanet, tmp, ceiling=calib, name=name)}
             print(name, json.dumps(out[name]["results"]), flush=True)
     return out
 
@@ -180,16 +176,13 @@ def main() -> int:
     ap.add_argument("--repairs-only", action="store_true", help="real: only the compensation rows at macs=0.5")
     ap.add_argument("--json")
     args = ap.parse_args()
-    global ONLY_METANET, REPAIRS_ONLY
-    ONLY_METANET, REPAIRS_ONLY = args.only_metanet, args.repairs_only
-    for v in args.variant:
-        label, opts = v.split("=", 1)
-        VARIANTS[label] = "," + opts
+    args.variants = {"metanet": ""} | {label: "," + opts for label, opts in (v.split("=", 1) for v in args.variant)}
     result = zoo_main(args) if args.what == "zoo" else real_main(args)
     if args.json:
+        from graphprune.report import write_json
+
         os.makedirs(os.path.dirname(os.path.abspath(args.json)), exist_ok=True)
-        with open(args.json, "w") as f:
-            json.dump(result, f, indent=1)
+        write_json(result, args.json)
     return 0
 
 

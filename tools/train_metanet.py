@@ -154,10 +154,7 @@ def fit(nets, hidden=32, depth=2, members=3, within=1.0, epochs=400, seed=0, pai
 
 def predict(weights: dict, net: dict) -> np.ndarray:
     """Scorer's prediction for every unit of a zoo network."""
-    scorer = Scorer.__new__(Scorer)
-    scorer.mu, scorer.sd = weights["mu"], weights["sd"]
-    scorer.layers = [(weights[f"w{i}"].astype(np.float64), weights[f"b{i}"].astype(np.float64))
-                     for i in range(sum(k.startswith("w") for k in weights))]
+    scorer = Scorer(weights=weights)
     out = np.empty(len(net["y"]))
     for gi in np.unique(net["group"]):
         sel = net["group"] == gi

@@ -38,6 +38,13 @@ def rescalable(g: Group, producers: dict) -> bool:
     return any(role == "out" for _, role, _ in g.roles) and any(role == "in" for _, role, _ in g.roles)
 
 
+def _on_axis(values: np.ndarray, axis: int, ndim: int) -> np.ndarray:
+    """A per-position vector shaped to broadcast along `axis` of an ndim-array."""
+    shape = [1] * ndim
+    shape[axis] = -1
+    return values.reshape(shape)
+
+
 class Balanced:
     """Effective weights: each tensor's axes scaled by their groups' unit factors (times the
     factor along 'out' axes, divided along 'in' axes; biases are the caller's to scale).
@@ -69,18 +76,18 @@ class Balanced:
         self._cache: dict[str, np.ndarray] = {}
         self.index = {g.id: i for i, g in enumerate(movable)}
         for _ in range(rounds if movable else 0):  # coarse: whole groups, then units
-            self._coarse(groups)
+            self._coarse()
             largest = 0.0
             for _ in range(sweeps):
                 for g in movable:
-                    out, inn = self._log_strengths(g, groups)
+                    out, inn = self._log_strengths(g)
                     step = np.clip(0.5 * (inn - out), -7.0, 7.0)
                     self.factor[g.id] = self.factor[g.id] * np.exp(step)
                     largest = max(largest, float(np.abs(step).max(initial=0.0)))
             if largest < tolerance:
                 break
 
-    def _coarse(self, groups) -> None:
+    def _coarse(self) -> None:
         """Balance the groups' mean log factors exactly: scaling a whole group shifts every
         log norm it touches by the same amount, so this is a linear system, one unknown per
         group (the slow, depth-long mode of unit-wise sweeps)."""
@@ -88,9 +95,9 @@ class Balanced:
         m, r = np.zeros((n, n)), np.zeros(n)
         for g in self.movable:
             i = self.index[g.id]
-            out, inn = self._log_strengths(g, groups)
+            out, inn = self._log_strengths(g)
             r[i] = float(np.mean(out - inn))
-            for role, own, other in (("out", 1.0, -1.0), ("in", -1.0, 1.0)):
+            for role, other in (("out", -1.0), ("in", 1.0)):  # the sign of the tensor's other axis
                 keys = [k for k, rl, _ in g.roles if rl == role and k[0] in self.axes]
                 for name, _ in keys:
                     m[i, i] += 1.0 / len(keys)
@@ -108,23 +115,15 @@ class Balanced:
         if name not in self._cache:
             eff = self._folded(name)
             for axis, g, s in self.axes.get(name, ()):
-                eff = eff * self._along(name, axis, g, s, eff.ndim).astype(np.float32)
+                eff = eff * _on_axis(self.factor[g.id][g.members[(name, axis)]] ** s, axis, eff.ndim).astype(np.float32)
             self._cache[name] = eff
         return self._cache[name]
 
     def _folded(self, name: str) -> np.ndarray:
         eff = np.asarray(self.arrays(name), dtype=np.float32)
         for axis, mult in self.fixed.get(name, ()):
-            shape = [1] * eff.ndim
-            shape[axis] = -1
-            eff = eff * mult.reshape(shape)
+            eff = eff * _on_axis(mult, axis, eff.ndim)
         return eff
-
-    def _along(self, name, axis, g, s, ndim):
-        f = self.factor[g.id][g.members[(name, axis)]] ** s
-        shape = [1] * ndim
-        shape[axis] = -1
-        return f.reshape(shape)
 
     def _position_squares(self, name: str, axis: int) -> np.ndarray:
         """Per position of `axis`: the sum of squares of the effective tensor's slice."""
@@ -136,11 +135,11 @@ class Balanced:
             sums = sq @ vec if kept.index(axis) == 0 else vec @ sq
             return sums.astype(np.float64) * f2.get(axis, 1.0)
         for a, f in f2.items():
-            sq = sq * f.reshape([-1 if k == a else 1 for k in kept])
+            sq = sq * _on_axis(f, kept.index(a), len(kept))
         i = kept.index(axis)
         return sq.sum(axis=tuple(j for j in range(len(kept)) if j != i))
 
-    def _log_strengths(self, g: Group, groups) -> tuple[np.ndarray, np.ndarray]:
+    def _log_strengths(self, g: Group) -> tuple[np.ndarray, np.ndarray]:
         """Mean over the group's producer rows (and its consumer columns) of log L2 norm per unit."""
         sums = {"out": np.zeros(g.n_units), "in": np.zeros(g.n_units)}
         counts = {"out": 0, "in": 0}

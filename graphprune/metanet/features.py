@@ -168,30 +168,28 @@ def unit_raw(g: Group, facts: GraphFacts, bal: Balanced, parts: dict[str, np.nda
     raw = {"strength": strength, "norm_scale": parts["norm_scale"],
            "bias_ratio": np.tanh(shift / np.maximum(np.exp(log_out / k_out), TINY) / k_out)}
     if vectors:
-        red, cen = _cosine_stats(np.concatenate(vectors, axis=1))
-        raw.update(redundancy=red, out_centre=cen, out_spread=_spread(np.concatenate(vectors, axis=1)))
+        rows = np.concatenate(vectors, axis=1)
+        red, cen = _cosine_stats(rows)
+        raw.update(redundancy=red, out_centre=cen, out_spread=_spread(rows))
     if in_vecs:
-        _, cen = _cosine_stats(np.concatenate(in_vecs, axis=1))
-        raw.update(in_centre=cen, in_spread=_spread(np.concatenate(in_vecs, axis=1)))
+        cols = np.concatenate(in_vecs, axis=1)
+        raw.update(in_centre=_cosine_stats(cols)[1], in_spread=_spread(cols))
     fan = sum(facts.array(k[0]).size / max(len(g.members[k]), 1) for k in (*out_keys, *in_keys))
     raw["_context"] = np.array([len(out_keys), len(in_keys), fan])
     return raw
 
 
+def _rank(ranked: np.ndarray, x: np.ndarray) -> np.ndarray:
+    """Rank in [0, 1] of each x among the sorted values `ranked` (ties share their mean rank)."""
+    return (np.searchsorted(ranked, x, "left") + np.searchsorted(ranked, x, "right") - 1) / (2 * max(len(ranked) - 1, 1))
+
+
 def _standardise(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """z-score and rank in [0, 1] within the group (ties share their mean rank)."""
-    n = len(x)
+    """z-score and rank in [0, 1] within the group."""
     std = x.std()
     if std <= 1e-9:
-        return np.zeros(n), np.full(n, 0.5)
-    s = np.sort(x)
-    rank = (np.searchsorted(s, x, "left") + np.searchsorted(s, x, "right") - 1) / 2
-    return np.clip((x - x.mean()) / std, -6, 6), rank / max(n - 1, 1)
-
-
-def _network_rank(ranked: np.ndarray, x: np.ndarray) -> np.ndarray:
-    """Rank in [0, 1] among all the network's units (ties share their mean rank)."""
-    return (np.searchsorted(ranked, x, "left") + np.searchsorted(ranked, x, "right") - 1) / (2 * max(len(ranked) - 1, 1))
+        return np.zeros(len(x)), np.full(len(x), 0.5)
+    return np.clip((x - x.mean()) / std, -6, 6), _rank(np.sort(x), x)
 
 
 def features(groups: list[Group], model: ir.Model) -> dict[int, np.ndarray]:
@@ -216,16 +214,14 @@ def features(groups: list[Group], model: ir.Model) -> dict[int, np.ndarray]:
     out = {}
     for g in groups:
         raw, n = raws[g.id], g.n_units
-        raw["strength_net"] = np.clip((raw["strength"] - net_mid) / net_std, -6, 6)
         cols = []
         for name in UNIT:
-            x = raw.get(name, np.zeros(n))
-            z, rank = _standardise(x)
-            if name in ("strength_net", "lamp"):  # on the network's scale: what ranks groups against each other
-                key = "strength" if name == "strength_net" else "lamp"
-                z = x if name == "strength_net" else np.clip(x, -12, 0)
-                rank = _network_rank(ranked[key], raw[key])
-            cols += [z, rank]
+            if name == "strength_net":  # on the network's scale: what ranks groups against each other
+                cols += [np.clip((raw["strength"] - net_mid) / net_std, -6, 6), _rank(ranked["strength"], raw["strength"])]
+            elif name == "lamp":
+                cols += [np.clip(raw["lamp"], -12, 0), _rank(ranked["lamp"], raw["lamp"])]
+            else:
+                cols += _standardise(raw.get(name, np.zeros(n)))
         k_out, k_in, fan = raw["_context"]
         first = min((layer_index.get(node, len(layers)) for _, role, node in g.roles if role == "out"),
                     default=len(layers))

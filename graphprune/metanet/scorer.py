@@ -31,13 +31,17 @@ def default_path() -> Path:
 
 
 class Scorer:
-    def __init__(self, path: str | os.PathLike | None = None):
+    def __init__(self, path: str | os.PathLike | None = None, weights: dict | None = None):
+        """From the .npz at `path` (default: the shipped one), or from its arrays (`weights`)."""
         path = Path(path) if path else default_path()
-        try:
-            with np.load(path, allow_pickle=False) as f:
-                data = {k: f[k] for k in f.files}
-        except (OSError, ValueError) as e:
-            raise BadInput(f"metanet: cannot read the metanetwork {path}: {type(e).__name__}") from None
+        if weights is not None:
+            data, path = weights, "the given weights"
+        else:
+            try:
+                with np.load(path, allow_pickle=False) as f:
+                    data = {k: f[k] for k in f.files}
+            except (OSError, ValueError) as e:
+                raise BadInput(f"metanet: cannot read the metanetwork {path}: {type(e).__name__}") from None
         if int(data.get("format", -1)) != FORMAT or "names" not in data:
             raise BadInput(f"metanet: {path} is not a metanetwork of format {FORMAT}")
         if tuple(str(n) for n in data["names"]) != NAMES:
