@@ -35,6 +35,7 @@ class Checker:
         self.explicit = parse_tolerance(tolerance)
         self.metric_fn = None
         self.result: dict[str, Any] = {}
+        self.interface: dict = {}  # KV-cache tensors that lost heads (Context.interface)
         if metric:
             from graphprune import task_metric
 
@@ -42,7 +43,7 @@ class Checker:
             self.metric_before = task_metric.measure(self.metric_fn, model_path)
 
     def __call__(self, tmp_path: str) -> None:
-        self.result.update(verify_file(tmp_path, self.ref, self.explicit) if self.verify else check_only(tmp_path))
+        self.result.update(verify_file(tmp_path, self.ref, self.explicit, self.interface) if self.verify else check_only(tmp_path))
         outside = list(self.result.get("outside_tolerance", []))
         if self.metric_fn is not None:
             from graphprune import task_metric

@@ -77,6 +77,9 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--calib-mask", metavar="INPUT",
                    help="a model input (e.g. attention_mask) whose zeros mark padding: those positions are left "
                         "out of the activation statistics")
+    p.add_argument("--keep-io", action="store_true",
+                   help="keep every graph input and output whole: a decoder's KV-cache tensors then keep their "
+                        "heads (by default they shrink with the heads they carry)")
     p.add_argument("--verify-each", action="store_true", help="verify after every pass; name the one that breaks")
     p.add_argument("--no-verify", action="store_true", help="skip the numeric comparison (the checker still runs)")
     p.add_argument("-v", "--verbose", action="store_true", help="print the per-group table")
@@ -192,7 +195,8 @@ def _run(args) -> int:
                    bench_threads=args.bench_threads, ray=args.ray, ray_shards=args.ray_shards,
                    latency_on=args.latency_on,
                    report=args.report, eval_output=args.eval_output, eval_metric=args.eval_metric,
-                   tolerance=args.tolerance, shapes=args.shapes, find_budget=args.find_budget)
+                   tolerance=args.tolerance, shapes=args.shapes, find_budget=args.find_budget,
+                   keep_io=args.keep_io)
     report = prune(args.model, opts)
     for line in report.get("warnings", []):
         print(f"graphprune: warning: {line}", file=sys.stderr)

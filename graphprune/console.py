@@ -65,6 +65,17 @@ def latency_hint(report: dict[str, Any]) -> str | None:
             "prune less, or compare the per-node times of both models")
 
 
+def cache_line(report: dict[str, Any]) -> str | None:
+    """One line on the KV-cache inputs/outputs that lost heads (their new shapes are part
+    of the model's interface: the runtime allocates the cache by them)."""
+    cache = report.get("cache_tensors")
+    if not cache:
+        return None
+    counts = sorted({len(c["kept"]) for c in cache.values()})
+    return (f"KV cache: {len(cache)} past/present tensors resized to {'/'.join(map(str, counts))} KV heads "
+            "(--keep-io keeps them whole)")
+
+
 def print_report(report: dict[str, Any], verbose: bool) -> None:
     print(f"pipeline: {' -> '.join(report['pipeline'])}")
     print(reporting.summary_table(report))
@@ -79,6 +90,9 @@ def print_report(report: dict[str, Any], verbose: bool) -> None:
     hint = latency_hint(report)
     if hint:
         print(hint)
+    cache = cache_line(report)
+    if cache:
+        print(cache)
     pins = report.get("pins", [])
     for line in pins[:PIN_LINES]:
         print(f"pinned: {line}")

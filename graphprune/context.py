@@ -58,6 +58,9 @@ class Context:
     reference: Any = None  # graphprune.verify.Reference: the original's run on the verification inputs
     latency: Any = None  # graphprune.latency.LatencySettings: how select's latency targets are measured
     shared_stats: dict | None = None  # statistics shared between runs (a sweep's points): state key -> stats
+    # Graph inputs/outputs that lost units (a KV cache's heads): name -> axis -> kept positions
+    # of the original tensor, across every remove so far.
+    interface: dict[str, dict[int, np.ndarray]] = field(default_factory=dict)
     _analysis: Analysis | None = None
     _stats: dict = field(default_factory=dict)
 
@@ -73,6 +76,18 @@ class Context:
                 terms = mac_terms(self.model, self.deploy_shapes, self.flow_options)
             self._analysis = Analysis(flow, groups, CostModel(self.model, flow, groups, terms))
         return self._analysis
+
+    def resize_interface(self, cuts: dict[str, dict[int, np.ndarray]]) -> None:
+        """Record what a removal kept of graph inputs/outputs, composed with earlier ones,
+        and list it in the report."""
+        for name, axes in cuts.items():
+            known = self.interface.setdefault(name, {})
+            for axis, positions in axes.items():
+                known[axis] = known[axis][positions] if axis in known else positions
+        if self.interface:
+            self.report["cache_tensors"] = {
+                name: {"axis": axis, "kept": [int(i) for i in kept]}
+                for name, axes in self.interface.items() for axis, kept in axes.items()}
 
     def graph_changed(self) -> None:
         """Forget the analysis; scores, plan and statistics refer to the old graph and go too."""

@@ -26,9 +26,11 @@ from graphprune.latency import LatencySettings, PlanInfo, measure_table, node_ke
 
 def default_settings(ctx) -> LatencySettings:
     """Random inputs at batch 16 where the pipeline gave none (run_passes on its own)."""
+    from graphprune.analysis.cache_io import probe_dims
     from graphprune.probes import graph_input_meta, probe_inputs
 
-    return LatencySettings(probe_inputs(graph_input_meta(ctx.model), batch=16, shapes=ctx.deploy_shapes))
+    return LatencySettings(probe_inputs(graph_input_meta(ctx.model), batch=16, shapes=ctx.deploy_shapes,
+                                        dims=probe_dims(ctx.model)))
 
 
 def next_goal(tried: list[tuple[float, float]]) -> float:

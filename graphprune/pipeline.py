@@ -24,7 +24,8 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from graphprune import checks, report as reporting
+from graphprune import checks, genai_folder, report as reporting
+from graphprune.analysis.cache_io import probe_dims
 from graphprune.analysis.cost import stored_params
 from graphprune.context import Context
 from graphprune.errors import BadInput
@@ -69,6 +70,7 @@ class Options:
     shapes: list[str] = field(default_factory=list)  # "input=1,3,640,640": the shape MACs are counted at
     find_budget: bool = False        # outside --tolerance: bisect the budget to the smallest model within it
     keep_dense: bool = False         # keep the dense model after remove (graphprune.torch reads it)
+    keep_io: bool = False            # keep every graph input/output whole (a KV cache's heads too)
     bench: bool = False
     bench_repeats: int = 30
     bench_batch: int = 16
@@ -187,6 +189,11 @@ def run(model_path: str, opts: Options) -> Context:
     # memory-mapped again when verified) whatever its size after pruning.
     external = uses_external_data(model)
     ctx = Context(model, source=model_path, quiet=opts.quiet, keep_dense=opts.keep_dense)
+    if opts.keep_io:
+        ctx.flow_options["keep_io"] = True
+    genai = genai_folder.config_beside(model_path) if opts.output and not opts.dry_run else None
+    if genai:
+        genai_folder.check_destination(genai, opts.output)
     if opts.stats_cache is not None and opts.calib is not None and isinstance(opts.calib, (str, os.PathLike)):
         st, sc = os.stat(model_path), os.stat(opts.calib)
         key = (os.path.abspath(model_path), st.st_mtime_ns, st.st_size, os.path.abspath(opts.calib), sc.st_mtime_ns,
@@ -217,14 +224,15 @@ def run(model_path: str, opts: Options) -> Context:
     # --verify-each or --bench) skips it and only checks the result's structure.
     latency_target = any(parse_spec(s)[1].get(k) is not None for s in specs for k in ("latency", "latency_ms"))
     needs_reference = opts.verify or opts.verify_each or opts.bench or latency_target
-    ref = reference(model_path, opts.inputs, opts.eval_data, opts.calib, holdout) if needs_reference else None
+    dims = probe_dims(model)  # a decoder's cache lengths and head size, for random probes
+    ref = reference(model_path, opts.inputs, opts.eval_data, opts.calib, holdout, dims) if needs_reference else None
     ctx.deploy_shapes = _deploy_shapes(ctx, opts, ref)
     ctx.reference = ref
     if latency_target or opts.bench:
         from graphprune.latency import LatencySettings
 
         ctx.latency = LatencySettings(probe_inputs(ref.inputs, batch=opts.bench_batch, bounds=index_bounds(model_path),
-                                                   shapes=ctx.deploy_shapes), threads=opts.bench_threads,
+                                                   shapes=ctx.deploy_shapes, dims=dims), threads=opts.bench_threads,
                                       repeats=opts.bench_repeats, budget_s=opts.bench_seconds,
                                       resource=opts.latency_on)
     checker = checks.Checker(ref, model_path, opts.verify, opts.tolerance, opts.eval_metric)
@@ -246,11 +254,15 @@ def run(model_path: str, opts: Options) -> Context:
         ctx.report["seconds"] = round(time.perf_counter() - t_start, 3)
         return ctx
 
+    checker.interface = ctx.interface
+    genai_config = genai_folder.updated_config(genai, model) if genai else None
     if unchanged:
         copy_model(model_path, opts.output, before_commit=checker)
     else:
         save_model(model, opts.output, model_path, before_commit=checker, external=external)
     ctx.report["verification"] = checker.result
+    if genai:
+        ctx.report["genai_folder"] = genai_folder.write_folder(genai, genai_config, opts.output)
     for line in checker.result.get("outside_tolerance", []):
         ctx.warn(f"{line} (past the default tolerance; --tolerance makes this an error)")
     ctx.report["after"]["file_bytes"] = model_bytes(opts.output)

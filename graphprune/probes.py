@@ -64,12 +64,12 @@ def _integer(type_: str) -> bool:
     return ORT_NUMPY.get(type_) is not None and np.issubdtype(ORT_NUMPY[type_], np.integer)
 
 
-def probe_inputs(inputs: InputMeta, batch: int = 2, seed: int = 0,
-                 bounds: dict[str, int] | None = None, shapes: dict | None = None) -> dict[str, np.ndarray]:
-    """Random inputs matching the model's declared inputs. Symbolic dims become `batch` on
-    the first axis; other symbolic dims (a sequence) 16 when an integer input (token ids)
-    has them, else 1, unless `shapes` gives the input's deployment shape (its batch then
-    `batch` too). Integers stay below `bounds` (Gather tables: token ids); other integer
+def probe_inputs(inputs: InputMeta, batch: int = 2, seed: int = 0, bounds: dict[str, int] | None = None,
+                 shapes: dict | None = None, dims: dict[str, int] | None = None) -> dict[str, np.ndarray]:
+    """Random inputs matching the model's declared inputs. Symbolic dims named in `dims`
+    take that size (a decoder's cache lengths and head size: cache_io.probe_dims); others
+    become `batch` on the first axis, 16 when an integer input (token ids) has them, else
+    1, unless `shapes` gives the input's deployment shape (its batch then `batch` too). Integers stay below `bounds` (Gather tables: token ids); other integer
     and boolean inputs (attention masks, flags) are all ones: a mask that hides a whole
     row makes models disagree on what softmax of nothing is, which says nothing about
     pruning."""
@@ -81,11 +81,12 @@ def probe_inputs(inputs: InputMeta, batch: int = 2, seed: int = 0,
     bounds = bounds or {}
     feeds = {}
     total = 0
-    token_dims = {d for _, dims, t in inputs if _integer(t) for d in dims[1:] if isinstance(d, str)}
-    for name, dims, type_ in inputs:
-        shape = [d if isinstance(d, int) and d > 0 else
+    named = dims or {}
+    token_dims = {d for _, ds, t in inputs if _integer(t) for d in ds[1:] if isinstance(d, str)}
+    for name, declared, type_ in inputs:
+        shape = [d if isinstance(d, int) and d > 0 else named[d] if d in named else
                  (batch if i == 0 else (16 if _integer(type_) or d in token_dims else 1))
-                 for i, d in enumerate(dims)]
+                 for i, d in enumerate(declared)]
         dtype = ORT_NUMPY.get(type_)
         if dtype is None:
             raise BadInput(f"input {name!r} has type {type_}, which probes cannot fill; pass --inputs")

@@ -96,6 +96,19 @@ SHAPE_PRESERVING_CONTRIB = {"Gelu", "FastGelu", "BiasGelu", "QuickGelu", "BiasSo
                             "SkipSimplifiedLayerNormalization", "Inverse"}
 
 
+def _preserved_shape(node: ir.Node, dims: list) -> list:
+    """The first output's shape: the first input's, but for GroupQueryAttention with packed
+    Q/K/V only the query heads come out."""
+    if node.op_type == "GroupQueryAttention":
+        from graphprune.analysis.rules.decoder_attention import gqa_layout
+
+        layout = gqa_layout(node, shape_of)
+        if layout is not None:
+            heads, _, size, _ = layout
+            dims[-1] = heads * size
+    return dims
+
+
 def _fill_shape_preserving(graph: ir.Graph) -> int:
     filled = 0
     for node in graph:
@@ -105,7 +118,7 @@ def _fill_shape_preserving(graph: ir.Graph) -> int:
             continue
         x, y = node.inputs[0], node.outputs[0]
         if y.shape is None and x is not None and x.shape is not None:
-            y.shape = ir.Shape(list(x.shape))
+            y.shape = ir.Shape(_preserved_shape(node, list(x.shape)))
             if y.dtype is None:
                 y.dtype = x.dtype
             filled += 1

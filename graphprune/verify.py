@@ -39,6 +39,9 @@ class Reference:
     source: str = "random probes"           # --inputs, --eval, held-out --calib samples, random probes
     samples: int = 0
     kinds: list[str] = field(default_factory=list)
+    # KV-cache inputs/outputs the outputs were computed with cut (name -> axis -> kept
+    # positions); the feeds are always the original's.
+    interface: dict = field(default_factory=dict)
 
     @property
     def feeds(self) -> dict[str, np.ndarray]:
@@ -58,13 +61,38 @@ def stack(parts: list[np.ndarray]) -> np.ndarray:
     return np.concatenate([p.ravel() for p in parts])
 
 
+def _cut(array: np.ndarray, axes: dict | None) -> np.ndarray:
+    for axis, kept in (axes or {}).items():
+        array = np.take(array, kept, axis=axis)
+    return array
+
+
+def cut_runs(runs: list[dict], interface: dict) -> list[dict]:
+    """The feeds as a model whose KV-cache inputs lost heads takes them."""
+    if not interface:
+        return runs
+    return [{name: _cut(a, interface.get(name)) for name, a in feeds.items()} for feeds in runs]
+
+
+def _cut_outputs(ref: Reference, interface: dict) -> list[np.ndarray]:
+    """The reference outputs restricted to what a model cut to `interface` still has:
+    positions kept now, among those the reference was computed with."""
+    out = []
+    for name, array in zip(ref.output_names, ref.outputs):
+        base = ref.interface.get(name, {})
+        axes = {axis: np.flatnonzero(np.isin(base[axis], kept)) if axis in base else kept
+                for axis, kept in interface.get(name, {}).items()}
+        out.append(_cut(array, axes))
+    return out
+
+
 def run_all(sess, runs: list[dict]) -> list[np.ndarray]:
     results = [sess.run(None, feeds) for feeds in runs]
     return [stack([r[i] for r in results]) for i in range(len(results[0]))]
 
 
 def verification_runs(model_path: str, inputs: InputMeta, inputs_file=None, eval_file=None, calib_file=None,
-                      holdout: int = 0, batch: int = 16) -> tuple[list[dict], str, int]:
+                      holdout: int = 0, batch: int = 16, dims: dict | None = None) -> tuple[list[dict], str, int]:
     """The feeds to verify on and where they come from: --inputs, else the first --eval
     samples, else the calibration file's last `holdout` samples (which calibration does
     not use), else random probes; at least PROBE_SAMPLES samples, one batch at a time."""
@@ -82,21 +110,23 @@ def verification_runs(model_path: str, inputs: InputMeta, inputs_file=None, eval
     fixed = [dims[0] for _, dims, _ in inputs if dims and isinstance(dims[0], int) and dims[0] > 0]
     per_run = min(fixed) if fixed else PROBE_SAMPLES
     bounds = index_bounds(model_path)
-    runs = [probe_inputs(inputs, batch=per_run, seed=i, bounds=bounds)
+    runs = [probe_inputs(inputs, batch=per_run, seed=i, bounds=bounds, dims=dims)
             for i in range(max(1, PROBE_SAMPLES // per_run))]
     return runs, "random probes", per_run * len(runs)
 
 
 def reference(model_path: str, inputs_file: str | None = None, eval_file: str | None = None,
-              calib_file: str | None = None, holdout: int = 0) -> Reference:
-    """Run the original model (unoptimized) on the verification inputs."""
+              calib_file: str | None = None, holdout: int = 0, dims: dict | None = None) -> Reference:
+    """Run the original model (unoptimized) on the verification inputs (random probes
+    size the symbolic dims named in `dims` so)."""
     try:
         sess = session(model_path, lean=True)
     except Exception as e:  # noqa: BLE001 - ORT raises several types
         raise BadInput(f"{model_path}: ONNX Runtime cannot load the input model ({first_line(e)})") from None
     inputs = input_meta(sess)
     try:
-        runs, source, n = verification_runs(model_path, inputs, inputs_file, eval_file, calib_file, holdout)
+        runs, source, n = verification_runs(model_path, inputs, inputs_file, eval_file, calib_file, holdout,
+                                            dims=dims)
     except BadInput as e:
         raise BadInput(f"{model_path}: {e}") from None
     try:
@@ -123,9 +153,11 @@ def check_only(path: str) -> dict:
     return {"checker": "passed", "numeric": "skipped"}
 
 
-def verify_file(path: str, ref: Reference, tolerance: dict | None = None) -> dict:
+def verify_file(path: str, ref: Reference, tolerance: dict | None = None, interface: dict | None = None) -> dict:
     """Check `path` against the reference run; raise VerificationError if it is broken.
-    Returns per-output metrics, the outputs outside `tolerance`, and aggregates."""
+    Returns per-output metrics, the outputs outside `tolerance`, and aggregates.
+    `interface`: the KV-cache tensors the model lost heads of (name -> axis -> kept
+    positions): they are fed and compared on those heads."""
     check_only(path)
     try:
         sess = session(path, optimize=True, lean=True)
@@ -134,15 +166,17 @@ def verify_file(path: str, ref: Reference, tolerance: dict | None = None) -> dic
     names = [o.name for o in sess.get_outputs()]
     if names != ref.output_names:
         raise VerificationError(f"output names changed: {ref.output_names} -> {names}")
+    interface = interface or {}
     try:
-        got = run_all(sess, ref.runs)
+        got = run_all(sess, cut_runs(ref.runs, interface))
     except Exception as e:  # noqa: BLE001
         raise VerificationError(f"ONNX Runtime fails to run the result: {first_line(e)}") from None
     del sess
-    for name, a, b in zip(names, ref.outputs, got):
+    expected = _cut_outputs(ref, interface)
+    for name, a, b in zip(names, expected, got):
         if a.shape != b.shape:
             raise VerificationError(f"output {name!r} changed shape: {list(a.shape)} -> {list(b.shape)}")
-    reports = [compare_output(n, k, a, b) for n, k, a, b in zip(names, ref.kinds, ref.outputs, got)]
+    reports = [compare_output(n, k, a, b) for n, k, a, b in zip(names, ref.kinds, expected, got)]
     from graphprune.outputs import DEFAULT_TOLERANCE
 
     limits = {**DEFAULT_TOLERANCE, **(tolerance or {})}
@@ -173,8 +207,9 @@ def step_checker(ref: Reference):
             path = os.path.join(tmp, "step.onnx")
             save_scratch(model, path)
             last = previous["ref"]
+            interface = {name: dict(axes) for name, axes in p.ctx.interface.items()}
             try:
-                result = verify_file(path, last)
+                result = verify_file(path, last, interface=interface)
             except VerificationError as e:
                 raise VerificationError(f"after pass {p.spec()}: {e}") from None
             scale = 1 + max(float(abs(o).max()) if o.dtype.kind == "f" and o.size else 0.0 for o in last.outputs)
@@ -182,7 +217,7 @@ def step_checker(ref: Reference):
                 raise VerificationError(
                     f"after pass {p.spec()}: outputs changed by {result['max_abs_diff']:.3g} "
                     "in a pass that must not change them")
-            outputs = run_all(session(path), last.runs)
+            outputs = run_all(session(path), cut_runs(last.runs, interface))
             previous["ref"] = Reference(last.output_names, last.inputs, last.runs, outputs, last.source,
-                                        last.samples, last.kinds)
+                                        last.samples, last.kinds, interface)
     return check

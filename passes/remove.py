@@ -6,6 +6,10 @@ attributes and shape-carrying constants that spell out sizes (conv `group`, Resh
 targets, Pad pads, Slice bounds, Split sizes, Resize sizes). Constants shared with other
 nodes are never edited in place: a rewritten one gets a new initializer.
 
+A KV cache's past/present tensors that lost heads get their new declared shapes; the
+context keeps their kept positions (`ctx.interface`) so verification can feed and compare
+them.
+
 Edits that compensation passes decided on the dense model (`ctx.pending`) are applied
 here: new weights before slicing, bias deltas after. What was removed is recorded in
 `ctx.removal` (kept positions per axis, the plan, and the dense model when a repair pass
@@ -122,16 +126,37 @@ class RemovePass(PrunePass):
                 rule.rewrite(node, edit)
         sliced = self._slice_constants(model, kept)
         compensated = pending.add_biases(model, kept)
+        resized = self._resize_interface(model, kept)
+        ctx.resize_interface(resized)
         infer_exact_shapes(model)
         self.stats = {
             "units_removed": int(sum(len(u) for u in plan.values())),
             "tensors_sliced": sliced,
+            "cache_tensors_resized": len(resized),
             "rewrites": edit.rewritten,
             "weights_refit": written,
             "biases_compensated": compensated,
         }
         ctx.graph_changed()
         return True
+
+    @staticmethod
+    def _resize_interface(model: ir.Model, kept: dict[DimKey, np.ndarray]) -> dict[str, dict[int, np.ndarray]]:
+        """Declare the new sizes of graph inputs and outputs that lost units (only a KV
+        cache's head axis can: every other interface axis is pinned)."""
+        graph = model.graph
+        names = {v.name for v in (*graph.inputs, *graph.outputs)} - set(graph.initializers)
+        cuts: dict[str, dict[int, np.ndarray]] = {}
+        for (name, axis), positions in kept.items():
+            if name in names:
+                cuts.setdefault(name, {})[axis] = positions
+        for v in (*graph.inputs, *graph.outputs):
+            if v.name in cuts and v.shape is not None:
+                dims = list(v.shape)
+                for axis, positions in cuts[v.name].items():
+                    dims[axis] = len(positions)
+                v.shape = ir.Shape(dims)
+        return cuts
 
     @staticmethod
     def _slice_constants(model: ir.Model, kept: dict[DimKey, np.ndarray]) -> int:

@@ -15,6 +15,7 @@ import networkx as nx
 import numpy as np
 import onnx_ir as ir
 
+from graphprune.analysis.cache_io import cache_pairs
 from graphprune.analysis.rules import rule_for
 from graphprune.shapes import Dim, attr_value, const_array, shape_of
 
@@ -162,12 +163,14 @@ class FlowBuilder:
             self.sizes[key] = d
             self.graph.add_node(key)
 
-    def pin_value(self, value: ir.Value | None, reason: str) -> None:
+    def pin_value(self, value: ir.Value | None, reason: str, free: set[DimKey] = frozenset()) -> None:
+        """Pin every axis of a value but those in `free`."""
         s = shape_of(value)
         if value is None or s is None:
             return
         for axis in range(len(s)):
-            self.pin(value, axis, reason)
+            if (value.name, axis) not in free:
+                self.pin(value, axis, reason)
 
     def run_node(self, node: ir.Node) -> None:
         self.node = node
@@ -211,11 +214,18 @@ def build_flow(model: ir.Model, options: dict | None = None) -> Flow:
     for node in graph:
         for v in node.outputs:
             b.add_value(v)
+    # A KV cache's head axis is state, not interface (cache_io): a past and its present
+    # lose the same heads. `keep_io` (--keep-io) keeps every graph input and output whole.
+    pairs = [] if b.option("keep_io") else cache_pairs(model)
+    free = {(n, p.axis) for p in pairs for n in (p.past, p.present)}
     for v in graph.inputs:
         if v.name not in graph.initializers:
-            b.pin_value(v, "reaches a graph input")
+            b.pin_value(v, "reaches a graph input", free)
     for v in graph.outputs:
-        b.pin_value(v, "reaches a graph output")
+        b.pin_value(v, "reaches a graph output", free)
+    values = {v.name: v for v in (*graph.inputs, *graph.outputs)}
+    for p in pairs:
+        b.tie(values[p.past], p.axis, values[p.present], p.axis)
     outer = {name for name, _ in b.sizes}
     for node in graph:
         b.run_node(node)

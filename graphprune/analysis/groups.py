@@ -50,8 +50,9 @@ class Group:
             starts = np.flatnonzero(np.diff(ids)) + 1
             runs = np.diff(np.concatenate([[0], starts, [len(ids)]]))
             # Heads own runs of head_dim rows (one run each in Q, K and V, also when they
-            # come from one fused QKV weight); a grouped conv's units own single rows.
-            if runs.min() > 1 and runs.min() == runs.max():
+            # come from one fused QKV weight; a KV group owns its query heads' rows in one
+            # longer run); a grouped conv's units own single rows.
+            if runs.min() > 1 and not np.any(runs % runs.min()):
                 return "heads"
         return "channels"
 

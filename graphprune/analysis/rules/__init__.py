@@ -4,7 +4,8 @@ This is the one place that says how an op's channels behave. An op type missing 
 pins every axis it touches, and the report names the node.
 """
 
-from graphprune.analysis.rules import attention, conv_linear, elementwise, layout, norm_pool, quantized, reshape
+from graphprune.analysis.rules import (attention, conv_linear, decoder_attention, elementwise, layout, norm_pool,
+                                       quantized, reshape)
 from graphprune.analysis.rules.base import Rule
 
 RULES: dict[str, Rule] = {
@@ -15,13 +16,15 @@ RULES: dict[str, Rule] = {
     **layout.RULES,
     **{op: r for op, r in quantized.RULES.items() if op != "QGemm"},
     "Attention": Rule(attention.onnx_attention, attention.onnx_attention_rewrite),
+    "RotaryEmbedding": Rule(decoder_attention.rotary, decoder_attention.rotary_rewrite),
 }
 
 # ONNX Runtime's contrib ops, as its transformer optimizer writes them.
 CONTRIB_RULES: dict[str, Rule] = {
     "Attention": Rule(attention.ms_attention, attention.ms_attention_rewrite),
     "MultiHeadAttention": Rule(attention.ms_mha, attention.ms_mha_rewrite),
-    "GroupQueryAttention": Rule(attention.ms_gqa, attention.ms_gqa_rewrite),
+    "GroupQueryAttention": Rule(decoder_attention.ms_gqa, decoder_attention.ms_gqa_rewrite),
+    "RotaryEmbedding": Rule(decoder_attention.rotary, decoder_attention.rotary_rewrite),
     "SkipLayerNormalization": Rule(attention.ms_skip_norm),
     "SkipSimplifiedLayerNormalization": Rule(attention.ms_skip_norm),
     "FastGelu": Rule(elementwise.nary),

@@ -1,11 +1,13 @@
-"""Fused attention: ONNX Runtime's com.microsoft `Attention`, `MultiHeadAttention` and
-`GroupQueryAttention`, and the standard `Attention` op (opset 23).
+"""Fused attention: ONNX Runtime's com.microsoft `Attention` and `MultiHeadAttention`,
+and the standard `Attention` op (opset 23); GroupQueryAttention, the decoder op with a
+KV cache, is in `decoder_attention.py`.
 
 A head is a block of head_size positions on every axis that carries heads: the Q, K and V
 thirds of a packed weight, the Q/K/V inputs, the output. Blocks are tied whole (head_size
 itself is never pruned: the kernels take one head size and scale by it). A key/value head
-shared by several query heads (grouped-query) is one unit with them. Past key/value inputs
-and additive attention biases with a head axis are not followed: they pin the heads.
+shared by several query heads (grouped-query) is one unit with them. Past and present
+key/values (batch, heads, length, head size) follow the heads they hold (`cache_follows`);
+additive attention biases with a head axis are not followed: they pin the heads.
 The rewrites set num_heads / kv_num_heads / q_num_heads / qkv_hidden_sizes from what is kept.
 """
 
@@ -56,6 +58,22 @@ def _refuse(b, node, why: str) -> None:
         if v is not None:
             for a in range(b.rank(v) or 0):
                 b.pin(v, a, f"fused attention not pruned: {why}")
+
+
+def cache_follows(b, tensors, src, axis: int, n: int, size: int | None = None, offset: int = 0) -> None:
+    """Past/present key or value tensors (batch, heads, length, head size) hold the heads
+    of `src[axis]`: head j is the block of `size` positions at offset + j*size there (or
+    position j itself when `size` is None). Lengths pass; the head size stays."""
+    for t in tensors:
+        if t is None or b.rank(t) != 4:
+            continue
+        b.tie(t, 0, src, 0)
+        if size is None:
+            b.tie(t, 1, src, axis)
+        else:
+            b.tie(t, 1, src, axis, np.arange(n), offset + np.arange(n) * size)
+        b.carry(t, 2)
+        b.pin(t, 3, "head size of a key/value cache")
 
 
 def _batch_seq(b, pairs) -> None:
@@ -124,8 +142,8 @@ def ms_mha(node, b) -> None:
     heads = int(b.attr("num_heads", 0))
     if k is None or v is None or b.rank(q) != 3 or b.rank(k) != 3 or b.rank(v) != 3 or heads <= 0:
         return _refuse(b, node, "packed Q/K/V layout")
-    if any(_present(node, i) for i in (5, 6, 7)) or any(_used(o) for o in node.outputs[1:]):
-        return _refuse(b, node, "attention bias or past state inputs")
+    if _present(node, 5) or any(_used(o) for o in node.outputs[3:]) or any(_present(node, i) for i in (9,)):
+        return _refuse(b, node, "attention bias, beam-search cache or QK output")
     if _present(node, 4):  # key padding mask: batch and key positions, no heads
         for a in range(b.rank(node.inputs[4]) or 0):
             b.carry(node.inputs[4], a)
@@ -136,6 +154,12 @@ def ms_mha(node, b) -> None:
     _tie_heads(b, q, 2, 0, hq, k, 2, 0, hk, heads)
     _tie_heads(b, q, 2, 0, hq, v, 2, 0, hv, heads)
     _tie_heads(b, v, 2, 0, hv, y, 2, 0, ho, heads)
+    # Past and present key/value (inputs 6, 7; outputs 1, 2), (batch, heads, length, size).
+    cache_follows(b, [node.inputs[6] if _present(node, 6) else None, *node.outputs[1:2]], k, 2, heads, hk)
+    cache_follows(b, [node.inputs[7] if _present(node, 7) else None, *node.outputs[2:3]], v, 2, heads, hv)
+    if _present(node, 8):  # past_sequence_length
+        for a in range(b.rank(node.inputs[8]) or 0):
+            b.carry(node.inputs[8], a)
     if _present(node, 3):  # bias: Q, K and V parts
         bias = node.inputs[3]
         sq, sk = b.shape(q)[2], b.shape(k)[2]
@@ -163,45 +187,14 @@ def ms_mha_rewrite(node, edit) -> None:
     heads_rewrite("num_heads", 0)(node, edit)
 
 
-# -- com.microsoft GroupQueryAttention ------------------------------------------------------
-def ms_gqa(node, b) -> None:
-    q, k, v = (node.inputs[i] if _present(node, i) else None for i in range(3))
-    y = node.outputs[0]
-    heads, kv = int(b.attr("num_heads", 0)), int(b.attr("kv_num_heads", 0))
-    if k is None or v is None or heads <= 0 or kv <= 0 or heads % kv:
-        return _refuse(b, node, "packed QKV input")
-    hq, hk, hv, ho = (_heads_of(b, t, 2, n) for t, n in ((q, heads), (k, kv), (v, kv), (y, heads)))
-    if None in (hq, hk, hv, ho):
-        return
-    g = heads // kv
-    _batch_seq(b, [(q, 0, y, 0), (k, 0, y, 0), (v, 0, y, 0), (q, 1, y, 1), (k, 1, v, 1)])
-    _tie_heads(b, q, 2, 0, hq, k, 2, 0, hk, heads, g)
-    _tie_heads(b, k, 2, 0, hk, v, 2, 0, hv, kv)
-    _tie_heads(b, q, 2, 0, hq, y, 2, 0, ho, heads)
-    # Past and present key/value (batch, kv heads, length, head size) follow the KV heads.
-    for t in [node.inputs[i] for i in (3, 4) if _present(node, i)] + [o for o in node.outputs[1:3] if o is not None]:
-        if b.rank(t) == 4:
-            b.tie(t, 0, k, 0)
-            b.tie(t, 1, k, 2, np.arange(kv), np.arange(kv) * hk)
-            b.carry(t, 2)
-            b.pin(t, 3, "head size of a key/value cache")
-    for i in range(5, len(node.inputs)):
-        if node.inputs[i] is not None:
-            for a in range(b.rank(node.inputs[i]) or 0):
-                b.carry(node.inputs[i], a)
-
-
-def ms_gqa_rewrite(node, edit) -> None:
-    heads_rewrite("num_heads", 0)(node, edit)
-    heads_rewrite("kv_num_heads", 1)(node, edit)
-
-
 # -- the standard Attention op (opset 23) -----------------------------------------------------
 def onnx_attention(node, b) -> None:
     q, k, v = node.inputs[:3]
     y = node.outputs[0]
-    if any(_present(node, i) for i in (4, 5)) or any(_used(o) for o in node.outputs[1:]):
-        return _refuse(b, node, "past key/value inputs")
+    if any(_used(o) for o in node.outputs[3:]):
+        return _refuse(b, node, "its QK output")
+    past_k, past_v = (node.inputs[i] if _present(node, i) else None for i in (4, 5))
+    present_k, present_v = (node.outputs[i] if len(node.outputs) > i else None for i in (1, 2))
     rq = b.rank(q)
     if rq == 4:
         sq, sk = b.shape(q), b.shape(k)
@@ -217,6 +210,8 @@ def onnx_attention(node, b) -> None:
         b.pin(q, 3, "head size sets the softmax scale")
         b.pin(k, 3, "head size sets the softmax scale")
         b.pin(v, 3, "head size of a fused attention")
+        cache_follows(b, [past_k, present_k], k, 1, sk[1])
+        cache_follows(b, [past_v, present_v], v, 1, sk[1])
     elif rq == 3:
         heads, kv = int(b.attr("q_num_heads", 0)), int(b.attr("kv_num_heads", 0))
         if heads <= 0 or kv <= 0 or heads % kv:
@@ -228,8 +223,12 @@ def onnx_attention(node, b) -> None:
         _tie_heads(b, q, 2, 0, hq, k, 2, 0, hk, heads, heads // kv)
         _tie_heads(b, k, 2, 0, hk, v, 2, 0, hv, kv)
         _tie_heads(b, q, 2, 0, hq, y, 2, 0, ho, heads)
+        cache_follows(b, [past_k, present_k], k, 2, kv, hk)
+        cache_follows(b, [past_v, present_v], v, 2, kv, hv)
     else:
         return
+    if _present(node, 6):  # nonpad_kv_seqlen: one length per batch row
+        b.carry(node.inputs[6], 0)
     if _present(node, 3):
         mask = node.inputs[3]
         sm = b.shape(mask)

@@ -68,17 +68,25 @@ def concat(node, b) -> None:
     if ry is None:
         return
     axis = int(b.attr("axis")) % ry
+    shapes = [b.shape(x) for x in node.inputs]
+    if any(s is None for s in shapes):
+        return
+    # Along a run-time size (a KV cache's past and new positions) the positions cannot be
+    # mapped: that axis stays pinned, the others still pass through.
+    mapped = all(isinstance(s[axis], int) for s in shapes)
     offset = 0
-    for x in node.inputs:
-        sx = b.shape(x)
-        if sx is None or not isinstance(sx[axis], int):
-            return
-        n = sx[axis]
-        b.tie(x, axis, y, axis, np.arange(n), offset + np.arange(n))
-        offset += n
+    for x, sx in zip(node.inputs, shapes):
+        if mapped:
+            n = sx[axis]
+            b.tie(x, axis, y, axis, np.arange(n), offset + np.arange(n))
+            offset += n
+        else:
+            b.pin(x, axis, "concatenated along a size known at run time")
         for a in range(ry):
             if a != axis:
                 b.tie(x, a, y, a)
+    if not mapped:
+        b.pin(y, axis, "concatenated along a size known at run time")
 
 
 LITERAL = "its sizes are literals in the module's code (graphprune.torch cannot rewrite them)"

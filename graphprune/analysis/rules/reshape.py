@@ -20,11 +20,14 @@ from graphprune.shapes import const_array
 
 def _factor(d):
     """A dimension as (integer coefficient, sorted symbol names), so that symbolic sizes
-    such as 'batch*seq' or '4*batch' multiply and compare; None when unknown."""
+    such as 'batch*seq' or '4*batch' multiply and compare (a sum is one opaque symbol);
+    None when unknown."""
     if isinstance(d, int):
         return d, ()
     if not isinstance(d, str) or not d:
         return None
+    if "*" not in d and "/" not in d and not d.replace(" ", "").isidentifier():
+        return 1, (d.replace(" ", ""),)  # a sum such as 'past + seq' (a KV cache's length): one symbol
     coef, syms = 1, []
     for part in d.replace(" ", "").split("*"):
         if part.isdigit():
