@@ -132,7 +132,9 @@ class Calibration:
         from graphprune.runtime import model_session
 
         free, calib = self.batch_mode(model)
-        return model_session(model, outputs, who, optimize, batch_free=free), calib
+        sess = model_session(model, outputs, who, optimize, batch_free=free)
+        adapted = any("kept" in v.meta or "source" in v.meta for v in model.graph.inputs)
+        return (_AdaptedFeeds(sess, model) if adapted else sess), calib
 
     def batch_mode(self, model) -> tuple[bool, "Calibration"]:
         """(whether sessions of `model` take the freed batch, the calibration to run them on)."""
@@ -186,3 +188,26 @@ def _file_digest(path: str) -> str:
         for block in iter(lambda: f.read(1 << 20), b""):
             h.update(block)
     return h.hexdigest()
+
+
+class _AdaptedFeeds:
+    """A session of a pruned model whose KV-cache inputs lost heads or were renamed (the
+    passes mark them: `kept` positions, `source` name): the calibration's batches, shaped
+    and named for the dense model, are adapted on the way in."""
+
+    def __init__(self, sess, model):
+        self._sess = sess
+        self._inputs = {v.name: (v.meta.get("source", v.name), v.meta.get("kept", {})) for v in model.graph.inputs}
+
+    def __getattr__(self, name):
+        return getattr(self._sess, name)
+
+    def run(self, outputs, feeds, *args):
+        adapted = {}
+        for name, (source, kept) in self._inputs.items():
+            if source in feeds:
+                array = feeds[source]
+                for axis, positions in kept.items():
+                    array = np.take(array, positions, axis=axis)
+                adapted[name] = array
+        return self._sess.run(outputs, adapted, *args)

@@ -35,7 +35,7 @@ class Checker:
         self.explicit = parse_tolerance(tolerance)
         self.metric_fn = None
         self.result: dict[str, Any] = {}
-        self.interface: dict = {}  # KV-cache tensors that lost heads (Context.interface)
+        self.interface = None  # verify.Interface: KV-cache tensors cut, renamed or dropped
         if metric:
             from graphprune import task_metric
 

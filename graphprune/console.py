@@ -65,6 +65,19 @@ def latency_hint(report: dict[str, Any]) -> str | None:
             "prune less, or compare the per-node times of both models")
 
 
+def depth_line(report: dict[str, Any]) -> str | None:
+    """One line on the residual branches depth pruning removed."""
+    depth = report.get("depth")
+    if not depth:
+        return None
+    gone = [b for b in depth["branches"] if b["removed"]]
+    attention = sum(b["attention"] for b in gone)
+    dropped = len(report.get("interface_changes", {}).get("dropped", []))
+    return (f"depth: removed {len(gone)} of {len(depth['branches'])} residual branches ({attention} attention, "
+            f"{len(gone) - attention} other; scored on {depth['data']})"
+            + (f"; {dropped} KV-cache inputs/outputs left with their layers, the rest renumbered" if dropped else ""))
+
+
 def cache_line(report: dict[str, Any]) -> str | None:
     """One line on the KV-cache inputs/outputs that lost heads (their new shapes are part
     of the model's interface: the runtime allocates the cache by them)."""
@@ -90,9 +103,9 @@ def print_report(report: dict[str, Any], verbose: bool) -> None:
     hint = latency_hint(report)
     if hint:
         print(hint)
-    cache = cache_line(report)
-    if cache:
-        print(cache)
+    for line in (depth_line(report), cache_line(report)):
+        if line:
+            print(line)
     pins = report.get("pins", [])
     for line in pins[:PIN_LINES]:
         print(f"pinned: {line}")

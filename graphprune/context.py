@@ -61,6 +61,9 @@ class Context:
     # Graph inputs/outputs that lost units (a KV cache's heads): name -> axis -> kept positions
     # of the original tensor, across every remove so far.
     interface: dict[str, dict[int, np.ndarray]] = field(default_factory=dict)
+    # Graph inputs/outputs renamed by depth pruning (a KV cache renumbered): new name -> original.
+    renamed: dict[str, str] = field(default_factory=dict)
+    dropped: set[str] = field(default_factory=set)  # original names of inputs/outputs depth pruning removed
     _analysis: Analysis | None = None
     _stats: dict = field(default_factory=dict)
 
@@ -81,13 +84,27 @@ class Context:
         """Record what a removal kept of graph inputs/outputs, composed with earlier ones,
         and list it in the report."""
         for name, axes in cuts.items():
-            known = self.interface.setdefault(name, {})
+            known = self.interface.setdefault(self.renamed.get(name, name), {})
             for axis, positions in axes.items():
                 known[axis] = known[axis][positions] if axis in known else positions
         if self.interface:
             self.report["cache_tensors"] = {
                 name: {"axis": axis, "kept": [int(i) for i in kept]}
                 for name, axes in self.interface.items() for axis, kept in axes.items()}
+
+    def rename_interface(self, renamed: dict[str, str], dropped: set[str] = frozenset()) -> None:
+        """Record inputs/outputs dropped and renamed (new -> name before), composed to the
+        original names, and mark each input with the name its feeds come under."""
+        self.dropped |= {self.renamed.get(n, n) for n in dropped}
+        composed = {k: v for k, v in self.renamed.items() if k not in renamed.values()}
+        for new, before in renamed.items():
+            composed[new] = self.renamed.get(before, before)
+        self.renamed = composed
+        for v in self.model.graph.inputs:
+            if v.name in self.renamed:
+                v.meta["source"] = self.renamed[v.name]
+        if self.renamed or self.dropped:
+            self.report["interface_changes"] = {"renamed": dict(self.renamed), "dropped": sorted(self.dropped)}
 
     def graph_changed(self) -> None:
         """Forget the analysis; scores, plan and statistics refer to the old graph and go too."""

@@ -75,6 +75,9 @@ def updated_config(config_path: str, model: ir.Model) -> dict:
             "prune heads with a per-layer ratio (select:heads=R,scope=local), or write the model "
             "elsewhere without its config")
     decoder = config["model"]["decoder"]
+    layers = sum(1 for n in model.graph if n.op_type == "GroupQueryAttention")
+    if layers and "num_hidden_layers" in decoder:
+        decoder["num_hidden_layers"] = layers  # depth pruning removed attention layers
     if heads:
         decoder["num_attention_heads"] = heads.pop()
         decoder["num_key_value_heads"] = kv.pop()

@@ -96,6 +96,9 @@ def complete_pipeline(specs: list[str], calibrated: bool = False) -> list[str]:
     out = list(specs)
     kinds = [parse_spec(s)[0].kind for s in specs]
     defaults = CALIBRATION_DEFAULTS if calibrated and "score" not in kinds else DATA_FREE_DEFAULTS
+    if "depth" in kinds and not {"score", "select"} & set(kinds):
+        # Depth pruning alone: widths stay (no default criterion or budget is filled in).
+        defaults = {k: v for k, v in defaults.items() if k not in ("score", "select", "repair")}
     recovery_named = any(k in _RECOVERY_KINDS for k in kinds)
     for kind in KINDS:
         if kind in kinds or kind not in defaults:
@@ -239,7 +242,8 @@ def run(model_path: str, opts: Options) -> Context:
 
     ctx.report["passes"] = run_passes(ctx, specs, step_checker(ref) if opts.verify_each else None)
     _warn_quantized(ctx)
-    unchanged = ctx.removal is not None and not ctx.removal.plan and not external
+    depth = any(r["modified"] for r in ctx.report["passes"] if r["kind"] == "depth")
+    unchanged = ctx.removal is not None and not ctx.removal.plan and not external and not depth
     if unchanged:
         # Nothing was removed: what is written is the input file, not a normalized copy
         # with its annotations (which would only be a larger file).
@@ -254,7 +258,9 @@ def run(model_path: str, opts: Options) -> Context:
         ctx.report["seconds"] = round(time.perf_counter() - t_start, 3)
         return ctx
 
-    checker.interface = ctx.interface
+    from graphprune.verify import Interface
+
+    checker.interface = Interface.of(ctx)
     genai_config = genai_folder.updated_config(genai, model) if genai else None
     if unchanged:
         copy_model(model_path, opts.output, before_commit=checker)

@@ -9,6 +9,7 @@ Kinds, in pipeline order:
 
     normalize   make the graph analysable (exact)                          once
     analysis    opt-in options that change what a unit is (hidden, ...)     before scores
+    depth       remove whole residual branches (layers)                     opt-in
     score       fill per-unit scores of the groups                          one or more
     select      choose the units to remove from the scores                  once
     compensate  decide edits on the dense model; `remove` applies them      opt-in
@@ -30,9 +31,9 @@ import onnx_ir as ir
 from graphprune.context import Context
 from graphprune.errors import BadInput
 
-KINDS = ("normalize", "analysis", "score", "select", "compensate", "remove", "repair", "cleanup")
+KINDS = ("normalize", "analysis", "depth", "score", "select", "compensate", "remove", "repair", "cleanup")
 # A pipeline gets no pass of these kinds unless asked (or a default asks for it).
-OPT_IN_KINDS = ("analysis", "compensate", "repair")
+OPT_IN_KINDS = ("analysis", "depth", "compensate", "repair")
 # At most one pass of each of these kinds.
 SINGLE_KINDS = ("normalize", "select", "remove", "cleanup")
 

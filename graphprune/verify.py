@@ -39,8 +39,8 @@ class Reference:
     source: str = "random probes"           # --inputs, --eval, held-out --calib samples, random probes
     samples: int = 0
     kinds: list[str] = field(default_factory=list)
-    # KV-cache inputs/outputs the outputs were computed with cut (name -> axis -> kept
-    # positions); the feeds are always the original's.
+    # KV-cache inputs/outputs the outputs were computed with cut (original name -> axis ->
+    # kept positions); the feeds are always the original's.
     interface: dict = field(default_factory=dict)
 
     @property
@@ -67,23 +67,40 @@ def _cut(array: np.ndarray, axes: dict | None) -> np.ndarray:
     return array
 
 
-def cut_runs(runs: list[dict], interface: dict) -> list[dict]:
-    """The feeds as a model whose KV-cache inputs lost heads takes them."""
-    if not interface:
-        return runs
-    return [{name: _cut(a, interface.get(name)) for name, a in feeds.items()} for feeds in runs]
+@dataclass
+class Interface:
+    """How a pruned model's inputs and outputs stand to the original's: KV-cache tensors cut
+    to the kept heads (original name -> axis -> kept positions), and inputs/outputs renamed
+    by depth pruning (current name -> original name; a removed layer's cache is gone)."""
 
+    cuts: dict = field(default_factory=dict)
+    renamed: dict = field(default_factory=dict)
+    dropped: set = field(default_factory=set)  # original names
 
-def _cut_outputs(ref: Reference, interface: dict) -> list[np.ndarray]:
-    """The reference outputs restricted to what a model cut to `interface` still has:
-    positions kept now, among those the reference was computed with."""
-    out = []
-    for name, array in zip(ref.output_names, ref.outputs):
-        base = ref.interface.get(name, {})
-        axes = {axis: np.flatnonzero(np.isin(base[axis], kept)) if axis in base else kept
-                for axis, kept in interface.get(name, {}).items()}
-        out.append(_cut(array, axes))
-    return out
+    @classmethod
+    def of(cls, ctx) -> "Interface":
+        return cls({n: dict(a) for n, a in ctx.interface.items()}, dict(ctx.renamed), set(ctx.dropped))
+
+    def original(self, name: str) -> str:
+        return self.renamed.get(name, name)
+
+    def runs(self, runs: list[dict], names: list[str]) -> list[dict]:
+        """The original's feeds as the model with inputs `names` takes them."""
+        return [{n: _cut(feeds[self.original(n)], self.cuts.get(self.original(n))) for n in names
+                 if self.original(n) in feeds} for feeds in runs]
+
+    def expected(self, ref: Reference, names: list[str]) -> list[np.ndarray]:
+        """The reference outputs under the model's output `names`, restricted to the positions
+        kept now among those the reference was computed with."""
+        index = {n: i for i, n in enumerate(ref.output_names)}
+        out = []
+        for name in names:
+            original = self.original(name)
+            base = ref.interface.get(original, {})
+            axes = {axis: np.flatnonzero(np.isin(base[axis], kept)) if axis in base else kept
+                    for axis, kept in self.cuts.get(original, {}).items()}
+            out.append(_cut(ref.outputs[index[original]], axes))
+        return out
 
 
 def run_all(sess, runs: list[dict]) -> list[np.ndarray]:
@@ -153,30 +170,32 @@ def check_only(path: str) -> dict:
     return {"checker": "passed", "numeric": "skipped"}
 
 
-def verify_file(path: str, ref: Reference, tolerance: dict | None = None, interface: dict | None = None) -> dict:
+def verify_file(path: str, ref: Reference, tolerance: dict | None = None, interface: Interface | None = None) -> dict:
     """Check `path` against the reference run; raise VerificationError if it is broken.
     Returns per-output metrics, the outputs outside `tolerance`, and aggregates.
-    `interface`: the KV-cache tensors the model lost heads of (name -> axis -> kept
-    positions): they are fed and compared on those heads."""
+    `interface`: KV-cache tensors cut to kept heads, or renamed or dropped with removed
+    layers: they are fed and compared as the model has them."""
     check_only(path)
     try:
         sess = session(path, optimize=True, lean=True)
     except Exception as e:  # noqa: BLE001
         raise VerificationError(f"ONNX Runtime cannot load the result: {first_line(e)}") from None
+    interface = interface or Interface()
     names = [o.name for o in sess.get_outputs()]
-    if names != ref.output_names:
+    originals = [interface.original(n) for n in names]
+    if originals != [n for n in ref.output_names if n not in interface.dropped]:
         raise VerificationError(f"output names changed: {ref.output_names} -> {names}")
-    interface = interface or {}
     try:
-        got = run_all(sess, cut_runs(ref.runs, interface))
+        got = run_all(sess, interface.runs(ref.runs, [i.name for i in sess.get_inputs()]))
     except Exception as e:  # noqa: BLE001
         raise VerificationError(f"ONNX Runtime fails to run the result: {first_line(e)}") from None
     del sess
-    expected = _cut_outputs(ref, interface)
+    expected = interface.expected(ref, names)
+    kinds = [ref.kinds[ref.output_names.index(o)] for o in originals]
     for name, a, b in zip(names, expected, got):
         if a.shape != b.shape:
             raise VerificationError(f"output {name!r} changed shape: {list(a.shape)} -> {list(b.shape)}")
-    reports = [compare_output(n, k, a, b) for n, k, a, b in zip(names, ref.kinds, expected, got)]
+    reports = [compare_output(n, k, a, b) for n, k, a, b in zip(names, kinds, expected, got)]
     from graphprune.outputs import DEFAULT_TOLERANCE
 
     limits = {**DEFAULT_TOLERANCE, **(tolerance or {})}
@@ -207,7 +226,7 @@ def step_checker(ref: Reference):
             path = os.path.join(tmp, "step.onnx")
             save_scratch(model, path)
             last = previous["ref"]
-            interface = {name: dict(axes) for name, axes in p.ctx.interface.items()}
+            interface = Interface.of(p.ctx)
             try:
                 result = verify_file(path, last, interface=interface)
             except VerificationError as e:
@@ -217,7 +236,11 @@ def step_checker(ref: Reference):
                 raise VerificationError(
                     f"after pass {p.spec()}: outputs changed by {result['max_abs_diff']:.3g} "
                     "in a pass that must not change them")
-            outputs = run_all(session(path), cut_runs(last.runs, interface))
+            sess = session(path)
+            got = dict(zip([interface.original(o.name) for o in sess.get_outputs()],
+                           run_all(sess, interface.runs(last.runs, [i.name for i in sess.get_inputs()]))))
+            # Outputs gone with a removed layer keep their last values (never compared again).
+            outputs = [got.get(n, old) for n, old in zip(last.output_names, last.outputs)]
             previous["ref"] = Reference(last.output_names, last.inputs, last.runs, outputs, last.source,
-                                        last.samples, last.kinds, interface)
+                                        last.samples, last.kinds, dict(interface.cuts))
     return check

@@ -7,6 +7,7 @@ from graphprune.passes import (  # noqa: F401
     bn_scale,
     cleanup,
     compensate_bias,
+    depth,
     fluctuation,
     fpgm,
     analysis_options,

@@ -128,6 +128,9 @@ class RemovePass(PrunePass):
         compensated = pending.add_biases(model, kept)
         resized = self._resize_interface(model, kept)
         ctx.resize_interface(resized)
+        for v in model.graph.inputs:  # what calibration sessions of this model cut their feeds to
+            if ctx.renamed.get(v.name, v.name) in ctx.interface:
+                v.meta["kept"] = ctx.interface[ctx.renamed.get(v.name, v.name)]
         infer_exact_shapes(model)
         self.stats = {
             "units_removed": int(sum(len(u) for u in plan.values())),

@@ -15,7 +15,8 @@ import sys
 
 import numpy as np
 
-VOCAB = 96  # unlike the hidden size: the builder tells the LM head from other Linears by it
+# Unlike every other Linear's width: the genai builder tells the LM head by its output size.
+VOCAB = 120
 
 _DEC = dict(hidden_size=64, intermediate_size=96, num_hidden_layers=2, num_attention_heads=4)
 CONFIGS = {
@@ -105,7 +106,24 @@ def genai_build(hf_folder: str, out_folder: str) -> str:
     if r.returncode:
         raise RuntimeError(f"the genai builder failed: {r.stderr[-2000:]}")
     shutil.rmtree(os.path.join(out_folder, "cache"), ignore_errors=True)
-    return os.path.join(out_folder, "model.onnx")
+    path = os.path.join(out_folder, "model.onnx")
+    _check_against_hf(hf_folder, path)
+    return path
+
+
+def _check_against_hf(hf_folder: str, path: str) -> None:
+    """The built model computes what the Hugging Face model does (the builder maps modules
+    by name and size; a wrong mapping would make every oracle here vacuous)."""
+    import torch
+    import transformers
+
+    model = transformers.AutoModelForCausalLM.from_pretrained(hf_folder).eval()
+    tokens = [1, 7, 30, 4, 61, 2, 9]
+    with torch.no_grad():
+        want = model(torch.tensor([tokens])).logits[0].numpy()
+    got = _logits(path, tokens)
+    if not np.allclose(got, want, atol=1e-4):
+        raise RuntimeError(f"the genai builder's model differs from the Hugging Face one by {np.abs(got - want).max()}")
 
 
 def _head_size(model_path: str, declared) -> int:
@@ -143,15 +161,19 @@ def greedy_with_cache(model_path: str, prompt: list[int], new_tokens: int = 32) 
     return tokens
 
 
-def full_forward_predictions(model_path: str, tokens: list[int]) -> np.ndarray:
-    """The argmax at every position of one forward over the whole sequence (no cache)."""
+def _logits(model_path: str, tokens: list[int]) -> np.ndarray:
+    """Logits of one forward over the whole sequence (an empty cache)."""
     import onnxruntime as ort
 
     sess = ort.InferenceSession(model_path)
     ids = np.array([tokens], dtype=np.int64)
-    logits = sess.run(["logits"], {"input_ids": ids, "attention_mask": np.ones_like(ids),
-                                   **_empty_cache(model_path)})[0]
-    return logits[0].argmax(-1)
+    return sess.run(["logits"], {"input_ids": ids, "attention_mask": np.ones_like(ids),
+                                 **_empty_cache(model_path)})[0][0]
+
+
+def full_forward_predictions(model_path: str, tokens: list[int]) -> np.ndarray:
+    """The argmax at every position of one forward over the whole sequence (no cache)."""
+    return _logits(model_path, tokens).argmax(-1)
 
 
 def genai_generate(folder: str, prompt: list[int], new_tokens: int = 32) -> list[int]:

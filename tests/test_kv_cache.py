@@ -160,3 +160,21 @@ def test_cli_says_what_the_cache_lost(genai_llama, tmp_path):
                         "--pass", "l2", "--pass", "select:heads=0.5"], capture_output=True, text=True)
     assert r.returncode == 0, r.stderr
     assert "KV cache: 8 past/present tensors resized to 1 KV heads" in r.stdout
+
+
+def test_calibration_pipelines_run_on_the_cache_model(genai_llama, tmp_path):
+    """Calibration feeds are shaped for the dense model; repair passes run the pruned one
+    on them, with the cache cut to the kept heads."""
+    rng = np.random.default_rng(0)
+    ids = rng.integers(0, 120, (24, 16))
+    feeds = {"input_ids": ids, "attention_mask": np.ones_like(ids)}
+    for i in range(2):
+        for k in ("key", "value"):
+            feeds[f"past_key_values.{i}.{k}"] = np.zeros((24, 2, 0, 16), np.float32)
+    calib = str(tmp_path / "calib.npz")
+    np.savez(calib, **feeds)
+    out, report = _prune(genai_llama["dense"], tmp_path / "out", ["wifv", "select:heads=0.5,channels=0.5", "refit"],
+                         calib=calib)
+    assert report["cache_tensors"] and report["passes"][-2]["stats"]["layers_refit"] > 0
+    tokens = greedy_with_cache(out, PROMPT, 16)
+    np.testing.assert_array_equal(full_forward_predictions(out, tokens)[len(PROMPT) - 1:-1], tokens[len(PROMPT):])

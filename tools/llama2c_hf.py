@@ -22,23 +22,48 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import llama2c  # noqa: E402
 
 
-def _halves(w: np.ndarray, heads: int, head_dim: int) -> np.ndarray:
-    """Rows of a (heads*head_dim, in) projection, each head's reordered [even | odd]."""
-    order = np.concatenate([np.arange(0, head_dim, 2), np.arange(1, head_dim, 2)])
-    return w.reshape(heads, head_dim, -1)[:, order].reshape(heads * head_dim, -1)
+def _halves(w: np.ndarray, heads: int, head_dim: int, size: int) -> np.ndarray:
+    """Rows of a (heads*head_dim, in) Q or K projection as Hugging Face's rotary wants them,
+    heads `size` wide: pair i = (2i, 2i+1) lands on (j, j + size/2) with j = i * size/head_dim,
+    the half-split pair whose frequency 10000^(-2j/size) is the pair's own 10000^(-2i/head_dim);
+    the other rows are zero (size = head_dim: plain [even | odd] order)."""
+    step = size // head_dim
+    src = w.reshape(heads, head_dim, -1)
+    out = np.zeros((heads, size, src.shape[2]), w.dtype)
+    pairs = np.arange(head_dim // 2)
+    out[:, pairs * step] = src[:, 0::2]
+    out[:, pairs * step + size // 2] = src[:, 1::2]
+    return out.reshape(heads * size, -1)
 
 
-def hf_model(cfg: dict, w: dict):
+def _pad_heads(w: np.ndarray, heads: int, head_dim: int, size: int, axis: int) -> np.ndarray:
+    """V rows (axis 0) or output-projection columns (axis 1) with each head zero-padded to `size`."""
+    moved = np.moveaxis(w, axis, 0).reshape(heads, head_dim, -1)
+    out = np.zeros((heads, size, moved.shape[2]), w.dtype)
+    out[:, :head_dim] = moved
+    return np.moveaxis(out.reshape(heads * size, -1), 0, axis)
+
+
+def hf_model(cfg: dict, w: dict, head_size: int | None = None):
+    """The Hugging Face Llama; `head_size` (a multiple of llama2.c's head_dim) writes every
+    head zero-padded to that width, the same function (ONNX Runtime's CPU
+    GroupQueryAttention takes head sizes that are multiples of 16 only): Q is scaled by
+    sqrt(head_size / head_dim) so the softmax scale stays 1/sqrt(head_dim)."""
     import torch
     import transformers
 
+    hd = cfg["head_dim"]
+    size = head_size or hd
+    if size % hd:
+        raise ValueError(f"head_size {size} is not a multiple of the head_dim {hd}")
     config = transformers.LlamaConfig(
         vocab_size=cfg["vocab"], hidden_size=cfg["dim"], intermediate_size=cfg["hidden"],
         num_hidden_layers=cfg["layers"], num_attention_heads=cfg["heads"], num_key_value_heads=cfg["kv_heads"],
-        max_position_embeddings=cfg["max_seq"], rms_norm_eps=1e-5, rope_theta=10000.0, tie_word_embeddings=True,
+        head_dim=size, max_position_embeddings=cfg["max_seq"], rms_norm_eps=1e-5, tie_word_embeddings=True,
         bos_token_id=1, eos_token_id=2)
     model = transformers.LlamaForCausalLM(config).eval()
-    hd, t = cfg["head_dim"], (lambda a: torch.from_numpy(np.ascontiguousarray(a)))
+    t = (lambda a: torch.from_numpy(np.ascontiguousarray(a)))
+    q_scale = np.float32(np.sqrt(size / hd))
     with torch.no_grad():
         model.model.embed_tokens.weight.copy_(t(w["emb"]))
         model.model.norm.weight.copy_(t(w["final_norm"]))
@@ -46,10 +71,10 @@ def hf_model(cfg: dict, w: dict):
             a, m = layer.self_attn, layer.mlp
             layer.input_layernorm.weight.copy_(t(w["att_norm"][i]))
             layer.post_attention_layernorm.weight.copy_(t(w["ffn_norm"][i]))
-            a.q_proj.weight.copy_(t(_halves(w["wq"][i], cfg["heads"], hd)))
-            a.k_proj.weight.copy_(t(_halves(w["wk"][i], cfg["kv_heads"], hd)))
-            a.v_proj.weight.copy_(t(w["wv"][i]))
-            a.o_proj.weight.copy_(t(w["wo"][i]))
+            a.q_proj.weight.copy_(t(_halves(w["wq"][i], cfg["heads"], hd, size) * q_scale))
+            a.k_proj.weight.copy_(t(_halves(w["wk"][i], cfg["kv_heads"], hd, size)))
+            a.v_proj.weight.copy_(t(_pad_heads(w["wv"][i], cfg["kv_heads"], hd, size, 0)))
+            a.o_proj.weight.copy_(t(_pad_heads(w["wo"][i], cfg["heads"], hd, size, 1)))
             m.gate_proj.weight.copy_(t(w["w1"][i]))
             m.up_proj.weight.copy_(t(w["w3"][i]))
             m.down_proj.weight.copy_(t(w["w2"][i]))
@@ -69,13 +94,13 @@ def save_tokenizer(tok: llama2c.Tokenizer, folder: str) -> None:
                             eos_token=tok.pieces[2].decode("latin-1")).save_pretrained(folder)
 
 
-def save_hf(checkpoint: str, tokenizer: str, folder: str) -> float:
+def save_hf(checkpoint: str, tokenizer: str, folder: str, head_size: int | None = None) -> float:
     """Write the folder; return the max |logit difference| to llama2.c's NumPy forward over
     64 tokens (the conversion's check)."""
     import torch
 
     cfg, w = llama2c.read_model(checkpoint)
-    model = hf_model(cfg, w)
+    model = hf_model(cfg, w, head_size)
     tokens = np.array([1, *range(100, 163)], dtype=np.int64)
     with torch.no_grad():
         got = model(torch.from_numpy(tokens)[None]).logits[0].numpy()
@@ -90,9 +115,11 @@ def main() -> int:
     ap.add_argument("checkpoint")
     ap.add_argument("folder")
     ap.add_argument("--tokenizer", default=None, help="tok512.bin (default: beside the checkpoint)")
+    ap.add_argument("--head-size", type=int, default=None,
+                    help="zero-pad every head to this width (16 for ONNX Runtime's CPU GroupQueryAttention)")
     args = ap.parse_args()
     tok = args.tokenizer or os.path.join(os.path.dirname(args.checkpoint), "tok512.bin")
-    diff = save_hf(args.checkpoint, tok, args.folder)
+    diff = save_hf(args.checkpoint, tok, args.folder, args.head_size)
     print(f"wrote {args.folder}: max |logit diff| to the NumPy forward {diff:.2e}")
     return 0
 
