@@ -72,8 +72,7 @@ def updated_config(config_path: str, model: ir.Model) -> dict:
         raise BadInput(
             f"onnxruntime-genai needs the same head counts in every layer ({CONFIG} has one "
             f"num_key_value_heads), but the plan keeps KV heads {sorted(kv)} and query heads {sorted(heads)}: "
-            "prune heads with a per-layer ratio (select:heads=R,scope=local), or write the model "
-            "elsewhere without its config")
+            "prune heads with a per-layer ratio (select:heads=R) or add uniform=true to the select pass")
     decoder = config["model"]["decoder"]
     layers = sum(1 for n in model.graph if n.op_type == "GroupQueryAttention")
     if layers and "num_hidden_layers" in decoder:

@@ -39,3 +39,27 @@ def set_data(value: ir.Value, array: np.ndarray) -> None:
     array = c_order(array)
     value.const_value = ir.tensor(array, name=value.name)
     value.shape = ir.Shape(array.shape)
+
+
+# Weights over this many elements are sliced lazily (`set_lazy_slice`).
+LAZY_ELEMENTS = 1 << 20
+
+
+def set_lazy_slice(value: ir.Value, cuts: list[tuple[int, np.ndarray]]) -> None:
+    """Give an initializer the slice `cuts` ((axis, kept positions) each) of its current
+    data, computed when something reads it (saving streams it out tensor by tensor): a
+    pruned model of gigabytes never holds all its sliced weights in memory at once, and a
+    memory-mapped source is read, not copied, until then."""
+    source = value.const_value
+    shape = list(source.shape)
+    for axis, positions in cuts:
+        shape[axis] = len(positions)
+
+    def materialize():
+        arr = source.numpy()
+        for axis, positions in cuts:
+            arr = np.take(arr, positions, axis=axis)
+        return ir.tensor(c_order(arr), name=value.name)
+
+    value.const_value = ir.LazyTensor(materialize, dtype=source.dtype, shape=ir.Shape(shape), name=value.name)
+    value.shape = ir.Shape(shape)

@@ -90,8 +90,13 @@ def model_session(model: ir.Model, outputs: list[str] = (), who: str = "calibrat
     outputs. The model is written to a temporary folder (external data stays external) and
     its outputs are restored; `who` names the caller in errors. `batch_free`: the session
     of free_batch(model), for a fixed-batch-1 model that batch_frees."""
+    from graphprune.saving import uses_external_data
+
+    # A model with external data runs lean: its weights mapped from the file, not copied
+    # into pre-packed buffers (a 5 GB decoder would otherwise cost 5 GB more).
     with tempfile.TemporaryDirectory() as tmp:
-        return session(write_exposed(model, outputs, who, batch_free, tmp), optimize=optimize)
+        return session(write_exposed(model, outputs, who, batch_free, tmp), optimize=optimize,
+                       lean=uses_external_data(model))
 
 
 def write_exposed(model: ir.Model, outputs, who: str, batch_free: bool, folder: str) -> str:

@@ -132,18 +132,36 @@ def _dynamic(model: ir.Model) -> bool:
 
 
 def _shape_proto(model: ir.Model):
-    """The model as a proto for shape inference: weights stay where they are (external
-    data is not read), small constants, which shape computations read, are inlined."""
+    """The model as a proto for shape inference, without reading or copying weights: an
+    initializer over 4096 elements goes in as a graph input of its shape and type (a
+    pruned weight may be a lazy slice of a memory-mapped file: serializing it would
+    materialize gigabytes); smaller ones, which shape computations read, are inlined."""
     import onnx
 
-    proto = ir.serde.serialize_model(model)
+    graph = model.graph
+    order = list(graph.initializers.values())
+    big = [v for v in order if v.const_value is not None and v.const_value.size > 4096]
+    tensors = {v.name: v.const_value for v in big}
+    inputs = len(graph.inputs)
+    for v in big:
+        v.shape, v.dtype = v.shape or v.const_value.shape, v.dtype or v.const_value.dtype
+        if v not in graph.inputs:
+            graph.inputs.append(v)
+        v.const_value = None
+        graph.initializers.pop(v.name)
+    try:
+        proto = ir.serde.serialize_model(model)
+    finally:
+        while len(graph.inputs) > inputs:
+            graph.inputs.pop()
+        for v in big:
+            v.const_value = tensors[v.name]
+        graph.initializers.clear()
+        for v in order:
+            graph.register_initializer(v)
     for init in proto.graph.initializer:
-        if init.data_location != onnx.TensorProto.EXTERNAL:
-            continue
-        value = model.graph.initializers.get(init.name)
-        arr = value.const_value if value is not None else None
-        if arr is not None and arr.size <= 4096:
-            init.CopyFrom(onnx.numpy_helper.from_array(arr.numpy(), init.name))
+        if init.data_location == onnx.TensorProto.EXTERNAL:
+            init.CopyFrom(onnx.numpy_helper.from_array(graph.initializers[init.name].const_value.numpy(), init.name))
     return proto
 
 

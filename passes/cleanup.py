@@ -32,8 +32,10 @@ class CleanupPass(PrunePass):
     def run(self, model: ir.Model) -> bool:
         before = len(model.graph)
         modified = remove_dead_code(model)
-        # normalize gave each reader of a small constant its own copy; merge equal ones.
-        modified |= common.DeduplicateInitializersPass(size_limit=1 << 22)(model).modified
+        # normalize gave each reader of a small constant its own copy; merge equal ones
+        # (vectors of a vocabulary's length included; pruned weights, sliced lazily and far
+        # larger, are not read).
+        modified |= common.DeduplicateInitializersPass(size_limit=1 << 18)(model).modified
         modified |= common.TopologicalSortPass()(model).modified
         if model.ir_version < 4:
             # IR versions before 4 require every initializer to be a graph input too.

@@ -13,7 +13,9 @@ the channel block of ONNX Runtime's blocked CPU convolutions on this machine, 16
 AVX-512 and 8 otherwise, for the groups whose size is a multiple of it today: counts off
 that block make ORT fall back to slower kernels, and a pruned model can then run slower
 than the dense one; groups already off the block are not constrained),
-`min_keep` units per group, `max_ratio` of a group's units, `strict` (a `macs=`/`params=`
+`min_keep` units per group, `max_ratio` of a group's units, `uniform` (every head
+group of one size loses the same number of heads, the mean of what the mode chose: for
+runtimes with one head count for all layers, as onnxruntime-genai), `strict` (a `macs=`/`params=`
 target the constraints cannot reach is an error; with `strict=false` the plan goes as far
 as they allow and the report warns), `exclude` and `include`
 (glob patterns separated by `|`, matched against the names of the weights that produce
@@ -75,7 +77,7 @@ class SelectPass(PrunePass):
     summary = "choose units by ratio (local/global) or by a macs=/params=/latency= target"
     options = {"ratio": None, "heads": None, "channels": None, "macs": None, "params": None, "latency": None,
                "latency_ms": None, "rounds": 3, "tolerance": 0.03, "scope": "local", "round_to": "auto",
-               "min_keep": 1, "max_ratio": 1.0, "strict": True, "exclude": "", "include": ""}
+               "min_keep": 1, "max_ratio": 1.0, "strict": True, "exclude": "", "include": "", "uniform": False}
 
     def run(self, model: ir.Model) -> bool:
         o = self.opts
@@ -110,6 +112,8 @@ class SelectPass(PrunePass):
             counts, self._latency_record = target.reach(int(o["rounds"]), float(o["tolerance"]))
         else:
             counts = self._reach(targets[0], o[targets[0]])
+        if o["uniform"]:
+            counts = self._uniform(counts)
         self.ctx.plan = {gid: self._lowest(gid, k) for gid, k in counts.items() if k > 0}
         after = analysis.cost.totals(self.ctx.removed_masks())
         before = analysis.cost.totals()
@@ -175,6 +179,20 @@ class SelectPass(PrunePass):
         while k > 0 and (n - k) % r:
             k -= 1
         return k
+
+    def _uniform(self, counts: dict[int, int]) -> dict[int, int]:
+        """The same number of heads removed from every head group of one size (their mean,
+        rounded): runtimes such as onnxruntime-genai take one head count for all layers."""
+        groups = self.ctx.analysis().groups
+        by_size: dict[int, list[int]] = {}
+        for gid in self.cands:
+            if groups[gid].kind == "heads":
+                by_size.setdefault(groups[gid].n_units, []).append(gid)
+        out = dict(counts)
+        for gids in by_size.values():
+            k = min([int(round(np.mean([counts.get(g, 0) for g in gids])))] + [self._cap(g) for g in gids])
+            out.update({g: k for g in gids})
+        return out
 
     def _lowest(self, gid: int, k: int) -> np.ndarray:
         """The k lowest-scored candidates, skipping any unit whose removal would leave a

@@ -178,3 +178,16 @@ def test_calibration_pipelines_run_on_the_cache_model(genai_llama, tmp_path):
     assert report["cache_tensors"] and report["passes"][-2]["stats"]["layers_refit"] > 0
     tokens = greedy_with_cache(out, PROMPT, 16)
     np.testing.assert_array_equal(full_forward_predictions(out, tokens)[len(PROMPT) - 1:-1], tokens[len(PROMPT):])
+
+
+def test_uniform_heads_make_a_global_budget_runnable_in_genai(genai_llama, tmp_path):
+    select = "select:macs=0.7,scope=global,round_to=1"  # here the global ranking takes a head of one layer only
+    with pytest.raises(BadInput, match="same head counts"):
+        _prune(genai_llama["dense"], tmp_path / "uneven", ["l2", select])
+    out, report = _prune(genai_llama["dense"], tmp_path / "out", ["l2", select + ",uniform=true"])
+    import onnx
+
+    kv = {a.i for n in onnx.load(out, load_external_data=False).graph.node if n.op_type == "GroupQueryAttention"
+          for a in n.attribute if a.name == "kv_num_heads"}
+    assert len(kv) == 1
+    assert genai_generate(os.path.dirname(out), PROMPT, 16) == greedy_with_cache(out, PROMPT, 16)

@@ -11,8 +11,9 @@ calibration pipeline, and measured the way a user would:
 - greedy generation speed in onnxruntime-genai (tokens/s, median over interleaved runs).
 
 The budget counts the original (unpadded) block parameters; KV heads go per layer (genai
-needs one KV-head count for all layers), neurons make up the rest. Calibration: windows
-after the evaluated tokens.
+needs one KV-head count for all layers), neurons make up the rest. Depth rows remove whole
+residual branches (attention or MLP sublayers) by angular distance instead. Calibration:
+windows after the evaluated tokens.
 
     python tools/bench_stories_genai.py [--budgets 0.2,0.5] [--calib 128] [--json FILE]
 """
@@ -125,6 +126,8 @@ def main() -> int:
     ap.add_argument("--tokens", type=int, default=20000, help="evaluated tokens")
     ap.add_argument("--new-tokens", type=int, default=255, help="generated tokens per speed run")
     ap.add_argument("--rounds", type=int, default=7, help="interleaved speed runs per model")
+    ap.add_argument("--depth", default="2,4", help="also remove this many residual branches (of 10) by depth "
+                    "pruning, calibrated; comma-separated; empty for none")
     ap.add_argument("--json", metavar="FILE")
     args = ap.parse_args()
     for path in (CKPT, TOK, TEXT):
@@ -162,6 +165,18 @@ def main() -> int:
             print(f"pruned {budget:.0%}: {' -> '.join(passes)} in {time.perf_counter() - t0:.1f}s")
             models[f"{budget:.0%}"] = out
             pipelines[f"{budget:.0%}"] = passes
+        for blocks in [int(b) for b in args.depth.split(",") if b]:
+            passes = [f"depth:blocks={blocks}"]
+            out = os.path.join(tmp, f"depth_{blocks}", "model.onnx")
+            os.makedirs(os.path.dirname(out))
+            rep = prune(dense, output=out, passes=passes, calib=calib, inputs=inputs, quiet=True)
+            gone = [b["at"].split("/")[2] + (" attention" if b["attention"] else " MLP")
+                    for b in rep["depth"]["branches"] if b["removed"]]
+            name = f"depth {blocks}: {', '.join(gone)}"
+            print(f"pruned {name}: {(rep['before']['params'] - rep['after']['params']) / rep['before']['params']:.0%} "
+                  "of the stored parameters")
+            models[name] = out
+            pipelines[name] = passes
         speed = tokens_per_second({k: os.path.dirname(p) for k, p in models.items()}, args.new_tokens, args.rounds)
         for name, path in models.items():
             nll_ort = llama2c.nll_per_token(ort_logits(path), windows)
