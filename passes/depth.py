@@ -137,8 +137,8 @@ class DepthPass(PrunePass):
             n = int(round(o["ratio"] * len(branches)))
         else:
             n = o["blocks"]
-            if not isinstance(n, int) or not 0 <= n < len(branches):
-                raise BadInput(f"depth: blocks must be a whole number below the {len(branches)} branches found, "
+            if not isinstance(n, int) or not 0 <= n <= len(branches):
+                raise BadInput(f"depth: blocks must be a whole number up to the {len(branches)} branches found, "
                                f"not {n!r}")
         scores, source = angular_distances(self.ctx, branches)
         order = np.argsort(scores, kind="stable")[:n]
@@ -156,4 +156,7 @@ class DepthPass(PrunePass):
             len(b.pasts) for b in chosen)}
         if chosen:
             self.ctx.graph_changed()
+        else:
+            self.ctx.warn(f"{self.spec()} removed nothing: give blocks=N or ratio=R "
+                          f"({len(branches)} residual branches found)")
         return bool(chosen)

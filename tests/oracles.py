@@ -51,19 +51,26 @@ def make_inert(model: ir.Model, ctx: Context) -> int:
     return count
 
 
-def inert_removal_diff(path: str, tmp, ratio: float = 0.5, seed: int = 0, analysis: tuple = ()):
-    """(max abs diff, groups pruned, units removed) of removing inert units; `analysis`
-    names opt-in analysis passes (query-heads) to run first."""
+def inert_pair(path: str, tmp, ratio: float = 0.5, seed: int = 0, analysis: tuple = ()):
+    """(inert model, the same with those units removed, the context): random units of every
+    prunable group made inert, written, then removed and written; `analysis` names opt-in
+    analysis passes (query-heads) to run first."""
     model = load_model(path)
     ctx = Context(model)
     run_passes(ctx, ["normalize", *analysis, f"random:seed={seed}", f"select:ratio={ratio},round_to=1"])
-    make_inert(model, ctx)
+    assert make_inert(model, ctx) > 0
     ref_path, out_path = str(tmp / "inert.onnx"), str(tmp / "removed.onnx")
     save_model(model, ref_path)
-    feeds, ref = run_model(ref_path)
-    groups, units = len(ctx.plan), sum(len(u) for u in ctx.plan.values())
     run_passes(ctx, ["remove", "cleanup"])
     save_model(model, out_path)
+    return ref_path, out_path, ctx
+
+
+def inert_removal_diff(path: str, tmp, ratio: float = 0.5, seed: int = 0, analysis: tuple = ()):
+    """(max abs diff, groups pruned, units removed) of removing inert units."""
+    ref_path, out_path, ctx = inert_pair(path, tmp, ratio, seed, analysis)
+    groups, units = len(ctx.removal.plan), sum(len(u) for u in ctx.removal.plan.values())
+    feeds, ref = run_model(ref_path)
     _, got = run_model(out_path, feeds)
     assert [a.shape for a in ref] == [b.shape for b in got]
     diff = max(float(np.max(np.abs(a - b))) for a, b in zip(ref, got))

@@ -98,8 +98,8 @@ def test_a_resnet_loses_blocks_and_verifies(zoo, tmp_path):
 
 
 def test_bad_depth_requests_are_one_line_errors(hf_llama, zoo, tmp_path):
-    with pytest.raises(BadInput, match="below the 4 branches"):
-        prune(hf_llama, output=str(tmp_path / "x.onnx"), passes=["depth:blocks=4"], quiet=True)
+    with pytest.raises(BadInput, match="up to the 4 branches"):
+        prune(hf_llama, output=str(tmp_path / "x.onnx"), passes=["depth:blocks=5"], quiet=True)
     with pytest.raises(BadInput, match="kind must be"):
         prune(hf_llama, output=str(tmp_path / "x.onnx"), passes=["depth:blocks=1,kind=heads"], quiet=True)
     with pytest.raises(BadInput, match="no residual branch"):

@@ -15,12 +15,9 @@ pytest.importorskip("transformers")
 pytest.importorskip("torch")
 
 from decoders import CONFIGS, export_with_cache, full_forward_predictions, greedy_with_cache  # noqa: E402
-from oracles import make_inert  # noqa: E402
+from oracles import inert_pair  # noqa: E402
 
-from graphprune.context import Context  # noqa: E402
-from graphprune.loading import load_model  # noqa: E402
-from graphprune.pipeline import prune, run_passes  # noqa: E402
-from graphprune.saving import save_model  # noqa: E402
+from graphprune.pipeline import prune  # noqa: E402
 
 PROMPT = [1, 5, 9, 3]
 KINDS = sorted(CONFIGS)
@@ -53,14 +50,7 @@ def test_heads_and_neurons_prune_through_the_cache(exported, tmp_path, kind):
 
 @pytest.mark.parametrize("kind", KINDS)
 def test_removing_inert_heads_and_neurons_keeps_the_generated_tokens(exported, tmp_path, kind):
-    model = load_model(exported[kind])
-    ctx = Context(model)
-    run_passes(ctx, ["normalize", "random:seed=0", "select:ratio=0.5,round_to=1"])
-    assert make_inert(model, ctx) > 0
-    inert, removed = str(tmp_path / "inert.onnx"), str(tmp_path / "removed.onnx")
-    save_model(model, inert)
-    run_passes(ctx, ["remove", "cleanup"])
-    save_model(model, removed)
+    inert, removed, ctx = inert_pair(exported[kind], tmp_path, seed=0)
     assert ctx.interface, "the cache kept every head"
     dense_tokens = greedy_with_cache(inert, PROMPT, 32)
     assert len(set(dense_tokens[len(PROMPT):])) > 1  # a model that repeats one token proves little

@@ -14,12 +14,9 @@ import pytest
 
 from fused_cache_nets import CACHE_NETS, HEADS, KV, run_steps
 from graph_kit import analyse, coupled, group_of
-from oracles import make_inert
+from oracles import inert_pair
 
-from graphprune.context import Context
-from graphprune.loading import load_model
-from graphprune.pipeline import prune, run_passes
-from graphprune.saving import save_model
+from graphprune.pipeline import prune
 
 NAMES = sorted(CACHE_NETS)
 
@@ -62,14 +59,7 @@ def test_pruned_heads_keep_the_cache_consistent(name, tmp_path):
 def test_removing_inert_heads_and_neurons_changes_nothing(name, tmp_path):
     path = str(tmp_path / "m.onnx")
     onnx.save(CACHE_NETS[name](), path)
-    model = load_model(path)
-    ctx = Context(model)
-    run_passes(ctx, ["normalize", "random:seed=1", "select:ratio=0.5,round_to=1"])
-    assert make_inert(model, ctx) > 0
-    inert, removed = str(tmp_path / "inert.onnx"), str(tmp_path / "removed.onnx")
-    save_model(model, inert)
-    run_passes(ctx, ["remove", "cleanup"])
-    save_model(model, removed)
+    inert, removed, ctx = inert_pair(path, tmp_path, seed=1)
     assert "past_key_values.0.key" in ctx.interface
     x = _x(3)
     (a, _), (b, split) = run_steps(inert, x, 4), run_steps(removed, x, 4)

@@ -16,15 +16,17 @@ from graphprune.probes import graph_input_meta
 from graphprune.registry import registered
 from oracles import run_model
 
-BEFORE = {"analysis": [], "score": [], "select": ["l2"], "compensate": ["l2", "select:ratio=0.25"],
+BEFORE = {"analysis": [], "depth": [], "score": [], "select": ["l2"], "compensate": ["l2", "select:ratio=0.25"],
           "remove": ["l2", "select:ratio=0.25"], "repair": ["l2", "select:ratio=0.25", "remove"],
           "normalize": [], "cleanup": []}
 
 
 def _model():
-    """A conv with BatchNorm, a folded-BN conv, and an MLP head: something for every pass."""
+    """A conv with BatchNorm, a folded-BN conv on a residual branch, and an MLP head:
+    something for every pass."""
     return build([N("Conv", ["x", "c1"], ["a"]), N("BatchNormalization", ["a", "g", "b", "mu", "var"], ["n"]),
-                  N("Relu", ["n"], ["r"]), N("Conv", ["r", "c2", "cb"], ["c"]), N("Relu", ["c"], ["cr"]),
+                  N("Relu", ["n"], ["r"]), N("Conv", ["r", "c2", "cb"], ["c0"], pads=[1, 1, 1, 1]), N("Add", ["c0", "r"], ["c"]),
+                  N("Relu", ["c"], ["cr"]),
                   N("GlobalAveragePool", ["cr"], ["p"]), N("Flatten", ["p"], ["f"]),
                   N("MatMul", ["f", "m1"], ["h"]), N("Add", ["h", "mb"], ["hb"]), N("Relu", ["hb"], ["hr"]),
                   N("MatMul", ["hr", "m2"], ["y"])],
@@ -47,7 +49,8 @@ def test_modified_is_truthful_and_exact_passes_are_exact(tmp_path, name):
     cls = registered()[name]
     if name.startswith("test-"):
         pytest.skip("a test's own pass")
-    specs = complete_pipeline(BEFORE[cls.kind] + [name if name != "ablate" else "ablate:groups=all"])
+    spec = {"ablate": "ablate:groups=all", "depth": "depth:blocks=1"}.get(name, name)
+    specs = complete_pipeline(BEFORE[cls.kind] + [spec])
     model = ir.from_proto(_model())
     ctx = Context(model)
     x = np.random.default_rng(0).standard_normal((24, 3, 6, 6)).astype(np.float32)
