@@ -92,7 +92,7 @@ SHAPE_PRESERVING = {
 # ONNX Runtime's contrib ops of the same kind (unknown to ONNX's inference); fused
 # attention over separate Q, K, V returns the query's shape.
 SHAPE_PRESERVING_CONTRIB = {"Gelu", "FastGelu", "BiasGelu", "QuickGelu", "BiasSoftmax",
-                            "GroupQueryAttention", "MultiHeadAttention", "SkipLayerNormalization",
+                            "GroupQueryAttention", "MultiHeadAttention", "SkipLayerNormalization", "MoE",
                             "SkipSimplifiedLayerNormalization", "Inverse"}
 
 

@@ -25,6 +25,9 @@ CONFIGS = {
     "mistral": ("MistralConfig", dict(_DEC, num_key_value_heads=2, sliding_window=None)),
     "phi3": ("Phi3Config", dict(_DEC, num_key_value_heads=2, pad_token_id=0)),
     "gpt2": ("GPT2Config", dict(n_embd=64, n_layer=2, n_head=4, initializer_range=0.2)),
+    # Mixture of experts (the genai builder writes com.microsoft MoE for it): 4 experts, top 2.
+    "gptoss": ("GptOssConfig", dict(_DEC, num_key_value_heads=2, head_dim=16, num_local_experts=4, num_experts_per_tok=2,
+                                    sliding_window=128, layer_types=["full_attention"] * 2)),
 }
 LAYERS = 2
 
@@ -133,11 +136,22 @@ def _head_size(model_path: str, declared) -> int:
         return json.load(f)["model"]["decoder"]["head_size"]
 
 
+def window(model_path: str) -> int:
+    """The longest sliding window of the model's GroupQueryAttention nodes (0: none). Such
+    a model runs on a shared cache buffer at least that long, as onnxruntime-genai allocates it."""
+    import onnx
+
+    m = onnx.load(model_path, load_external_data=False)
+    return max([a.i for n in m.graph.node if n.op_type == "GroupQueryAttention" for a in n.attribute
+                if a.name == "local_window_size"] + [0])
+
+
 def _empty_cache(model_path: str) -> dict[str, np.ndarray]:
     import onnxruntime as ort
 
     sess = ort.InferenceSession(model_path)
-    return {i.name: np.zeros((1, i.shape[1], 0, _head_size(model_path, i.shape[3])), np.float32)
+    length = window(model_path)
+    return {i.name: np.zeros((1, i.shape[1], length, _head_size(model_path, i.shape[3])), np.float32)
             for i in sess.get_inputs() if i.name.startswith("past_key_values")}
 
 
@@ -182,9 +196,10 @@ def genai_generate(folder: str, prompt: list[int], new_tokens: int = 32) -> list
 
     model = og.Model(folder)
     params = og.GeneratorParams(model)
-    params.set_search_options(max_length=len(prompt) + new_tokens, do_sample=False)
+    length = max(len(prompt) + new_tokens, window(os.path.join(folder, "model.onnx")))
+    params.set_search_options(max_length=length, do_sample=False)
     gen = og.Generator(model, params)
     gen.append_tokens(prompt)
-    while not gen.is_done():
+    for _ in range(new_tokens):
         gen.generate_next_token()
     return [int(t) for t in gen.get_sequence(0)]

@@ -51,13 +51,13 @@ def make_inert(model: ir.Model, ctx: Context) -> int:
     return count
 
 
-def inert_pair(path: str, tmp, ratio: float = 0.5, seed: int = 0, analysis: tuple = ()):
+def inert_pair(path: str, tmp, ratio: float = 0.5, seed: int = 0, analysis: tuple = (), select: str = ""):
     """(inert model, the same with those units removed, the context): random units of every
     prunable group made inert, written, then removed and written; `analysis` names opt-in
-    analysis passes (query-heads) to run first."""
+    analysis passes (query-heads) to run first, `select` more options of the selection."""
     model = load_model(path)
     ctx = Context(model)
-    run_passes(ctx, ["normalize", *analysis, f"random:seed={seed}", f"select:ratio={ratio},round_to=1"])
+    run_passes(ctx, ["normalize", *analysis, f"random:seed={seed}", f"select:ratio={ratio},round_to=1{select}"])
     assert make_inert(model, ctx) > 0
     ref_path, out_path = str(tmp / "inert.onnx"), str(tmp / "removed.onnx")
     save_model(model, ref_path)

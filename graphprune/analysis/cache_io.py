@@ -118,15 +118,21 @@ def probe_dims(model: ir.Model, past: int = 7, steps: int = 1) -> dict[str, int]
     pairs = cache_pairs(model)
     if not pairs:
         return {}
+    # A sliding-window GroupQueryAttention runs on a shared buffer at least as long as its
+    # window (as onnxruntime-genai allocates it): the past is that buffer, the mask says
+    # how much of it is filled.
+    windows = [int(n.attributes["local_window_size"].value) for n in model.graph
+               if n.op_type == "GroupQueryAttention" and "local_window_size" in n.attributes]
+    capacity = max([past, *windows])
     graph = model.graph
     values = {v.name: v for v in (*graph.inputs, *graph.outputs)}
     dims: dict[str, int] = {}
     for pair in pairs:
         sp, so = shape_of(values[pair.past]), shape_of(values[pair.present])
         if isinstance(sp[2], str):
-            dims[sp[2]] = past
+            dims[sp[2]] = capacity
         if isinstance(so[2], str) and so[2] != sp[2]:
-            dims[so[2]] = past + steps
+            dims[so[2]] = capacity if capacity > past else past + steps
         if isinstance(sp[3], str):
             size = _head_size(model, pair)
             if size is not None:

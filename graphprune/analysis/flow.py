@@ -42,6 +42,7 @@ class Flow:
     roles: list[tuple[DimKey, str, str]]  # (axis, role, node name)
     mac_terms: list[tuple[str, float, list[DimKey]]] = field(default_factory=list)
     attention: set[DimKey] = field(default_factory=set)  # axes whose units attention mixes as heads
+    internal: set[DimKey] = field(default_factory=set)  # weight axes whose units live inside a fused op
 
 
 class FlowBuilder:
@@ -57,6 +58,7 @@ class FlowBuilder:
         self.roles: list[tuple[DimKey, str, str]] = []
         self.mac_terms: list[tuple[str, float, list[DimKey]]] = []
         self.attention: set[DimKey] = set()
+        self.internal: set[DimKey] = set()
         self.graph = nx.Graph()
         self.node: ir.Node | None = None
         self._mentioned: set[DimKey] = set()
@@ -124,6 +126,13 @@ class FlowBuilder:
         k = self._key(value, axis)
         if k is not None:
             self.attention.add(k)
+
+    def internal_units(self, value: ir.Value | None, axis: int) -> None:
+        """Record that a fused op computes this weight axis's units inside itself (MoE
+        neurons): a group of weights alone, which no activation tensor carries."""
+        k = self._key(value, axis)
+        if k is not None:
+            self.internal.add(k)
 
     def macs(self, total: float, factors: list[tuple[ir.Value, int]]) -> None:
         """Record that this node's MACs scale with the sizes of the given axes."""
@@ -200,7 +209,7 @@ class FlowBuilder:
 
     def build(self) -> Flow:
         return Flow(self.graph, self.sizes, self.constant, self.ties, self.pins, self.roles,
-                    self.mac_terms, self.attention)
+                    self.mac_terms, self.attention, self.internal)
 
 
 def build_flow(model: ir.Model, options: dict | None = None) -> Flow:

@@ -110,7 +110,7 @@ def find_groups(flow: Flow) -> list[Group]:
     for comp in sorted(nx.connected_components(flow.graph), key=lambda c: min(c)):
         if not any(name in flow.constant for name, _ in comp):
             continue
-        if all(name in flow.constant for name, _ in comp):
+        if all(name in flow.constant for name, _ in comp) and not any(d in flow.internal for d in comp):
             continue
         if not any(flow.sizes[d] not in (None, 1) for d in comp if d[0] in flow.constant):
             continue

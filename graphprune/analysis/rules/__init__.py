@@ -4,8 +4,8 @@ This is the one place that says how an op's channels behave. An op type missing 
 pins every axis it touches, and the report names the node.
 """
 
-from graphprune.analysis.rules import (attention, conv_linear, decoder_attention, elementwise, layout, norm_pool,
-                                       quantized, reshape)
+from graphprune.analysis.rules import (attention, conv_linear, decoder_attention, elementwise, layout, moe,
+                                       norm_pool, quantized, reshape)
 from graphprune.analysis.rules.base import Rule
 
 RULES: dict[str, Rule] = {
@@ -25,6 +25,7 @@ CONTRIB_RULES: dict[str, Rule] = {
     "MultiHeadAttention": Rule(attention.ms_mha, attention.ms_mha_rewrite),
     "GroupQueryAttention": Rule(decoder_attention.ms_gqa, decoder_attention.ms_gqa_rewrite),
     "RotaryEmbedding": Rule(decoder_attention.rotary, decoder_attention.rotary_rewrite),
+    "MoE": Rule(moe.ms_moe, moe.ms_moe_rewrite),
     "SkipLayerNormalization": Rule(attention.ms_skip_norm),
     "SkipSimplifiedLayerNormalization": Rule(attention.ms_skip_norm),
     "FastGelu": Rule(elementwise.nary),
