@@ -4,8 +4,8 @@ This is the one place that says how an op's channels behave. An op type missing 
 pins every axis it touches, and the report names the node.
 """
 
-from graphprune.analysis.rules import (attention, conv_linear, decoder_attention, elementwise, layout, moe,
-                                       norm_pool, quantized, reshape)
+from graphprune.analysis.rules import (attention, concat_split, conv_linear, decoder_attention, elementwise, layout,
+                                       moe, norm_pool, quantized, reshape)
 from graphprune.analysis.rules.base import Rule
 
 RULES: dict[str, Rule] = {
@@ -14,6 +14,7 @@ RULES: dict[str, Rule] = {
     **norm_pool.RULES,
     **reshape.RULES,
     **layout.RULES,
+    **concat_split.RULES,
     **{op: r for op, r in quantized.RULES.items() if op != "QGemm"},
     "Attention": Rule(attention.onnx_attention, attention.onnx_attention_rewrite),
     "RotaryEmbedding": Rule(decoder_attention.rotary, decoder_attention.rotary_rewrite),
