@@ -24,7 +24,7 @@ import numpy as np
 import onnx_ir as ir
 
 from graphprune.analysis.branches import SKIP_NORMS, Branch, find_branches
-from graphprune.analysis.cache_io import _PAST, _layer_key, cache_pairs
+from graphprune.analysis.cache_io import cache_pairs, layer_of
 from graphprune.errors import BadInput
 from graphprune.registry import PrunePass, register
 
@@ -96,11 +96,11 @@ def drop_caches(model: ir.Model, pasts: set[str]) -> tuple[dict[str, str], set[s
         graph.inputs.remove(v)
     for v in [v for v in graph.outputs if v.name in gone]:
         graph.outputs.remove(v)
-    layers = sorted({next(t for t in _layer_key(p.past, _PAST) if t.isdigit()) for p in keep}, key=int)
+    layers = sorted({layer_of(p) for p in keep}, key=int)
     renamed = {}
     values = {v.name: v for v in (*graph.inputs, *graph.outputs)}
     for p in keep:
-        old = next(t for t in _layer_key(p.past, _PAST) if t.isdigit())
+        old = layer_of(p)
         new = layers.index(old)
         if str(new) == old:
             continue

@@ -23,7 +23,7 @@ pytest.importorskip("torch")
 
 from decoders import full_forward_predictions, genai_build, genai_generate, greedy_with_cache, save_hf  # noqa: E402
 
-from graphprune.analysis.cache_io import _layer_key, cache_pairs, probe_dims  # noqa: E402
+from graphprune.analysis.cache_io import cache_pairs, names_pair, probe_dims  # noqa: E402
 from graphprune.errors import BadInput  # noqa: E402
 from graphprune.loading import load_model  # noqa: E402
 from graphprune.pipeline import prune  # noqa: E402
@@ -95,8 +95,7 @@ def test_cache_pairs_and_probe_sizes(genai_llama):
     ("input_ids", "logits", False),
 ])
 def test_cache_names_pair_by_layer_and_kind(past, present, same):
-    a, b = _layer_key(past, ("past_key_values", "past")), _layer_key(present, ("present",))
-    assert (a is not None and a == b) == same
+    assert names_pair(past, present) == same
 
 
 def test_heads_prune_through_the_cache_and_generation_holds(genai_llama, tmp_path):

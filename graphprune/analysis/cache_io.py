@@ -49,6 +49,17 @@ def _layer_key(name: str, prefixes: tuple[str, ...]) -> tuple[str, ...] | None:
     return key if any(t.isdigit() for t in key) else None
 
 
+def layer_of(pair: CachePair) -> str:
+    """The layer index in a pair's names ('3' for past_key_values.3.key)."""
+    return next(t for t in _layer_key(pair.past, _PAST) if t.isdigit())
+
+
+def names_pair(past: str, present: str) -> bool:
+    """Whether the names of a past input and a present output say the same layer and kind."""
+    key = _layer_key(past, _PAST)
+    return key is not None and key == _layer_key(present, _PRESENT)
+
+
 def _reaches(src: ir.Value, dst: ir.Value, limit: int = 64) -> bool:
     """Whether `dst` is computed from `src` within `limit` nodes."""
     seen, todo = set(), deque([src])
