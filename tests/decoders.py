@@ -23,7 +23,7 @@ CONFIGS = {
     "llama": ("LlamaConfig", dict(_DEC, num_key_value_heads=2)),
     "qwen2": ("Qwen2Config", dict(_DEC, num_key_value_heads=2)),
     "mistral": ("MistralConfig", dict(_DEC, num_key_value_heads=2, sliding_window=None)),
-    "phi3": ("Phi3Config", dict(_DEC, num_key_value_heads=2, pad_token_id=0)),
+    "phi3": ("Phi3Config", dict(_DEC, num_key_value_heads=2, pad_token_id=0, original_max_position_embeddings=128)),
     "gpt2": ("GPT2Config", dict(n_embd=64, n_layer=2, n_head=4, initializer_range=0.2)),
     # Mixture of experts (the genai builder writes com.microsoft MoE for it): 4 experts, top 2.
     "gptoss": ("GptOssConfig", dict(_DEC, num_key_value_heads=2, head_dim=16, num_local_experts=4, num_experts_per_tok=2,
@@ -37,7 +37,7 @@ def _config(kind: str):
 
     name, cfg = CONFIGS[kind]
     extra = dict(n_positions=128) if kind == "gpt2" else dict(max_position_embeddings=128)
-    return getattr(transformers, name)(vocab_size=VOCAB, **extra, **cfg)
+    return getattr(transformers, name)(vocab_size=VOCAB, bos_token_id=1, eos_token_id=2, **extra, **cfg)
 
 
 def export_with_cache(kind: str, path: str, seed: int = 0) -> str:

@@ -190,3 +190,17 @@ def test_uniform_heads_make_a_global_budget_runnable_in_genai(genai_llama, tmp_p
           for a in n.attribute if a.name == "kv_num_heads"}
     assert len(kv) == 1
     assert genai_generate(os.path.dirname(out), PROMPT, 16) == greedy_with_cache(out, PROMPT, 16)
+
+
+@pytest.mark.parametrize("kind", ["qwen2", "mistral", "phi3"])
+def test_other_decoders_from_the_genai_builder_prune_and_generate(kind, tmp_path):
+    """The same decoders as the Hugging Face KV exports (test_kv_exports.py), as the genai
+    builder writes them: heads and neurons go, and onnxruntime-genai generates from the
+    folder what the pruned model's full forward predicts."""
+    pytest.importorskip("onnxruntime_genai")
+    src = genai_build(save_hf(kind, str(tmp_path / "hf")), str(tmp_path / "dense"))
+    out, report = _prune(src, tmp_path / "out")
+    assert report["cache_tensors"] and report["after"]["params"] < report["before"]["params"]
+    tokens = greedy_with_cache(out, PROMPT, 24)
+    np.testing.assert_array_equal(full_forward_predictions(out, tokens)[len(PROMPT) - 1:-1], tokens[len(PROMPT):])
+    assert genai_generate(os.path.dirname(out), PROMPT, 24) == tokens
