@@ -58,7 +58,7 @@ def inert_pair(path: str, tmp, ratio: float = 0.5, seed: int = 0, analysis: tupl
     model = load_model(path)
     ctx = Context(model)
     run_passes(ctx, ["normalize", *analysis, f"random:seed={seed}", f"select:ratio={ratio},round_to=1{select}"])
-    assert make_inert(model, ctx) > 0
+    make_inert(model, ctx)
     ref_path, out_path = str(tmp / "inert.onnx"), str(tmp / "removed.onnx")
     save_model(model, ref_path)
     run_passes(ctx, ["remove", "cleanup"])

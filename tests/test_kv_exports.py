@@ -14,13 +14,13 @@ import pytest
 pytest.importorskip("transformers")
 pytest.importorskip("torch")
 
-from decoders import CONFIGS, export_with_cache, full_forward_predictions, greedy_with_cache  # noqa: E402
+from decoders import export_with_cache, full_forward_predictions, greedy_with_cache  # noqa: E402
 from oracles import inert_pair  # noqa: E402
 
 from graphprune.pipeline import prune  # noqa: E402
 
 PROMPT = [1, 5, 9, 3]
-KINDS = sorted(CONFIGS)
+KINDS = ["gpt2", "llama", "mistral", "phi3", "qwen2"]  # gptoss: transformers' MoE does not export (test_moe.py)
 
 
 @pytest.fixture(scope="module")
