@@ -193,21 +193,20 @@ def _file_digest(path: str) -> str:
 class _AdaptedFeeds:
     """A session of a pruned model whose KV-cache inputs lost heads or were renamed (the
     passes mark them: `kept` positions, `source` name): the calibration's batches, shaped
-    and named for the dense model, are adapted on the way in."""
+    and named for the dense model, are adapted on the way in, as verification adapts its
+    runs (verify.Interface)."""
 
     def __init__(self, sess, model):
+        from graphprune.verify import Interface
+
         self._sess = sess
-        self._inputs = {v.name: (v.meta.get("source", v.name), v.meta.get("kept", {})) for v in model.graph.inputs}
+        self._names = [v.name for v in model.graph.inputs]
+        sources = {v.name: v.meta.get("source", v.name) for v in model.graph.inputs}
+        self._interface = Interface({sources[v.name]: v.meta["kept"] for v in model.graph.inputs if "kept" in v.meta},
+                                    {n: s for n, s in sources.items() if n != s})
 
     def __getattr__(self, name):
         return getattr(self._sess, name)
 
     def run(self, outputs, feeds, *args):
-        adapted = {}
-        for name, (source, kept) in self._inputs.items():
-            if source in feeds:
-                array = feeds[source]
-                for axis, positions in kept.items():
-                    array = np.take(array, positions, axis=axis)
-                adapted[name] = array
-        return self._sess.run(outputs, adapted, *args)
+        return self._sess.run(outputs, self._interface.runs([feeds], self._names)[0], *args)

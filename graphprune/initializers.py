@@ -41,6 +41,14 @@ def set_data(value: ir.Value, array: np.ndarray) -> None:
     value.shape = ir.Shape(array.shape)
 
 
+def take_positions(array: np.ndarray, cuts) -> np.ndarray:
+    """The array keeping, along each axis of `cuts` ((axis, kept positions) pairs, or a
+    mapping axis -> kept positions), only those positions."""
+    for axis, positions in (cuts.items() if isinstance(cuts, dict) else cuts):
+        array = np.take(array, positions, axis=axis)
+    return array
+
+
 # Weights over this many elements are sliced lazily (`set_lazy_slice`).
 LAZY_ELEMENTS = 1 << 20
 
@@ -56,10 +64,7 @@ def set_lazy_slice(value: ir.Value, cuts: list[tuple[int, np.ndarray]]) -> None:
         shape[axis] = len(positions)
 
     def materialize():
-        arr = source.numpy()
-        for axis, positions in cuts:
-            arr = np.take(arr, positions, axis=axis)
-        return ir.tensor(c_order(arr), name=value.name)
+        return ir.tensor(c_order(take_positions(source.numpy(), cuts)), name=value.name)
 
     value.const_value = ir.LazyTensor(materialize, dtype=source.dtype, shape=ir.Shape(shape), name=value.name)
     value.shape = ir.Shape(shape)

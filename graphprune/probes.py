@@ -69,7 +69,8 @@ def probe_inputs(inputs: InputMeta, batch: int = 2, seed: int = 0, bounds: dict[
     """Random inputs matching the model's declared inputs. Symbolic dims named in `dims`
     take that size (a decoder's cache lengths and head size: cache_io.probe_dims); others
     become `batch` on the first axis, 16 when an integer input (token ids) has them, else
-    1, unless `shapes` gives the input's deployment shape (its batch then `batch` too). Integers stay below `bounds` (Gather tables: token ids); other integer
+    1, unless `shapes` gives the input's deployment shape (its batch then `batch` too).
+    Integers stay below `bounds` (Gather tables: token ids); other integer
     and boolean inputs (attention masks, flags) are all ones: a mask that hides a whole
     row makes models disagree on what softmax of nothing is, which says nothing about
     pruning."""

@@ -20,6 +20,7 @@ import numpy as np
 import onnx
 
 from graphprune.errors import BadInput, VerificationError, first_line
+from graphprune.initializers import take_positions
 from graphprune.outputs import classify, compare_output, summary, violations
 from graphprune.probes import InputMeta, index_bounds, input_meta, probe_inputs
 from graphprune.runtime import session
@@ -61,12 +62,6 @@ def stack(parts: list[np.ndarray]) -> np.ndarray:
     return np.concatenate([p.ravel() for p in parts])
 
 
-def _cut(array: np.ndarray, axes: dict | None) -> np.ndarray:
-    for axis, kept in (axes or {}).items():
-        array = np.take(array, kept, axis=axis)
-    return array
-
-
 @dataclass
 class Interface:
     """How a pruned model's inputs and outputs stand to the original's: KV-cache tensors cut
@@ -86,7 +81,7 @@ class Interface:
 
     def runs(self, runs: list[dict], names: list[str]) -> list[dict]:
         """The original's feeds as the model with inputs `names` takes them."""
-        return [{n: _cut(feeds[self.original(n)], self.cuts.get(self.original(n))) for n in names
+        return [{n: take_positions(feeds[self.original(n)], self.cuts.get(self.original(n), {})) for n in names
                  if self.original(n) in feeds} for feeds in runs]
 
     def expected(self, ref: Reference, names: list[str]) -> list[np.ndarray]:
@@ -99,7 +94,7 @@ class Interface:
             base = ref.interface.get(original, {})
             axes = {axis: np.flatnonzero(np.isin(base[axis], kept)) if axis in base else kept
                     for axis, kept in self.cuts.get(original, {}).items()}
-            out.append(_cut(ref.outputs[index[original]], axes))
+            out.append(take_positions(ref.outputs[index[original]], axes))
         return out
 
 

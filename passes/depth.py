@@ -41,16 +41,19 @@ def angular_distances(ctx, branches: list[Branch]) -> tuple[np.ndarray, str]:
         from graphprune.runtime import model_session
 
         sess = model_session(ctx.model, names, "depth")
-        meta = graph_input_meta(ctx.model)
-        batches = [probe_inputs(meta, batch=8, seed=s, dims=probe_dims(ctx.model)) for s in range(4)]
+        meta, dims = graph_input_meta(ctx.model), probe_dims(ctx.model)
+        batches = [probe_inputs(meta, batch=8, seed=s, dims=dims) for s in range(4)]
         source = "random probes"
+
+    def rows(x: np.ndarray, axis: int) -> np.ndarray:  # one row of features per position
+        return np.moveaxis(x, axis, -1).reshape(-1, x.shape[axis])
+
     total, count = np.zeros(len(branches)), 0
     for feeds in batches:
         outs = dict(zip(names, sess.run(names, feeds)))
         for i, b in enumerate(branches):
-            a = np.moveaxis(outs[b.stream.name], b.feature_axis, -1).reshape(-1, outs[b.stream.name].shape[b.feature_axis])
-            f = np.moveaxis(outs[b.branch.name], b.feature_axis, -1).reshape(a.shape)
-            y = a + f
+            a = rows(outs[b.stream.name], b.feature_axis)
+            y = a + rows(outs[b.branch.name], b.feature_axis)
             cos = np.sum(a * y, -1) / np.maximum(np.linalg.norm(a, axis=-1) * np.linalg.norm(y, axis=-1), 1e-12)
             total[i] += float(np.sum(np.arccos(np.clip(cos, -1.0, 1.0)) / np.pi))
         count += int(np.prod(a.shape[:-1]))
@@ -85,11 +88,11 @@ def _renumber(name: str, old: str, new: int) -> str:
     return re.sub(rf"(?<![0-9]){old}(?![0-9])", str(new), name, count=1)
 
 
-def drop_caches(model: ir.Model, pasts: set[str]) -> tuple[dict[str, str], set[str]]:
-    """Drop the KV-cache pairs whose past is in `pasts`; renumber the others from 0.
-    Returns ({new name: name before} of the renamed inputs and outputs, the names dropped)."""
+def drop_caches(model: ir.Model, pairs, pasts: set[str]) -> tuple[dict[str, str], set[str]]:
+    """Drop the KV-cache pairs (of `pairs`) whose past is in `pasts`; renumber the others
+    from 0. Returns ({new name: name before} of the renamed inputs and outputs, the names
+    dropped)."""
     graph = model.graph
-    pairs = cache_pairs(model)
     keep = [p for p in pairs if p.past not in pasts]
     gone = {n for p in pairs if p.past in pasts for n in (p.past, p.present)}
     for v in [v for v in graph.inputs if v.name in gone]:
@@ -126,7 +129,8 @@ class DepthPass(PrunePass):
             raise BadInput(f"depth: kind must be all, attention or mlp, not {o['kind']!r}")
         if o["score"] != "angular":
             raise BadInput(f"depth: score must be angular, not {o['score']!r}")
-        pasts = {p.past for p in cache_pairs(model)}
+        pairs = cache_pairs(model)
+        pasts = {p.past for p in pairs}
         branches = [b for b in find_branches(model, pasts)
                     if o["kind"] == "all" or b.attention == (o["kind"] == "attention")]
         if not branches:
@@ -145,7 +149,7 @@ class DepthPass(PrunePass):
         chosen = [branches[i] for i in sorted(order)]
         for b in chosen:
             bypass(model.graph, b)
-        renamed, dropped = drop_caches(model, {p for b in chosen for p in b.pasts})
+        renamed, dropped = drop_caches(model, pairs, {p for b in chosen for p in b.pasts})
         remove_dead_code(model)
         self.ctx.rename_interface(renamed, dropped)
         self.ctx.report["depth"] = {

@@ -25,7 +25,7 @@ from graphprune.analysis.flow import DimKey
 from graphprune.analysis.rules import rule_for
 from graphprune.context import Removal
 from graphprune.edits import PendingEdits
-from graphprune.initializers import LAZY_ELEMENTS, new_initializer, set_data, set_lazy_slice
+from graphprune.initializers import LAZY_ELEMENTS, new_initializer, set_data, set_lazy_slice, take_positions
 from graphprune.registry import PrunePass, register
 from graphprune.shapes import attr_value, const_array, infer_exact_shapes, opset_of, shape_of
 
@@ -174,9 +174,6 @@ class RemovePass(PrunePass):
             if value.const_value.size > LAZY_ELEMENTS:
                 set_lazy_slice(value, cuts)
             else:
-                arr = value.const_value.numpy()
-                for axis, positions in cuts:
-                    arr = np.take(arr, positions, axis=axis)
-                set_data(value, arr)
+                set_data(value, take_positions(value.const_value.numpy(), cuts))
             count += 1
         return count

@@ -28,16 +28,10 @@ class Branch:
     node: ir.Node            # the Add or skip-norm that joins the branch to the stream
     stream: ir.Value         # a
     branch: ir.Value         # b = f(a)
-    index: int               # position along the graph (topological)
     stream_at: int = 0       # which input of `node` is the stream
     weights: list[str] = field(default_factory=list)  # the weights it computes with
     pasts: list[str] = field(default_factory=list)    # KV-cache graph inputs it reads
     attention: bool = False  # attention ops or a cache inside
-
-    @property
-    def label(self) -> str:
-        kind = "attention" if self.attention else "branch"
-        return f"{kind} at {self.node.name or self.node.op_type}"
 
     @property
     def feature_axis(self) -> int:
@@ -86,7 +80,7 @@ def find_branches(model: ir.Model, pasts: set[str] = frozenset()) -> list[Branch
     graph = model.graph
     outputs = {id(v) for v in graph.outputs}
     found = []
-    for index, node in enumerate(graph):
+    for node in graph:
         if node.domain in ("", "ai.onnx") and node.op_type == "Add":
             joined = node.outputs[0]
         elif node.domain == "com.microsoft" and node.op_type in SKIP_NORMS and len(node.inputs) >= 3:
@@ -109,6 +103,6 @@ def find_branches(model: ir.Model, pasts: set[str] = frozenset()) -> list[Branch
                 continue
             read = sorted(inputs & set(pasts))
             attention = bool(read) or any("Attention" in n.op_type or n.op_type == "Softmax" for n in nodes)
-            found.append(Branch(node, a, b, index, at, weights, read, attention))
+            found.append(Branch(node, a, b, at, weights, read, attention))
             break
     return found

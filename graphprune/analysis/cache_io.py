@@ -99,16 +99,13 @@ def cache_pairs(model: ir.Model) -> list[CachePair]:
     return pairs
 
 
-def _head_size(model: ir.Model, pair: CachePair) -> int | None:
-    """The cache's head size where its declared shape leaves it symbolic: the present's,
-    else what the attention node reading the past works with."""
+def _head_size(past: ir.Value, present: ir.Value) -> int | None:
+    """The cache's head size where the past's declared shape leaves it symbolic: the
+    present's, else what the attention node reading the past works with."""
     from graphprune.analysis.rules.decoder_attention import gqa_layout
 
-    graph = model.graph
-    present = next(o for o in graph.outputs if o.name == pair.present)
-    if isinstance((shape_of(present) or (None,) * 4)[3], int):
+    if isinstance(shape_of(present)[3], int):
         return shape_of(present)[3]
-    past = next(v for v in graph.inputs if v.name == pair.past)
     for node, _ in past.uses():
         if node.op_type == "GroupQueryAttention":
             layout = gqa_layout(node, shape_of)
@@ -145,7 +142,7 @@ def probe_dims(model: ir.Model, past: int = 7, steps: int = 1) -> dict[str, int]
         if isinstance(so[2], str) and so[2] != sp[2]:
             dims[so[2]] = capacity if capacity > past else past + steps
         if isinstance(sp[3], str):
-            size = _head_size(model, pair)
+            size = _head_size(values[pair.past], values[pair.present])
             if size is not None:
                 dims[sp[3]] = size
     for v in graph.inputs:

@@ -15,6 +15,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from graphprune.analysis.rules.base import carry_all
+
 
 def _blocks(n_heads: int, size: int, offset: int = 0) -> tuple[np.ndarray, np.ndarray]:
     """Positions of `n_heads` blocks of `size` starting at `offset`, and the first position
@@ -109,9 +111,7 @@ def ms_attention(node, b) -> None:
         b.tie(bias, 0, w, 1)
         b.role(bias, 0, "bias")
     if _present(node, 3):
-        mask = node.inputs[3]
-        for a in range(b.rank(mask) or 0):
-            b.carry(mask, a)
+        carry_all(b, node.inputs[3])
     b.role(w, 0, "in")
     b.role(w, 1, "out")
     sx = b.shape(x)
@@ -144,9 +144,7 @@ def ms_mha(node, b) -> None:
         return _refuse(b, node, "packed Q/K/V layout")
     if _present(node, 5) or any(_used(o) for o in node.outputs[3:]) or any(_present(node, i) for i in (9,)):
         return _refuse(b, node, "attention bias, beam-search cache or QK output")
-    if _present(node, 4):  # key padding mask: batch and key positions, no heads
-        for a in range(b.rank(node.inputs[4]) or 0):
-            b.carry(node.inputs[4], a)
+    carry_all(b, node.inputs[4] if _present(node, 4) else None)  # key padding mask: no heads
     _batch_seq(b, [(q, 0, y, 0), (k, 0, y, 0), (v, 0, y, 0), (q, 1, y, 1), (k, 1, v, 1)])
     hq, hk, hv, ho = (_heads_of(b, t, 2, heads) for t in (q, k, v, y))
     if None in (hq, hk, hv, ho):
@@ -157,9 +155,7 @@ def ms_mha(node, b) -> None:
     # Past and present key/value (inputs 6, 7; outputs 1, 2), (batch, heads, length, size).
     cache_follows(b, [node.inputs[6] if _present(node, 6) else None, *node.outputs[1:2]], k, 2, heads, hk)
     cache_follows(b, [node.inputs[7] if _present(node, 7) else None, *node.outputs[2:3]], v, 2, heads, hv)
-    if _present(node, 8):  # past_sequence_length
-        for a in range(b.rank(node.inputs[8]) or 0):
-            b.carry(node.inputs[8], a)
+    carry_all(b, node.inputs[8] if _present(node, 8) else None)  # past_sequence_length
     if _present(node, 3):  # bias: Q, K and V parts
         bias = node.inputs[3]
         sq, sk = b.shape(q)[2], b.shape(k)[2]

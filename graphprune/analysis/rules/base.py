@@ -30,6 +30,14 @@ def identity_all(b, x, y) -> None:
         b.tie(x, axis, y, axis)
 
 
+def carry_all(b, value) -> None:
+    """Mention every axis of a value the op reads without coupling it (masks, lengths,
+    position ids, rotary tables); nothing for an absent optional input."""
+    if value is not None:
+        for axis in range(b.rank(value) or 0):
+            b.carry(value, axis)
+
+
 def broadcast(b, inputs, out) -> None:
     """Numpy-style broadcasting: an input axis equal to the output's is the same axis;
     a size-1 input axis is broadcast and not coupled."""

@@ -18,6 +18,7 @@ import numpy as np
 
 from graphprune.analysis.rules.attention import (_heads_of, _present, _refuse, _tie_heads, cache_follows,
                                                  heads_rewrite)
+from graphprune.analysis.rules.base import carry_all, identity_all
 
 
 def gqa_layout(node, shape) -> tuple[int, int, int, bool] | None:
@@ -65,15 +66,10 @@ def ms_gqa(node, b) -> None:
     # Past and present key/value (batch, kv heads, length, head size) follow the KV heads.
     cache_follows(b, [node.inputs[3] if _present(node, 3) else None, *node.outputs[1:2]], k_at[0], 2, kv, hs, k_at[1])
     cache_follows(b, [node.inputs[4] if _present(node, 4) else None, *node.outputs[2:3]], v_at[0], 2, kv, hs, v_at[1])
-    for i in range(5, len(node.inputs)):
-        t = node.inputs[i]
-        if t is None:
-            continue
-        for a in range(b.rank(t) or 0):
-            if i < 10:
-                b.carry(t, a)
-            else:
-                b.pin(t, a, "attention bias or head sinks of a fused attention")
+    for t in node.inputs[5:10]:  # lengths, rotary tables, position ids
+        carry_all(b, t)
+    for t in node.inputs[10:]:
+        b.pin_value(t, "attention bias or head sinks of a fused attention")
 
 
 def ms_gqa_rewrite(node, edit) -> None:
@@ -100,11 +96,10 @@ def rotary(node, b) -> None:
     x, y = node.inputs[0], node.outputs[0]
     rank = b.rank(x)
     for t in node.inputs[1:]:
-        for a in range((b.rank(t) or 0) if t is not None else 0):
-            b.carry(t, a)
+        carry_all(b, t)
+    if rank in (3, 4):
+        identity_all(b, x, y)
     if rank == 4:
-        for a in range(4):
-            b.tie(x, a, y, a)
         b.pin(x, 3, "rotary embedding pairs positions within a head")
     elif rank == 3:
         heads = int(b.attr("num_heads", 0))
@@ -113,8 +108,6 @@ def rotary(node, b) -> None:
         if heads <= 0 and sc is not None and isinstance(sc[-1], int) and isinstance(sx[2], int) \
                 and sx[2] % (2 * sc[-1]) == 0 and not b.attr("rotary_embedding_dim", 0):
             heads = sx[2] // (2 * sc[-1])  # ONNX Runtime's kernel reads the head size off the table
-        for a in range(3):
-            b.tie(x, a, y, a)
         if heads <= 0 or _heads_of(b, x, 2, heads) is None:
             b.pin(x, 2, "rotary embedding over a packed hidden axis without num_heads")
 

@@ -22,6 +22,7 @@ from __future__ import annotations
 import numpy as np
 
 from graphprune.analysis.rules.attention import _present, _refuse
+from graphprune.analysis.rules.base import identity_all
 from graphprune.errors import BadInput
 
 
@@ -51,8 +52,7 @@ def ms_moe(node, b) -> None:
     fc3 = node.inputs[6] if _present(node, 6) else None
     bias3 = node.inputs[7] if _present(node, 7) else None
     rank = b.rank(x)
-    for a in range(rank):
-        b.tie(x, a, y, a)
+    identity_all(b, x, y)
     b.carry(router, 0)  # tokens, flattened
     # Experts: axis 0 of every expert tensor, the router's last axis.
     for t in (fc1, bias1, fc2, bias2, fc3, bias3):
