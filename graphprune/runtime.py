@@ -1,6 +1,7 @@
 """ONNX Runtime sessions, made in one place: for a model file (verification, evaluation,
-latency), and for an in-memory model with chosen intermediate tensors exposed as extra
-outputs (calibration statistics, refits, ablation).
+latency), and for an in-memory model with chosen intermediate tensors exposed as its
+outputs (calibration statistics, refits, depth scores: the session computes only what
+they need) or with its own outputs (ablation).
 
 Sessions run on the CPU provider. Unless asked to optimize, graph optimizations are off:
 graphprune compares against what the model file itself says.
@@ -121,10 +122,53 @@ def write_exposed(model: ir.Model, outputs, who: str, batch_free: bool, folder: 
     try:
         path = os.path.join(folder, "model.onnx")
         save_scratch(model, path)
-        return path
     finally:
         for v in added:
             model.graph.outputs.remove(v)
+    if outputs:
+        only_outputs(path, list(outputs))
+    return path
+
+
+def only_outputs(path: str, outputs: list[str]) -> None:
+    """Rewrite the model file at `path` (its weights untouched, wherever they are stored)
+    to compute only `outputs`: ONNX Runtime runs every node of a graph whatever a run asks
+    for, so a calibration session would otherwise also compute, e.g., a decoder's logits
+    (at a 128k vocabulary, half a gigabyte per batch). Graph inputs all stay."""
+    import onnx
+
+    proto = onnx.load(path, load_external_data=False)
+    g = proto.graph
+    needed, kept = set(outputs), []
+    for node in reversed(g.node):
+        if any(o in needed for o in node.output):
+            kept.append(node)
+            needed.update(i for i in node.input if i)
+            needed.update(_subgraph_reads(node))
+    wanted = set(outputs)
+    outs = [o for o in g.output if o.name in wanted]
+    if len(kept) == len(g.node) and len(outs) == len(g.output):
+        return
+    kept.reverse()
+    inits = [t for t in g.initializer if t.name in needed]
+    for field, items in ((g.node, kept), (g.output, outs), (g.initializer, inits)):
+        del field[:]
+        field.extend(items)
+    onnx.save(proto, path)
+
+
+def _subgraph_reads(node) -> set[str]:
+    """Every name read inside a node's subgraphs (If/Loop/Scan bodies), outer or not."""
+    import onnx
+
+    names = set()
+    for attr in node.attribute:
+        graphs = [attr.g] if attr.type == onnx.AttributeProto.GRAPH else list(attr.graphs)
+        for sub in graphs:
+            for inner in sub.node:
+                names.update(i for i in inner.input if i)
+                names.update(_subgraph_reads(inner))
+    return names
 
 
 def run_on(sess, feeds: dict, outputs: list[str] | None = None) -> list[np.ndarray]:

@@ -20,12 +20,12 @@ from graphprune.registry import PrunePass
 
 REDUCE = ("sum", "mean", "max", "prod")
 NORMALIZE = ("none", "mean", "max", "sum", "standardize")
-GROUPS = ("all", "heads", "channels")
+GROUPS = ("all", "heads", "channels", "experts")
 
 
 class ScorePass(PrunePass):
-    """The base of every criterion: for each group of the kind asked (`groups=all`, `heads`
-    or `channels`), the per-unit parts that `parts(g)` returns (one array per weight slice
+    """The base of every criterion: for each group of the kind asked (`groups=all`, `heads`,
+    `channels` or `experts`), the per-unit parts that `parts(g)` returns (one array per weight slice
     or consumer) are combined (`reduce`) and normalized within the group (`normalize`).
     A criterion for one kind of group leaves the other groups' scores as an earlier
     criterion set them, so two criteria can share the work (`--pass amp:groups=heads

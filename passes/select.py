@@ -1,19 +1,20 @@
 """select: choose the units to remove from the scores.
 
 Modes: a ratio per group (`scope=local`, each group loses the same fraction of its
-units; `heads=` and `channels=` give attention-head groups and all other groups their
-own ratio, e.g. `select:heads=0.25,channels=0.3`), one global ratio (`scope=global`, the lowest-scored units of the whole model), or
+units; `heads=`, `experts=` and `channels=` give attention-head groups, mixture-of-experts
+expert groups and all other groups their own ratio, e.g. `select:heads=0.25,channels=0.3`;
+a kind not named takes `ratio=`, none by default), one global ratio (`scope=global`, the lowest-scored units of the whole model), or
 a target (`macs=0.5` / `params=0.6`: the fraction kept), reached with a uniform ratio
 (`scope=local`) or a global ranking (`scope=global`); the cost of a plan is computed
 exactly from the graph. `latency=0.5` (a fraction of the dense model's latency) or
 `latency_ms=` target latency measured in ONNX Runtime (graphprune.latency_target:
 a measured per-node table, importance per millisecond, `rounds` of measurement and
-correction until within `tolerance`). Constraints: `round_to` (kept units a multiple of it; `auto` uses
+correction until within `tolerance`). Constraints: `round_to` (kept units a multiple of it, experts aside; `auto` uses
 the channel block of ONNX Runtime's blocked CPU convolutions on this machine, 16 with
 AVX-512 and 8 otherwise, for the groups whose size is a multiple of it today: counts off
 that block make ORT fall back to slower kernels, and a pruned model can then run slower
 than the dense one; groups already off the block are not constrained),
-`min_keep` units per group, `max_ratio` of a group's units, `uniform` (every head
+`min_keep` units per group (an expert group always keeps its router's top-k), `max_ratio` of a group's units, `uniform` (every head
 group of one size loses the same number of heads, the mean of what the mode chose: for
 runtimes with one head count for all layers, as onnxruntime-genai), `strict` (a `macs=`/`params=`
 target the constraints cannot reach is an error; with `strict=false` the plan goes as far
@@ -75,8 +76,8 @@ class SelectPass(PrunePass):
     name = "select"
     kind = "select"
     summary = "choose units by ratio (local/global) or by a macs=/params=/latency= target"
-    options = {"ratio": None, "heads": None, "channels": None, "macs": None, "params": None, "latency": None,
-               "latency_ms": None, "rounds": 3, "tolerance": 0.03, "scope": "local", "round_to": "auto",
+    options = {"ratio": None, "heads": None, "channels": None, "experts": None, "macs": None, "params": None,
+               "latency": None, "latency_ms": None, "rounds": 3, "tolerance": 0.03, "scope": "local", "round_to": "auto",
                "min_keep": 1, "max_ratio": 1.0, "strict": True, "exclude": "", "include": "", "uniform": False}
 
     def run(self, model: ir.Model) -> bool:
@@ -90,9 +91,9 @@ class SelectPass(PrunePass):
             raise BadInput(f"select: latency_ms must be a positive number of milliseconds, not {o['latency_ms']!r}")
         if o["scope"] not in ("local", "global"):
             raise BadInput(f"select: scope must be local or global, not {o['scope']!r}")
-        kinds = [k for k in ("heads", "channels") if o[k] is not None]
+        kinds = [k for k in ("heads", "channels", "experts") if o[k] is not None]
         if kinds and (targets[1:] or targets and targets[0] != "ratio" or o["scope"] != "local"):
-            raise BadInput("select: heads= and channels= are local ratios; they do not mix with "
+            raise BadInput("select: heads=, channels= and experts= are local ratios; they do not mix with "
                            "macs=, params=, latency= or scope=global")
         for k in [t for t in targets if t != "latency_ms"] + kinds:
             if not isinstance(o[k], float) or not 0.0 <= o[k] <= 1.0:
@@ -166,14 +167,15 @@ class SelectPass(PrunePass):
 
     def _cap(self, gid: int) -> int:
         g = self.ctx.analysis().groups[gid]
-        cap = min(len(self.cands[gid]), g.n_units - max(self.opts["min_keep"], 1),
+        cap = min(len(self.cands[gid]), g.n_units - max(self.opts["min_keep"], 1, g.min_units),
                   int(np.floor(self.opts["max_ratio"] * g.n_units)))
         return max(cap, 0)
 
     def _round(self, gid: int, k: int) -> int:
-        n = self.ctx.analysis().groups[gid].n_units
+        g = self.ctx.analysis().groups[gid]
+        n = g.n_units
         r = self.round_to
-        if self.auto and n % r:  # already off ORT's channel block: nothing to keep
+        if self.auto and n % r or g.kind == "experts":  # off ORT's channel block, or whole experts
             r = 1
         k = min(k, self._cap(gid))
         while k > 0 and (n - k) % r:

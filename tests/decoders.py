@@ -25,11 +25,21 @@ CONFIGS = {
     "mistral": ("MistralConfig", dict(_DEC, num_key_value_heads=2, sliding_window=None)),
     "phi3": ("Phi3Config", dict(_DEC, num_key_value_heads=2, pad_token_id=0, original_max_position_embeddings=128)),
     "gpt2": ("GPT2Config", dict(n_embd=64, n_layer=2, n_head=4, initializer_range=0.2)),
-    # Mixture of experts (the genai builder writes com.microsoft MoE for it): 4 experts, top 2.
+    # Mixtures of experts, 4 experts, top 2. GPT-OSS: the genai builder writes com.microsoft MoE
+    # for it; the Hugging Face export (`MOE_EXPORTS`) picks on the router's logits and takes
+    # the softmax of the picked ones, with biases and interleaved gate/up. Mixtral (softmax,
+    # top-k renormalised) and Qwen2-MoE (not renormalised, plus a shared expert behind a
+    # sigmoid gate) as Hugging Face exports them.
+    "mixtral": ("MixtralConfig", dict(_DEC, num_key_value_heads=2, num_local_experts=4, num_experts_per_tok=2,
+                                      sliding_window=None)),
+    "qwen2moe": ("Qwen2MoeConfig", dict(_DEC, num_key_value_heads=2, num_experts=4, num_experts_per_tok=2,
+                                        moe_intermediate_size=48, shared_expert_intermediate_size=64,
+                                        norm_topk_prob=False)),
     "gptoss": ("GptOssConfig", dict(_DEC, num_key_value_heads=2, head_dim=16, num_local_experts=4, num_experts_per_tok=2,
                                     sliding_window=128, layer_types=["full_attention"] * 2)),
 }
 LAYERS = 2
+MOE_EXPORTS = ("mixtral", "qwen2moe", "gptoss")
 
 
 def _config(kind: str):
@@ -53,6 +63,8 @@ def export_with_cache(kind: str, path: str, seed: int = 0) -> str:
     torch.manual_seed(seed)
     config = _config(kind)
     config._attn_implementation = "eager"
+    if kind in MOE_EXPORTS:  # each token's experts' weights gathered and batched: static shapes
+        config._experts_implementation = "batched_mm"
     model = transformers.AutoModelForCausalLM.from_config(config).eval()
     kv = getattr(config, "num_key_value_heads", None) or config.num_attention_heads
     size = config.hidden_size // config.num_attention_heads

@@ -20,7 +20,7 @@ from oracles import inert_pair  # noqa: E402
 from graphprune.pipeline import prune  # noqa: E402
 
 PROMPT = [1, 5, 9, 3]
-KINDS = ["gpt2", "llama", "mistral", "phi3", "qwen2"]  # gptoss: transformers' MoE does not export (test_moe.py)
+KINDS = ["gpt2", "llama", "mistral", "phi3", "qwen2"]  # mixtures of experts: test_moe_exports.py
 
 
 @pytest.fixture(scope="module")

@@ -81,11 +81,20 @@ def test_the_cli_prunes_experts_and_neurons_and_keeps_top_k(tmp_path):
     onnx.save(moe_layer("swiglu"), src)
     report = prune(src, output=str(tmp_path / "p.onnx"), passes=["l2", "select:ratio=0.5"], quiet=True)
     assert report["verification"]["checker"] == "passed"
+    assert {g["kind"] for g in report["groups"] if g["units"] == E} == {"experts"}
     fc1 = next(t for t in onnx.load(str(tmp_path / "p.onnx")).graph.initializer if t.name == "fc1")
     assert list(fc1.dims) == [E // 2, 2 * F // 2, H]
+    # select never goes below the router's top-k ...
+    prune(src, output=str(tmp_path / "q.onnx"), passes=["l2", f"select:experts={1 - 1 / E}"], quiet=True)
+    fc1 = next(t for t in onnx.load(str(tmp_path / "q.onnx")).graph.initializer if t.name == "fc1")
+    assert list(fc1.dims) == [K, 2 * F, H]
+    # ... and a plan that would is refused before anything is written.
+    model = load_model(src)
+    ctx = Context(model)
+    run_passes(ctx, ["normalize", "l2"])
+    ctx.plan = {group_of(ctx.analysis(), "fc1", 0).id: np.arange(E - K + 1)}
     with pytest.raises(BadInput, match="fewer than its top-k"):
-        prune(src, output=str(tmp_path / "q.onnx"), passes=["l2", f"select:ratio={1 - 1 / E},round_to=1"], quiet=True)
-    assert not (tmp_path / "q.onnx").exists()
+        run_passes(ctx, ["remove"])
     assert K == 2
 
 

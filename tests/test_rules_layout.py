@@ -1,6 +1,7 @@
 """Rules of graphprune/analysis/rules/layout.py: Transpose permutes axes, Squeeze and
 Unsqueeze skip the size-1 axes, Concat and Split map positions with offsets (and Split's
-sizes are rewritten), Slice and Pad map the kept range, Expand and Tile pass the axes they
+sizes are rewritten), Slice and Pad map the kept range (a strided slice in blocks of its
+step, so complementary slices agree), Expand and Tile pass the axes they
 do not repeat, Gather over the channels pins them, and a Shape read that reaches arithmetic
 pins its axis."""
 
@@ -77,6 +78,20 @@ def test_slice_and_pad_map_the_kept_range(tmp_path):
     np.testing.assert_array_equal(g.members[("m", 1)][1:5], g.members[("s", 1)])
     diff, _, _ = inert_removal_diff(save(proto, tmp_path), tmp_path)
     assert diff < 1e-5
+
+
+def test_interleaved_slices_make_pairs_one_unit(tmp_path):
+    """x[:, 0::2] * x[:, 1::2] (GPT-OSS's interleaved gate and up): channels 2j and 2j+1 are
+    one unit with position j of both slices, and removing inert pairs changes nothing."""
+    proto = _conv([N("Slice", ["a", "s0", "en", "axs", "two"], ["even"]),
+                   N("Slice", ["a", "s1", "en", "axs", "two"], ["odd"]), N("Mul", ["even", "odd"], ["m"])],
+                  w(4, 3, 1, 1), {"s0": i64(0), "s1": i64(1), "en": i64(6), "axs": i64(1), "two": i64(2)})
+    a = analyse(proto)
+    g = group_of(a, "w1", 0)
+    assert g.n_units == 3 and not g.pinned.any()
+    np.testing.assert_array_equal(g.members[("w1", 0)], np.repeat(g.members[("m", 1)], 2))
+    diff, groups, units = inert_removal_diff(save(proto, tmp_path), tmp_path)
+    assert diff < 1e-5 and units > 0
 
 
 def test_tile_passes_only_the_axes_it_does_not_repeat():

@@ -43,6 +43,7 @@ class Flow:
     mac_terms: list[tuple[str, float, list[DimKey]]] = field(default_factory=list)
     attention: set[DimKey] = field(default_factory=set)  # axes whose units attention mixes as heads
     internal: set[DimKey] = field(default_factory=set)  # weight axes whose units live inside a fused op
+    experts: dict[DimKey, int] = field(default_factory=dict)  # axes of experts a router picks k of -> k
 
 
 class FlowBuilder:
@@ -59,9 +60,11 @@ class FlowBuilder:
         self.mac_terms: list[tuple[str, float, list[DimKey]]] = []
         self.attention: set[DimKey] = set()
         self.internal: set[DimKey] = set()
+        self.experts: dict[DimKey, int] = {}
         self.graph = nx.Graph()
         self.node: ir.Node | None = None
         self._mentioned: set[DimKey] = set()
+        self._slices: dict[DimKey, tuple[ir.Value, int]] = {}  # gathered weight slices (rules/routing.py)
 
     # -- what rules read -------------------------------------------------------------
     def shape(self, value: ir.Value | None) -> tuple[Dim, ...] | None:
@@ -116,8 +119,18 @@ class FlowBuilder:
 
     def role(self, value: ir.Value | None, axis: int, role: str) -> None:
         k = self._key(value, axis)
+        if k is not None and k in self._slices:  # a routed gather's slice of stacked weights
+            value, axis = self._slices[k]
+            k = self._key(value, axis)
         if k is not None and value.name in self.constant:
             self.roles.append((k, role, self.node.name or ""))
+
+    def selected_axis(self, value: ir.Value, axis: int, weight: ir.Value, weight_axis: int) -> None:
+        """Record that an axis of a gathered value is an axis of the weight it was selected
+        from, so that the roles its consumers give it are the weight's."""
+        k = self._key(value, axis)
+        if k is not None:
+            self._slices[k] = (weight, weight_axis)
 
     def attends(self, value: ir.Value | None, axis: int) -> None:
         """Record that attention treats the units of this axis as heads (a batch axis of
@@ -133,6 +146,13 @@ class FlowBuilder:
         k = self._key(value, axis)
         if k is not None:
             self.internal.add(k)
+
+    def routes(self, value: ir.Value | None, axis: int, k: int) -> None:
+        """Record that the units of this axis are experts a router picks `k` of per token:
+        a group through it is of kind 'experts' and keeps at least `k` units."""
+        key = self._key(value, axis)
+        if key is not None:
+            self.experts[key] = max(int(k), self.experts.get(key, 0))
 
     def macs(self, total: float, factors: list[tuple[ir.Value, int]]) -> None:
         """Record that this node's MACs scale with the sizes of the given axes."""
@@ -209,7 +229,7 @@ class FlowBuilder:
 
     def build(self) -> Flow:
         return Flow(self.graph, self.sizes, self.constant, self.ties, self.pins, self.roles,
-                    self.mac_terms, self.attention, self.internal)
+                    self.mac_terms, self.attention, self.internal, self.experts)
 
 
 def build_flow(model: ir.Model, options: dict | None = None) -> Flow:

@@ -28,6 +28,7 @@ class Group:
     params_per_unit: np.ndarray = field(default_factory=lambda: np.zeros(0))
     macs_per_unit: np.ndarray = field(default_factory=lambda: np.zeros(0))
     attends: bool = False  # attention treats its units as heads (flow.attention)
+    min_units: int = 0  # units that must stay (a router's top-k: flow.experts)
 
     @property
     def prunable(self) -> np.ndarray:
@@ -36,9 +37,12 @@ class Group:
     @property
     def kind(self) -> str:
         """'heads' when attention consumes the group's units as heads and a unit is a block
-        of consecutive rows of a producing weight (head_dim rows of Q, K and V), else
+        of consecutive rows of a producing weight (head_dim rows of Q, K and V); 'experts'
+        when a router picks among its units (a mixture of experts' experts); else
         'channels' (a conv channel, an MLP neuron, a hidden feature; also a channel-shuffle
         or pixel-shuffle group, whose units are blocks too but no attention reads them)."""
+        if self.min_units:
+            return "experts"
         if not self.attends:
             return "channels"
         for key, role, _ in self.roles:
@@ -144,5 +148,6 @@ def find_groups(flow: Flow) -> list[Group]:
             if d in flow.pins:
                 pinned[members[d]] = True
         attends = any(d in flow.attention for d in dims)
-        groups.append(Group(len(groups), members, n_units, pinned, reasons, roles, attends=attends))
+        floor = max([flow.experts[d] for d in dims if d in flow.experts] + [0])
+        groups.append(Group(len(groups), members, n_units, pinned, reasons, roles, attends=attends, min_units=floor))
     return groups

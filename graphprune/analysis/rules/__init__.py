@@ -5,7 +5,7 @@ pins every axis it touches, and the report names the node.
 """
 
 from graphprune.analysis.rules import (attention, concat_split, conv_linear, decoder_attention, elementwise, layout,
-                                       moe, norm_pool, quantized, reshape)
+                                       moe, norm_pool, quantized, reshape, routing)
 from graphprune.analysis.rules.base import Rule
 
 RULES: dict[str, Rule] = {
@@ -15,6 +15,7 @@ RULES: dict[str, Rule] = {
     **reshape.RULES,
     **layout.RULES,
     **concat_split.RULES,
+    **routing.RULES,
     **{op: r for op, r in quantized.RULES.items() if op != "QGemm"},
     "Attention": Rule(attention.onnx_attention, attention.onnx_attention_rewrite),
     "RotaryEmbedding": Rule(decoder_attention.rotary, decoder_attention.rotary_rewrite),

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from graphprune.analysis.rules import routing
 from graphprune.analysis.rules.base import Rule, broadcast
 from graphprune.analysis.shape_expr import Dim, Lit, entries, escaping_axes, write_literal
 
@@ -112,10 +113,13 @@ def slice_(node, b) -> None:
         m = len(range(start, stop, step))
         if m == 0:
             continue
-        # Each selected position owns the `step - 1` positions after it, so what stays
-        # selected after removals is still an arithmetic progression.
-        p = np.arange(start, min(start + m * step, sx[a]))
-        b.tie(x, a, y, a, p, (p - start) // step)
+        # Positions go in blocks of `step` aligned at 0, and a block is one unit with the
+        # position selected in it: what stays selected after removals is still an
+        # arithmetic progression, and complementary slices (x[::2], x[1::2]: GPT-OSS's
+        # interleaved gate and up) agree on the blocks.
+        first = start // step
+        p = np.arange(first * step, min((first + m) * step, sx[a]))
+        b.tie(x, a, y, a, p, p // step - first)
 
 
 def slice_rewrite(node, edit) -> None:
@@ -277,6 +281,7 @@ def gather(node, b) -> None:
         b.tie(idx, a, y, axis + a)
     for a in range(axis + 1, rd):
         b.tie(data, a, y, a - 1 + ri)
+    routing.gather_routed(node, b)  # experts selected by a router's TopK
 
 
 def shape(node, b) -> None:

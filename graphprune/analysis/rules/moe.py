@@ -54,6 +54,7 @@ def ms_moe(node, b) -> None:
     rank = b.rank(x)
     identity_all(b, x, y)
     b.carry(router, 0)  # tokens, flattened
+    b.routes(router, 1, int(b.attr("k", 1)))
     # Experts: axis 0 of every expert tensor, the router's last axis.
     for t in (fc1, bias1, fc2, bias2, fc3, bias3):
         if t is not None:

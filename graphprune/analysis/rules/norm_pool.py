@@ -2,13 +2,15 @@
 
 Per-channel ops (BatchNorm, InstanceNorm, pooling) pass the channel axis through. Ops that
 mix along an axis (LRN across channels, Softmax and LayerNorm over their axes, reductions)
-leave that axis unmentioned, which pins it.
+leave that axis unmentioned, which pins it; a Softmax whose probabilities only feed a
+mixture-of-experts router's TopK is the exception (rules/routing.py).
 """
 
 from __future__ import annotations
 
 import numpy as np
 
+from graphprune.analysis.rules import routing
 from graphprune.analysis.rules.base import Rule
 
 
@@ -121,6 +123,8 @@ def softmax(node, b) -> None:
     default = -1 if b.model.opset_imports.get("", 13) >= 13 else 1
     axis = int(b.attr("axis", default)) % rank
     mixed = {axis} if b.model.opset_imports.get("", 13) >= 13 else set(range(axis, rank))
+    if mixed == {axis} and routing.feeds_router(node, axis):  # router probabilities over experts
+        mixed = set()
     for a in range(rank):
         if a not in mixed:
             b.tie(x, a, y, a)
