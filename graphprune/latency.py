@@ -6,7 +6,8 @@ dense model and of the model pruned to a few uniform widths (kept fractions 0.75
 0.25 on the channel block, and one width just off the block, where ORT's blocked
 kernels fall back to slower ones). A node's time is then a function of its work ratio
 (the product of the kept fractions of the axes its MACs, or its output, run over),
-interpolated between the measured points (and toward zero below the smallest), times the node's measured off-block factor
+interpolated between the measured points (each capped by those at more work: a point above
+a larger one is noise) and toward zero below the smallest, times the node's measured off-block factor
 where the plan leaves one of its axes off the block. Nodes ORT adds itself (layout
 reorders) scale with the plan's MAC ratio. The prediction is a fraction of the dense
 profile, turned into milliseconds with the dense model's measured wall time.
@@ -30,7 +31,7 @@ import onnx_ir as ir
 from graphprune.shapes import shape_of
 
 FRACTIONS = (0.75, 0.5, 0.25)
-VERSION = 1
+VERSION = 2  # 2: points capped by those at more work
 
 
 @dataclass
@@ -173,6 +174,13 @@ class LatencyTable:
         return cls(d["nodes"], d["other"], d["dense_profile_ms"], d["dense_wall_ms"], d["block"], cached=True)
 
 
+def _non_decreasing(ys: list[float]) -> list[float]:
+    """Each time capped by every time at more work (ys in order of the work): a kernel does
+    not get slower with less work, so a point above a larger one is noise. The dense point,
+    the last, stays as measured."""
+    return [float(v) for v in np.minimum.accumulate(np.asarray(ys, float)[::-1])[::-1]]
+
+
 def _at(points: list[list[float]], ratio: float) -> float:
     """A node's milliseconds at a work ratio: linear between measured points, toward zero
     below the smallest (a layer cut to a few channels costs less than at a quarter)."""
@@ -299,14 +307,16 @@ def measure_table(ctx, settings: LatencySettings, uniform: Callable[[float, bool
                 merged[-1][1].append(t)
             else:
                 merged.append([r, [t]])
-        pts = [[r, float(np.median(ts))] for r, ts in merged]
+        pts = [[r, t] for r, t in zip([m[0] for m in merged], _non_decreasing([float(np.median(m[1])) for m in merged]))]
         off = 1.0
         if name in off_times:
             base = _at(pts, off_ratio[name])
             if base > 0:
                 off = float(np.clip(off_times[name] / base, 0.5, 4.0))
         nodes[name] = {"points": pts, "off": off}
-    table = LatencyTable(nodes, sorted(other), dense_profile or 1e-9, wall * 1e3, block)
+    other = sorted(other)
+    other = [[r, t] for (r, _), t in zip(other, _non_decreasing([t for _, t in other]))]
+    table = LatencyTable(nodes, other, dense_profile or 1e-9, wall * 1e3, block)
     try:
         os.makedirs(os.path.dirname(path), exist_ok=True)
         fd, tmp_path = tempfile.mkstemp(dir=os.path.dirname(path), suffix=".tmp")

@@ -137,3 +137,11 @@ def test_next_goal_moves_toward_the_target():
     assert next_goal([(10.0, 0.8), (12.0, 0.9)]) == pytest.approx(14.0)  # through the last two
     assert next_goal([(10.0, 0.1), (10.5, 0.11)]) == pytest.approx(21.0)  # never past 2x the last goal
     assert next_goal([(12.0, 1.07), (11.0, 1.08)]) == pytest.approx(11.0 / 1.08)  # noise, not a slope
+
+
+def test_measured_points_are_made_non_decreasing_in_the_work():
+    from graphprune.latency import _non_decreasing
+
+    assert _non_decreasing([1.0, 3.0, 2.0, 4.0]) == [1.0, 2.0, 2.0, 4.0]
+    assert _non_decreasing([5.0, 1.0, 1.5]) == [1.0, 1.0, 1.5]  # the dense point stays
+    assert _non_decreasing([1.0, 2.0]) == [1.0, 2.0]
