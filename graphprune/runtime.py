@@ -28,8 +28,10 @@ ORT_NUMPY = {
 def session(path: str, optimize: bool = False, threads: int = 0,
             spinning: bool = True, lean: bool = False, profile_prefix: str | None = None):
     """An ONNX Runtime CPU session of a model file. `lean` is for one-off verification
-    runs: without weight pre-packing and the memory arena, ORT maps external weights from
-    the file instead of copying them, so a 2 GB model costs page cache, not private memory.
+    runs: without weight pre-packing, constant folding and the memory arena, ORT maps
+    external weights from the file instead of copying them, so a 2 GB model costs page
+    cache, not private memory (folding would materialise, e.g., the transposed copy of a
+    tied embedding table that the genai builder's decoders transpose at run time).
     `spinning=False` keeps idle worker threads from stealing cores from the next session's
     run, which would skew interleaved latency measurements. `profile_prefix`: ONNX
     Runtime's profiler on, writing its JSON under that prefix (`end_profiling()`)."""
@@ -50,7 +52,8 @@ def session(path: str, optimize: bool = False, threads: int = 0,
     if profile_prefix:
         opts.enable_profiling = True
         opts.profile_file_prefix = profile_prefix
-    return ort.InferenceSession(path, opts, providers=["CPUExecutionProvider"])
+    disabled = ["ConstantFolding"] if lean and optimize else None
+    return ort.InferenceSession(path, opts, providers=["CPUExecutionProvider"], disabled_optimizers=disabled)
 
 
 def free_batch(model: ir.Model) -> ir.Model:

@@ -7,6 +7,7 @@ import numpy as np
 
 from graphprune.passes.activation_base import ActivationCriterion
 from graphprune.registry import register
+from graphprune.scoring import position_norms
 
 
 @register
@@ -24,7 +25,8 @@ class WIFV(ActivationCriterion):
     summary = "fluctuation: input variance x squared weight column norm (FLAP's WIFV; needs --calib)"
 
     def per_position(self, st, cols):
-        return st.var * (cols.astype(np.float64) ** 2).sum(1)
+        # In slices: a consumer can be a gigabyte LM head, memory-mapped.
+        return st.var * position_norms(cols, 0, 2.0)
 
 
 @register
@@ -33,4 +35,4 @@ class WIFN(ActivationCriterion):
     summary = "mean |weight column| x RMS of the input (FLAP's WIFN; needs --calib)"
 
     def per_position(self, st, cols):
-        return np.abs(cols).mean(1) * np.sqrt(st.sq_sum / max(st.count, 1.0))
+        return position_norms(cols, 0, 1.0) / max(cols.shape[1], 1) * np.sqrt(st.sq_sum / max(st.count, 1.0))
