@@ -80,57 +80,73 @@ class OutputReport:
     metrics: dict[str, float]
 
 
+CHUNK = 1 << 22  # elements of float64 work per slice: a 128k-vocabulary decoder's logits stay sliced
+
+
 def compare_output(name: str, kind: str, ref: np.ndarray, got: np.ndarray) -> OutputReport:
-    """The metrics of one output (see the module docstring)."""
+    """The metrics of one output (see the module docstring). Sums go through the rows in
+    slices, so comparing half a gigabyte of logits costs no full-size float64 copies."""
     m: dict[str, float] = {}
     a, b = np.asarray(ref), np.asarray(got)
     if kind == "labels":
         m["agreement"] = float(np.mean(a == b)) if a.size else 1.0
         return OutputReport(name, kind, m)
-    a64, b64 = a.astype(np.float64), b.astype(np.float64)
-    m["max_abs_diff"] = float(np.max(np.abs(a64 - b64))) if a.size else 0.0
-    m["rel"] = _relative(a64, b64)
-    m["cosine"] = _cosine(a64.ravel(), b64.ravel())
-    if kind == "class-scores":
-        s = _squeeze_trailing(a.shape)
-        ra, rb = a64.reshape(-1, s[-1]), b64.reshape(-1, s[-1])
-        m["top1"] = float(np.mean(ra.argmax(1) == rb.argmax(1)))
-        if s[-1] > 5:
-            top5 = np.argsort(-rb, axis=1)[:, :5]
-            m["top5"] = float(np.mean((top5 == ra.argmax(1)[:, None]).any(1)))
-        m["kl"] = _kl(ra, rb)
+    s = _squeeze_trailing(a.shape)
+    width = s[-1] if kind == "class-scores" else (a.shape[-1] if a.ndim else 1)
+    ra, rb = a.reshape(-1, max(width, 1)), b.reshape(-1, max(width, 1))
+    scores = kind == "class-scores"
+    probs = scores and _are_probabilities(ra) and _are_probabilities(rb)
+    acc = dict.fromkeys(("max", "aa", "dd", "ab", "bb", "top1", "top5", "kl"), 0.0)
+    step = max(1, CHUNK // max(width, 1))
+    for i in range(0, len(ra), step):
+        x, y = ra[i:i + step].astype(np.float64), rb[i:i + step].astype(np.float64)
+        acc["max"] = max(acc["max"], float(np.max(np.abs(x - y))) if x.size else 0.0)
+        acc["aa"] += float(np.sum(x * x))
+        acc["dd"] += float(np.sum((x - y) ** 2))
+        acc["ab"] += float(np.sum(x * y))
+        acc["bb"] += float(np.sum(y * y))
+        if scores:
+            acc["top1"] += float(np.sum(x.argmax(1) == y.argmax(1)))
+            if width > 5:
+                top5 = np.argpartition(-y, 5, axis=1)[:, :5]
+                acc["top5"] += float(np.sum((top5 == x.argmax(1)[:, None]).any(1)))
+            acc["kl"] += _kl_sum(x, y, probs)
+    na, nb, d = np.sqrt(acc["aa"]), np.sqrt(acc["bb"]), np.sqrt(acc["dd"])
+    m["max_abs_diff"] = acc["max"]
+    m["rel"] = float(d / na) if na > 0 else float(d > 0)
+    m["cosine"] = float(acc["ab"] / (na * nb)) if na > 0 and nb > 0 else float(na == nb)
+    rows = max(len(ra), 1)
+    if scores:
+        m["top1"] = acc["top1"] / rows
+        if width > 5:
+            m["top5"] = acc["top5"] / rows
+        m["kl"] = acc["kl"] / rows
     elif kind in ("entries", "map"):
-        m["salient"] = salient_agreement(a64, b64, axis=-1 if kind == "entries" else 1)
+        m["salient"] = salient_agreement(a.astype(np.float64), b.astype(np.float64), axis=-1 if kind == "entries" else 1)
     elif kind == "image":
-        m["psnr"] = psnr(a64, b64)
+        m["psnr"] = psnr(a.astype(np.float64), b.astype(np.float64))
     return OutputReport(name, kind, m)
 
 
-def _relative(a: np.ndarray, b: np.ndarray) -> float:
-    """||a - b|| / ||a|| (0 when both are zero)."""
-    na = np.linalg.norm(a.ravel())
-    d = np.linalg.norm((a - b).ravel())
-    return float(d / na) if na > 0 else float(d > 0)
+def _are_probabilities(rows: np.ndarray) -> bool:
+    """Rows that already are probabilities (non-negative, each summing to 1), checked in slices."""
+    step = max(1, CHUNK // max(rows.shape[1], 1))
+    return all(bool((c >= 0).all()) and np.allclose(c.sum(1, dtype=np.float64), 1.0, atol=1e-3)
+               for c in (rows[i:i + step] for i in range(0, len(rows), step)))
 
 
-def _cosine(a: np.ndarray, b: np.ndarray) -> float:
-    na, nb = np.linalg.norm(a), np.linalg.norm(b)
-    return float(a @ b / (na * nb)) if na > 0 and nb > 0 else float(na == nb)
+def _log_probs(x: np.ndarray, probs: bool) -> np.ndarray:
+    if probs:
+        return np.log(np.maximum(x, 1e-12))
+    z = x - x.max(1, keepdims=True)
+    return z - np.log(np.exp(z).sum(1, keepdims=True))
 
 
-def _softmax(x: np.ndarray) -> np.ndarray:
-    """Rows as probabilities: as they are where they already are (non-negative, sum 1),
-    else through a softmax (logits)."""
-    if (x >= 0).all() and np.allclose(x.sum(1), 1.0, atol=1e-3):
-        return x
-    e = np.exp(x - x.max(1, keepdims=True))
-    return e / e.sum(1, keepdims=True)
-
-
-def _kl(ref: np.ndarray, got: np.ndarray) -> float:
-    """Mean KL(ref || got) over the rows, in nats."""
-    p, q = _softmax(ref), _softmax(got)
-    return float(np.mean(np.sum(p * (np.log(np.maximum(p, 1e-12)) - np.log(np.maximum(q, 1e-12))), axis=1)))
+def _kl_sum(ref: np.ndarray, got: np.ndarray, probs: bool) -> float:
+    """Sum over the rows of KL(ref || got), in nats (rows of logits, or of probabilities)."""
+    lp, lq = _log_probs(ref, probs), _log_probs(got, probs)
+    p = np.maximum(np.exp(lp), 0.0) if not probs else ref
+    return float(np.sum(p * (np.maximum(lp, np.log(1e-12)) - np.maximum(lq, np.log(1e-12)))))
 
 
 def psnr(ref: np.ndarray, got: np.ndarray) -> float:

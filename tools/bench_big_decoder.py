@@ -6,7 +6,8 @@ The weights are random (a config, no download): written as safetensors with NumP
 built by `onnxruntime_genai.models.builder -p fp32 -e cpu`. The CLI runs in a child process:
 `--no-verify` (pruning alone: load, analysis, scores, removal, save), with the default
 verification (which runs both models in ONNX Runtime), and with calibration statistics
-streamed through ONNX Runtime (wifv on 16 random sequences of 64 tokens); private
+streamed through ONNX Runtime (wifv on 16 random sequences of 64 tokens), without and with
+verification; private
 (anonymous) and file-backed resident memory are sampled from /proc. Needs about 15 GB of free disk and
 memory for the build.
 
@@ -143,7 +144,8 @@ def main() -> int:
         calib = write_calib(os.path.join(folder, "calib.npz"), src)
         runs = (("no-verify", ["--no-verify"], PASSES), ("verified", [], PASSES),
                 ("calibrated (wifv, 16 x 64 tokens), no-verify", ["--no-verify", "--calib", calib],
-                 ["wifv", PASSES[1]]))
+                 ["wifv", PASSES[1]]),
+                ("calibrated and verified", ["--calib", calib], ["wifv", PASSES[1]]))
         for label, extra, passes in runs:
             out = os.path.join(folder, label.split(" ")[0], "model.onnx")
             os.makedirs(os.path.dirname(out))
