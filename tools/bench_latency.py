@@ -1,7 +1,8 @@
 """Pruning to a measured latency: `select:latency=0.5` beside `select:macs=` targets, on
 the same model, pipeline and session settings, in one run.
 
-    python tools/bench_latency.py [--models resnet50,mobilenetv2,resnet56,minilm] [--target 0.5]
+    python tools/bench_latency.py [--models resnet50,mobilenetv2,resnet50c,mobilenetv2c,resnet56,minilm]
+                                  [--target 0.5]
                                   [--macs 0.3,0.4,0.5,0.6,0.7] [--json out.json]
 
 For each model: the latency run (its --bench measurement is what "within 5%" reads),
@@ -11,6 +12,12 @@ latency is interpolated between the two macs= runs that bracket it.
   at 224x224: latency only (no trained weights of these shapes are at hand, and the
   outputs of a pruned random net, even its correlation with the dense one's, are noise);
   l2 scores, global.
+- resnet50c / mobilenetv2c: the same shapes' CIFAR variants, trained here on x[:5000]
+  (tools/train_cifar_shapes.py, cached), batch 16 at 32x32; wifv:normalize=standardize,
+  global, on the block-internal channels (a bottleneck's 1x1 and 3x3 outputs, an inverted
+  residual's expansion), then refit and restore-stats (one-shot pruning without them
+  leaves these small, briefly trained nets at chance at half the latency); calibration
+  x[:1000], top-1 on x[5000:].
 - resnet56: the trained CIFAR-10 ResNet-56 (../shared/assets/cifar10), batch 16;
   wifv:normalize=standardize, global (FLAP), block-internal channels (as bench_calib_cnn),
   no recovery; calibration x[:1000], top-1 on x[5000:]; run it with --target 0.7 (the
@@ -38,33 +45,6 @@ sys.path[:0] = [HERE, os.path.dirname(HERE)]
 import bench_cnn  # noqa: E402
 
 
-def mobilenetv2():
-    import torch.nn as nn
-
-    def cbr(cin, cout, k=1, s=1, g=1):
-        return [nn.Conv2d(cin, cout, k, s, k // 2, groups=g, bias=False), nn.BatchNorm2d(cout), nn.ReLU6()]
-
-    class Inverted(nn.Module):
-        def __init__(self, cin, cout, stride, t):
-            super().__init__()
-            mid = cin * t
-            layers = (cbr(cin, mid) if t != 1 else []) + cbr(mid, mid, 3, stride, mid)
-            self.body = nn.Sequential(*layers, nn.Conv2d(mid, cout, 1, bias=False), nn.BatchNorm2d(cout))
-            self.res = stride == 1 and cin == cout
-
-        def forward(self, x):
-            return x + self.body(x) if self.res else self.body(x)
-
-    layers, cin = cbr(3, 32, 3, 2), 32
-    for t, c, n, s in [(1, 16, 1, 1), (6, 24, 2, 2), (6, 32, 3, 2), (6, 64, 4, 2), (6, 96, 3, 1), (6, 160, 3, 2),
-                       (6, 320, 1, 1)]:
-        for i in range(n):
-            layers.append(Inverted(cin, c, s if i == 0 else 1, t))
-            cin = c
-    layers += cbr(cin, 1280)
-    return nn.Sequential(*layers, nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(1280, 1000)).eval()
-
-
 def randomize_bn(model, seed=0):
     import torch
 
@@ -80,11 +60,12 @@ def randomize_bn(model, seed=0):
 
 def random_setup(name, tmp):
     """A random-weight CNN: latency only (a pruned random net's outputs say nothing)."""
-    import bench_resnet50
     import torch
 
+    from cnn_shapes import mobilenetv2, resnet50
+
     torch.manual_seed(0)
-    model = randomize_bn(bench_resnet50.resnet50() if name == "resnet50" else mobilenetv2())
+    model = randomize_bn(resnet50() if name == "resnet50" else mobilenetv2())
     path = bench_cnn.export_onnx(model, (1, 3, 224, 224), os.path.join(tmp, f"{name}.onnx"))
     return {"path": path, "score": "l2", "scope": "global", "opts": {"bench_batch": 1},
             "metric_fn": lambda p: None, "metric": "none (random weights)"}
@@ -104,6 +85,20 @@ def resnet56_setup(tmp):
     del torch
     return {"path": path, "score": "wifv:normalize=standardize", "scope": "global", "extra": ",include=*layer*conv1*",
             "opts": {"calib": os.path.join(tmp, "calib.npz"), "eval_data": os.path.join(tmp, "eval.npz")},
+            "metric": "top-1 (CIFAR-10 x[5000:])"}
+
+
+def trained_setup(name, tmp):
+    import train_cifar_shapes
+
+    model = train_cifar_shapes.trained(name)
+    path = bench_cnn.export_onnx(model, (1, 3, 32, 32), os.path.join(tmp, f"{name}.onnx"))
+    x, y = bench_cnn.cifar_images()
+    np.savez(os.path.join(tmp, "calib.npz"), x=x[:1000])
+    np.savez(os.path.join(tmp, "eval.npz"), x=x[5000:], labels=y[5000:])
+    inner = "*layers.*conv[12]*" if name == "resnet50c" else "*body.[0-3].*"
+    return {"path": path, "score": "wifv:normalize=standardize", "scope": "global", "extra": f",include={inner}",
+            "after": ["refit", "restore-stats"], "opts": {"calib": os.path.join(tmp, "calib.npz"), "eval_data": os.path.join(tmp, "eval.npz")},
             "metric": "top-1 (CIFAR-10 x[5000:])"}
 
 
@@ -173,6 +168,7 @@ def main() -> int:
     with tempfile.TemporaryDirectory() as tmp:
         for name in args.models.split(","):
             setup = (random_setup(name, tmp) if name in ("resnet50", "mobilenetv2") else
+                     trained_setup(name, tmp) if name in ("resnet50c", "mobilenetv2c") else
                      resnet56_setup(tmp) if name == "resnet56" else minilm_setup(tmp))
             out = os.path.join(tmp, "out.onnx")
             lat = run_one(setup, f"latency={args.target}", out)

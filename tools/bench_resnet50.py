@@ -24,48 +24,11 @@ import warnings
 
 import numpy as np
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from cnn_shapes import resnet50  # noqa: E402
+
 warnings.filterwarnings("ignore")
 logging.disable(logging.WARNING)
-
-
-def resnet50():
-    import torch.nn as nn
-    import torch.nn.functional as F
-
-    class Bottleneck(nn.Module):
-        def __init__(self, cin, mid, stride):
-            super().__init__()
-            cout = mid * 4
-            self.conv1, self.bn1 = nn.Conv2d(cin, mid, 1, bias=False), nn.BatchNorm2d(mid)
-            self.conv2, self.bn2 = nn.Conv2d(mid, mid, 3, stride, 1, bias=False), nn.BatchNorm2d(mid)
-            self.conv3, self.bn3 = nn.Conv2d(mid, cout, 1, bias=False), nn.BatchNorm2d(cout)
-            self.down = None
-            if stride != 1 or cin != cout:
-                self.down = nn.Sequential(nn.Conv2d(cin, cout, 1, stride, bias=False), nn.BatchNorm2d(cout))
-
-        def forward(self, x):
-            y = F.relu(self.bn1(self.conv1(x)))
-            y = F.relu(self.bn2(self.conv2(y)))
-            y = self.bn3(self.conv3(y))
-            return F.relu(y + (x if self.down is None else self.down(x)))
-
-    class ResNet50(nn.Module):
-        def __init__(self):
-            super().__init__()
-            self.stem = nn.Sequential(nn.Conv2d(3, 64, 7, 2, 3, bias=False), nn.BatchNorm2d(64), nn.ReLU(),
-                                      nn.MaxPool2d(3, 2, 1))
-            layers, cin = [], 64
-            for i, (w, n) in enumerate(zip((64, 128, 256, 512), (3, 4, 6, 3))):
-                for j in range(n):
-                    layers.append(Bottleneck(cin, w, 2 if i > 0 and j == 0 else 1))
-                    cin = w * 4
-            self.layers = nn.Sequential(*layers)
-            self.fc = nn.Linear(2048, 1000)
-
-        def forward(self, x):
-            return self.fc(F.adaptive_avg_pool2d(self.layers(self.stem(x)), 1).flatten(1))
-
-    return ResNet50().eval()
 
 
 def main():
