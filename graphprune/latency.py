@@ -174,6 +174,11 @@ class LatencyTable:
         return cls(d["nodes"], d["other"], d["dense_profile_ms"], d["dense_wall_ms"], d["block"], cached=True)
 
 
+def _capped(points: list[list[float]]) -> list[list[float]]:
+    """[ratio, ms] points in order of the ratio, each time capped as `_non_decreasing` says."""
+    return [[r, t] for (r, _), t in zip(points, _non_decreasing([t for _, t in points]))]
+
+
 def _non_decreasing(ys: list[float]) -> list[float]:
     """Each time capped by every time at more work (ys in order of the work): a kernel does
     not get slower with less work, so a point above a larger one is noise. The dense point,
@@ -307,16 +312,14 @@ def measure_table(ctx, settings: LatencySettings, uniform: Callable[[float, bool
                 merged[-1][1].append(t)
             else:
                 merged.append([r, [t]])
-        pts = [[r, t] for r, t in zip([m[0] for m in merged], _non_decreasing([float(np.median(m[1])) for m in merged]))]
+        pts = _capped([[r, float(np.median(ts))] for r, ts in merged])
         off = 1.0
         if name in off_times:
             base = _at(pts, off_ratio[name])
             if base > 0:
                 off = float(np.clip(off_times[name] / base, 0.5, 4.0))
         nodes[name] = {"points": pts, "off": off}
-    other = sorted(other)
-    other = [[r, t] for (r, _), t in zip(other, _non_decreasing([t for _, t in other]))]
-    table = LatencyTable(nodes, other, dense_profile or 1e-9, wall * 1e3, block)
+    table = LatencyTable(nodes, _capped(sorted(other)), dense_profile or 1e-9, wall * 1e3, block)
     try:
         os.makedirs(os.path.dirname(path), exist_ok=True)
         fd, tmp_path = tempfile.mkstemp(dir=os.path.dirname(path), suffix=".tmp")

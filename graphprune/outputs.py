@@ -145,7 +145,7 @@ def _log_probs(x: np.ndarray, probs: bool) -> np.ndarray:
 def _kl_sum(ref: np.ndarray, got: np.ndarray, probs: bool) -> float:
     """Sum over the rows of KL(ref || got), in nats (rows of logits, or of probabilities)."""
     lp, lq = _log_probs(ref, probs), _log_probs(got, probs)
-    p = np.maximum(np.exp(lp), 0.0) if not probs else ref
+    p = ref if probs else np.exp(lp)
     return float(np.sum(p * (np.maximum(lp, np.log(1e-12)) - np.maximum(lq, np.log(1e-12)))))
 
 

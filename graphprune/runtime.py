@@ -142,13 +142,13 @@ def only_outputs(path: str, outputs: list[str]) -> None:
 
     proto = onnx.load(path, load_external_data=False)
     g = proto.graph
-    needed, kept = set(outputs), []
+    wanted = set(outputs)
+    needed, kept = set(wanted), []
     for node in reversed(g.node):
         if any(o in needed for o in node.output):
             kept.append(node)
             needed.update(i for i in node.input if i)
             needed.update(_subgraph_reads(node))
-    wanted = set(outputs)
     outs = [o for o in g.output if o.name in wanted]
     if len(kept) == len(g.node) and len(outs) == len(g.output):
         return

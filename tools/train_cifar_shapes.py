@@ -64,12 +64,12 @@ def trained(name: str, cache: str | None = None, quiet: bool = False):
     from bench_cnn import cifar_images
 
     path = cache_path(name, cache or default_cache())
+    torch.manual_seed(RECIPE["seed"])
     model = build(name)
     if os.path.exists(path):
         model.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
         return model.eval()
-    torch.manual_seed(RECIPE["seed"])
-    model = build(name).train()
+    model.train()
     x, y = cifar_images(slice(0, RECIPE["train"]))
     rng = np.random.default_rng(RECIPE["seed"])
     opt = torch.optim.SGD(model.parameters(), lr=RECIPE["lr"], momentum=RECIPE["momentum"],

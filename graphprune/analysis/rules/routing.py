@@ -31,8 +31,8 @@ def _axis(node, rank: int) -> int:
 def _selects(node, index_rank) -> int | None:
     """The data axis a Gather/GatherND reading indices at input 1 selects, or None."""
     if node.op_type == "Gather":
-        rank = len(node.inputs[0].shape or ()) if node.inputs[0].shape is not None else None
-        return _axis(node, rank) if rank else None
+        shape = node.inputs[0].shape
+        return _axis(node, len(shape)) if shape else None
     if node.op_type == "GatherND":
         batch = node.attributes.get("batch_dims")
         shape = node.inputs[1].shape
@@ -127,9 +127,10 @@ def topk_rewrite(node, edit) -> None:
     rank = edit.rank(node.inputs[0])
     kept = edit.kept(node.inputs[0], _axis(node, rank)) if rank else None
     k = edit.const(node.inputs[1])
-    if kept is not None and k is not None and len(kept) < int(k.reshape(-1)[0]):
+    k = None if k is None else int(k.reshape(-1)[0])
+    if kept is not None and k is not None and len(kept) < k:
         raise BadInput(f"node {node.name or 'TopK'} would keep {len(kept)} experts, fewer than its top-k "
-                       f"({int(k.reshape(-1)[0])}): prune fewer experts (select's max_ratio, or exclude its router)")
+                       f"({k}): prune fewer experts (select's max_ratio, or exclude its router)")
 
 
 def _selected(node, b, data, axis: int, out_axes: dict[int, int]) -> None:
