@@ -8,8 +8,9 @@ a target (`macs=0.5` / `params=0.6`: the fraction kept), reached with a uniform 
 (`scope=local`) or a global ranking (`scope=global`); the cost of a plan is computed
 exactly from the graph. `latency=0.5` (a fraction of the dense model's latency) or
 `latency_ms=` target latency measured in ONNX Runtime (graphprune.latency_target:
-a measured per-node table, importance per millisecond, `rounds` of measurement and
-correction until within `tolerance`). Constraints: `round_to` (kept units a multiple of it, experts aside; `auto` uses
+a measured per-node table, `rounds` of measurement and correction until within
+`tolerance`; with `scope=global` units go in order of score, or with `ms_power` > 0 of
+score over the milliseconds their removal saves to that power, 1 importance per millisecond). Constraints: `round_to` (kept units a multiple of it, experts aside; `auto` uses
 the channel block of ONNX Runtime's blocked CPU convolutions on this machine, 16 with
 AVX-512 and 8 otherwise, for the groups whose size is a multiple of it today: counts off
 that block make ORT fall back to slower kernels, and a pruned model can then run slower
@@ -77,7 +78,7 @@ class SelectPass(PrunePass):
     kind = "select"
     summary = "choose units by ratio (local/global) or by a macs=/params=/latency= target"
     options = {"ratio": None, "heads": None, "channels": None, "experts": None, "macs": None, "params": None,
-               "latency": None, "latency_ms": None, "rounds": 3, "tolerance": 0.03, "scope": "local", "round_to": "auto",
+               "latency": None, "latency_ms": None, "ms_power": 0.0, "rounds": 3, "tolerance": 0.03, "scope": "local", "round_to": "auto",
                "min_keep": 1, "max_ratio": 1.0, "strict": True, "exclude": "", "include": "", "uniform": False}
 
     def run(self, model: ir.Model) -> bool:
@@ -89,6 +90,8 @@ class SelectPass(PrunePass):
                            f"(got {', '.join(targets)})")
         if o["latency_ms"] is not None and (not isinstance(o["latency_ms"], (int, float)) or o["latency_ms"] <= 0):
             raise BadInput(f"select: latency_ms must be a positive number of milliseconds, not {o['latency_ms']!r}")
+        if not isinstance(o["ms_power"], (int, float)) or not 0 <= o["ms_power"] <= 1:
+            raise BadInput(f"select: ms_power must be a number between 0 and 1, not {o['ms_power']!r}")
         if o["scope"] not in ("local", "global"):
             raise BadInput(f"select: scope must be local or global, not {o['scope']!r}")
         kinds = [k for k in ("heads", "channels", "experts") if o[k] is not None]

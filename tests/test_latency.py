@@ -121,12 +121,32 @@ def test_cli_latency_target_reports_rounds(tmp_path, capsys):
     ("select:latency=0.5,macs=0.5", "give one of ratio=, macs=, params=, latency="),
     ("select:latency=0.5,heads=0.5", "do not mix with macs=, params=, latency="),
     ("select:latency=0.01,scope=global,rounds=2,round_to=1", "cannot reach the latency target"),
+    ("select:latency=0.5,scope=global,ms_power=2", "ms_power must be a number between 0 and 1"),
 ])
 def test_bad_targets_are_one_line_errors(tmp_path, capsys, select, message):
     out = tmp_path / "s.onnx"
     assert main([DEMO, "-o", str(out), "--pass", "l2", "--pass", select, "-q"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and message in err[0] and not out.exists()
+
+
+@pytest.mark.parametrize("power", [0.0, 0.5, 1.0])
+def test_global_latency_ranking_is_score_over_ms_saved_to_ms_power(power):
+    ctx, sel, target = _target(f"latency=0.6,scope=global,round_to=1,ms_power={power}")
+    goal = 0.6 * target.table.dense_wall_ms
+    counts = target.solve(goal)
+    assert target.predict(counts) <= goal + 1e-9
+    saved = target.table.unit_ms(ctx.analysis(), target.keys)
+    floor = min(float(np.min(ctx.scores[g][u])) for g, u in sel.cands.items())
+    rank = {g: (ctx.scores[g] - floor) / saved[g] ** power for g in sel.cands}
+    gone, left = [], []
+    for g, units in sel.cands.items():
+        removed = set(sel._lowest(g, counts[g]).tolist()) if counts[g] else set()
+        gone += [float(rank[g][u]) for u in units if u in removed]
+        if counts[g] < sel._cap(g):  # a group at its floor keeps units whatever their rank
+            left += [float(rank[g][u]) for u in units if u not in removed]
+    # The units removed are the lowest-ranked of the model (power 0: the lowest scores).
+    assert gone and left and max(gone) <= min(left) * (1 + 1e-9)
 
 
 def test_next_goal_moves_toward_the_target():

@@ -96,7 +96,11 @@ def trained_setup(name, tmp):
     x, y = bench_cnn.cifar_images()
     np.savez(os.path.join(tmp, "calib.npz"), x=x[:1000])
     np.savez(os.path.join(tmp, "eval.npz"), x=x[5000:], labels=y[5000:])
-    inner = "*layers.*conv[12]*" if name == "resnet50c" else "*body.[0-3].*"
+    # Block-internal channels: a bottleneck's conv1/conv2 outputs; an inverted residual's
+    # expanded channels (named by the expand conv, body.0; in the one block without
+    # expansion body.0 is the depthwise conv on the stem's channels). Not body.3: in that
+    # block it is the projection, an 8-channel bottleneck between blocks.
+    inner = "*layers.*conv[12]*" if name == "resnet50c" else "*body.0*"
     return {"path": path, "score": "wifv:normalize=standardize", "scope": "global", "extra": f",include={inner}",
             "after": ["refit", "restore-stats"], "opts": {"calib": os.path.join(tmp, "calib.npz"), "eval_data": os.path.join(tmp, "eval.npz")},
             "metric": "top-1 (CIFAR-10 x[5000:])"}
