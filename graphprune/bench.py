@@ -4,8 +4,10 @@ Runs alternate between the models so that machine noise hits them alike; medians
 quartiles are reported. `--bench` times three: the original file, the same model only
 normalized (what graphprune's normalization alone does to ONNX Runtime: exports that list
 initializers as inputs cannot be folded or fused as they are), and the pruned model; the
-speed-up credited to pruning is normalized -> pruned. The number of runs is cut to fit a
-time budget, and a long measurement says so on stderr.
+speed-up credited to pruning is normalized -> pruned. `--bench` pools the runs of three
+fresh sets of sessions (`--bench-repeats` runs each): one session can stay slower than the
+next one of the same file for its whole life. The number of runs is cut to fit a time
+budget, and a long measurement says so on stderr.
 """
 
 from __future__ import annotations
@@ -19,9 +21,27 @@ import numpy as np
 from graphprune.runtime import session
 
 
+BENCH_SETS = 3  # fresh session sets of --bench
+
+
 def latencies(paths: list[str], feeds: dict[str, np.ndarray], repeats: int = 30, warmup: int = 3,
-              threads: int = 0, budget_s: float | None = None, quiet: bool = True) -> list[dict]:
-    """Per model: median, 25th and 75th percentile seconds per run (interleaved runs)."""
+              threads: int = 0, budget_s: float | None = None, quiet: bool = True, sets: int = 1) -> list[dict]:
+    """Per model: median, 25th and 75th percentile seconds per run (interleaved runs),
+    pooled over `sets` fresh sets of sessions, `repeats` runs each: one session of a small
+    model can run up to 45% slower than the next one of the same file, for its whole life
+    (seen on a shared 2-core machine), so a ratio read from one pair of sessions is a draw."""
+    pooled = [[] for _ in paths]
+    sets = max(1, sets)
+    for i in range(sets):
+        share = None if budget_s is None else budget_s / sets
+        for t, more in zip(pooled, _interleaved(paths, feeds, repeats, warmup, threads, share, quiet or i > 0)):
+            t.extend(more)
+    return [{"median": float(np.median(t)), "p25": float(np.percentile(t, 25)), "p75": float(np.percentile(t, 75)),
+             "runs": len(t)} for t in pooled]
+
+
+def _interleaved(paths, feeds, repeats, warmup, threads, budget_s, quiet) -> list[list[float]]:
+    """Seconds of each run of each model, from one new set of sessions, runs interleaved."""
     sessions = [session(p, optimize=True, threads=threads, spinning=False) for p in paths]
     first = []
     for s in sessions:
@@ -43,8 +63,7 @@ def latencies(paths: list[str], feeds: dict[str, np.ndarray], repeats: int = 30,
             t0 = time.perf_counter()
             s.run(None, feeds)
             t.append(time.perf_counter() - t0)
-    return [{"median": float(np.median(t)), "p25": float(np.percentile(t, 25)), "p75": float(np.percentile(t, 75)),
-             "runs": len(t)} for t in times]
+    return times
 
 
 def latency_pair(path_a: str, path_b: str, feeds: dict[str, np.ndarray], repeats: int = 30,
@@ -79,7 +98,7 @@ def bench(model_path: str, pruned_path: str, feeds: dict, repeats: int, budget_s
     with tempfile.TemporaryDirectory() as tmp:
         norm = normalized_copy(model_path, tmp)
         orig, normalized, pruned = latencies([model_path, norm, pruned_path], feeds, repeats, budget_s=budget_s,
-                                             quiet=quiet, threads=threads)
+                                             quiet=quiet, threads=threads, sets=BENCH_SETS)
         runs = max(3, min(10, int(budget_s / max(6 * normalized["median"], 1e-9))))
         nodes = compare(node_times(norm, feeds, runs, threads), node_times(pruned_path, feeds, runs, threads))
     return {"original": orig, "normalized": normalized, "pruned": pruned, "nodes": nodes,

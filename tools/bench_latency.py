@@ -7,7 +7,10 @@ the same model, pipeline and session settings, in one run.
 
 For each model: the latency run (its --bench measurement is what "within 5%" reads),
 then the macs= runs, each with --bench; the macs= accuracy at the latency run's measured
-latency is interpolated between the two macs= runs that bracket it.
+latency is interpolated between the two macs= runs that bracket it. Then every run's model
+is measured once more beside the dense one, all interleaved in one set of sessions
+("joint": one minute of the machine for all, where the --bench runs are minutes apart),
+and the macs= accuracy is interpolated at the joint latency too.
 - resnet50 / mobilenetv2: ResNet-50- and MobileNetV2-shaped CNNs, random weights, batch 1
   at 224x224: latency only (no trained weights of these shapes are at hand, and the
   outputs of a pruned random net, even its correlation with the dense one's, are noise);
@@ -139,13 +142,30 @@ def run_one(setup, select, out):
     b = rep["bench"]
     row = {"select": select, "latency_fraction": b["pruned"]["median"] / b["normalized"]["median"],
            "dense_ms": b["normalized"]["median"], "pruned_ms": b["pruned"]["median"],
-           "macs_kept": rep["after"]["macs"] / rep["before"]["macs"]}
+           "macs_kept": rep["after"]["macs"] / rep["before"]["macs"], "file": out, "inputs": b["inputs"]}
     row["metric"] = setup["metric_fn"](out) if "metric_fn" in setup else rep["accuracy"]["after"]
     sel = next(p["stats"] for p in rep["passes"] if p["kind"] == "select")
     if "latency" in sel:
         row["rounds"] = sel["latency"]["rounds"]
-    print(json.dumps({k: v for k, v in row.items() if k != "rounds"}), flush=True)
+    print(json.dumps({k: v for k, v in row.items() if k not in ("rounds", "file", "inputs")}), flush=True)
     return row
+
+
+def joint_fractions(setup, rows, tmp, repeats=60):
+    """Every run's model measured again beside the dense one, all interleaved in one set of
+    sessions: the per-run --bench measurements come from different minutes of a noisy
+    machine, these from the same ones. Latency fractions, in the order of `rows`."""
+    import onnx
+
+    from graphprune.bench import latencies, normalized_copy
+
+    dense = normalized_copy(setup["path"], tmp)
+    types = {i.name: i.type.tensor_type.elem_type for i in onnx.load(dense, load_external_data=False).graph.input}
+    rng = np.random.default_rng(0)
+    feeds = {k: (rng.standard_normal(shape).astype(np.float32) if types[k] == onnx.TensorProto.FLOAT
+                 else np.ones(shape, dtype=np.int64)) for k, shape in rows[0]["inputs"].items()}
+    times = [t["median"] for t in latencies([dense] + [r["file"] for r in rows], feeds, repeats=repeats)]
+    return [t / times[0] for t in times[1:]]
 
 
 def fmt(v):
@@ -174,20 +194,24 @@ def main() -> int:
             setup = (random_setup(name, tmp) if name in ("resnet50", "mobilenetv2") else
                      trained_setup(name, tmp) if name in ("resnet50c", "mobilenetv2c") else
                      resnet56_setup(tmp) if name == "resnet56" else minilm_setup(tmp))
-            out = os.path.join(tmp, "out.onnx")
-            lat = run_one(setup, f"latency={args.target}", out)
-            macs = [run_one(setup, f"macs={k}", out) for k in args.macs.split(",")]
-            same = None if lat["metric"] is None else \
-                interpolate([(r["latency_fraction"], r["metric"]) for r in macs], lat["latency_fraction"])
+            lat = run_one(setup, f"latency={args.target}", os.path.join(tmp, f"{name}-latency.onnx"))
+            macs = [run_one(setup, f"macs={k}", os.path.join(tmp, f"{name}-macs{k}.onnx")) for k in args.macs.split(",")]
+            joint = joint_fractions(setup, [lat] + macs, tmp)
+            for r, f in zip([lat] + macs, joint):
+                r["joint_fraction"] = f
+            same, same_joint = (None, None) if lat["metric"] is None else (
+                interpolate([(r[k], r["metric"]) for r in macs], lat[k]) for k in ("latency_fraction", "joint_fraction"))
             results.append({"model": name, "metric": setup["metric"], "latency_run": lat, "macs_runs": macs,
-                            "macs_metric_at_same_latency": same,
+                            "macs_metric_at_same_latency": same, "macs_metric_at_same_joint_latency": same_joint,
                             "error": lat["latency_fraction"] / args.target - 1})
-    print(f"\n{'model':12} {'target':>6} {'measured':>8} {'error':>7} {'MACs kept':>9} {'metric':>8} "
-          f"{'macs= at same latency':>21}")
+            print(json.dumps({"model": name, "joint_fractions": [round(f, 4) for f in joint]}), flush=True)
+    print(f"\n{'model':12} {'target':>6} {'measured':>8} {'error':>7} {'joint':>6} {'MACs kept':>9} {'metric':>8} "
+          f"{'macs= at same latency':>21} {'(joint)':>8}")
     for r in results:
         lat, same = r["latency_run"], r["macs_metric_at_same_latency"]
         print(f"{r['model']:12} {args.target:6.2f} {lat['latency_fraction']:8.3f} {r['error'] * 100:6.1f}% "
-              f"{lat['macs_kept']:9.3f} {fmt(lat['metric']):>8} {fmt(same):>21}")
+              f"{lat['joint_fraction']:6.3f} {lat['macs_kept']:9.3f} {fmt(lat['metric']):>8} {fmt(same):>21} "
+              f"{fmt(r['macs_metric_at_same_joint_latency']):>8}")
     if args.json:
         with open(args.json, "w") as f:
             json.dump(results, f, indent=1)
