@@ -12,7 +12,7 @@ CNN it cut the costly high-resolution layers to their floor and lost 2.6-3.7 poi
 top-1 on held-out training images (tools/README.md). Each round then measures the pruned model and the dense one, interleaved,
 and moves the goal (graphprune.latency_target.next_goal: by the error, then between the
 rounds that bracket the target); the plan whose measurement lands closest to
-the target is kept (`rounds`, default 3; a round within `tolerance`, default 3%, stops).
+the target is kept (`rounds`, default 5; a round within `tolerance`, default 3%, stops).
 """
 
 from __future__ import annotations

@@ -78,7 +78,7 @@ class SelectPass(PrunePass):
     kind = "select"
     summary = "choose units by ratio (local/global) or by a macs=/params=/latency= target"
     options = {"ratio": None, "heads": None, "channels": None, "experts": None, "macs": None, "params": None,
-               "latency": None, "latency_ms": None, "ms_power": 0.0, "rounds": 3, "tolerance": 0.03, "scope": "local", "round_to": "auto",
+               "latency": None, "latency_ms": None, "ms_power": 0.0, "rounds": 5, "tolerance": 0.03, "scope": "local", "round_to": "auto",
                "min_keep": 1, "max_ratio": 1.0, "strict": True, "exclude": "", "include": "", "uniform": False}
 
     def run(self, model: ir.Model) -> bool:
