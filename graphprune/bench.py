@@ -5,8 +5,8 @@ quartiles are reported. `--bench` times three: the original file, the same model
 normalized (what graphprune's normalization alone does to ONNX Runtime: exports that list
 initializers as inputs cannot be folded or fused as they are), and the pruned model; the
 speed-up credited to pruning is normalized -> pruned. `--bench` pools the runs of three
-fresh sets of sessions (`--bench-repeats` runs each): one session can stay slower than the
-next one of the same file for its whole life. The number of runs is cut to fit a time
+fresh sets of sessions (`--bench-repeats` runs each): a shared machine's slow spells can
+last as long as one set and slow the two models unequally. The number of runs is cut to fit a time
 budget, and a long measurement says so on stderr.
 """
 
@@ -27,9 +27,10 @@ BENCH_SETS = 3  # fresh session sets of --bench
 def latencies(paths: list[str], feeds: dict[str, np.ndarray], repeats: int = 30, warmup: int = 3,
               threads: int = 0, budget_s: float | None = None, quiet: bool = True, sets: int = 1) -> list[dict]:
     """Per model: median, 25th and 75th percentile seconds per run (interleaved runs),
-    pooled over `sets` fresh sets of sessions, `repeats` runs each: one session of a small
-    model can run up to 45% slower than the next one of the same file, for its whole life
-    (seen on a shared 2-core machine), so a ratio read from one pair of sessions is a draw."""
+    pooled over `sets` fresh sets of sessions, `repeats` runs each. On a shared machine a
+    small model's sessions can run up to 50% slower for seconds to minutes, the dense and
+    the pruned model unequally (seen on 2 cores: 9.4 / 4.3 ms or 6.2 / 3.2 ms for the same
+    two files, from one session set to the next), so one set's ratio is a draw."""
     pooled = [[] for _ in paths]
     sets = max(1, sets)
     for i in range(sets):
