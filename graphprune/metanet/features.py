@@ -59,8 +59,7 @@ def _cosine_stats(vecs: np.ndarray, cap: int = 512):
     follows the units when they are permuted)."""
     n = len(vecs)
     if vecs.shape[1] > PROJECT:  # long slices: a fixed random projection keeps cosines (roughly)
-        proj = np.random.default_rng(vecs.shape[1]).standard_normal((vecs.shape[1], PROJECT)).astype(np.float32)
-        vecs = vecs.astype(np.float32) @ proj
+        vecs = vecs.astype(np.float32) @ _projection(vecs.shape[1])
     norms = np.linalg.norm(vecs, axis=1)
     unit = vecs / np.maximum(norms, TINY)[:, None]
     mean = unit.mean(0)
@@ -71,6 +70,23 @@ def _cosine_stats(vecs: np.ndarray, cap: int = 512):
     cos = np.abs(unit @ unit[others].T)
     cos[others, np.arange(len(others))] = 0.0  # not against itself
     return cos.max(1), centre
+
+
+CACHE_BYTES = 32 << 20  # ResNet-50's projections take 12.5 MB
+_PROJECTIONS: dict[int, np.ndarray] = {}  # length -> its projection, during one features() call
+
+
+def _projection(length: int) -> np.ndarray:
+    """The fixed random projection of slices of `length` (seeded by the length). Kept for
+    the rest of a features() call where it takes at most a quarter of CACHE_BYTES and all
+    kept ones at most CACHE_BYTES: a CNN's lengths recur and the draw costs as much as the
+    product; a transformer's long head slices would otherwise keep tens of MB each."""
+    if length in _PROJECTIONS:
+        return _PROJECTIONS[length]
+    proj = np.random.default_rng(length).standard_normal((length, PROJECT)).astype(np.float32)
+    if proj.nbytes <= CACHE_BYTES // 4 and sum(p.nbytes for p in _PROJECTIONS.values()) + proj.nbytes <= CACHE_BYTES:
+        _PROJECTIONS[length] = proj
+    return proj
 
 
 def _spread(vecs: np.ndarray) -> np.ndarray:
@@ -194,6 +210,13 @@ def _standardise(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 def features(groups: list[Group], model: ir.Model) -> dict[int, np.ndarray]:
     """group id -> (n_units, len(NAMES)) feature matrix."""
+    try:
+        return _features(groups, model)
+    finally:
+        _PROJECTIONS.clear()
+
+
+def _features(groups: list[Group], model: ir.Model) -> dict[int, np.ndarray]:
     facts = GraphFacts(model)
     # depth: the place of the group's first producer among the weighted layers (a BatchNorm
     # folded or not does not move it)
