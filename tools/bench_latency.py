@@ -2,7 +2,7 @@
 the same model, pipeline and session settings, in one run.
 
     python tools/bench_latency.py [--models resnet50,mobilenetv2,resnet50c,mobilenetv2c,resnet56,minilm]
-                                  [--target 0.5]
+                                  [--target 0.5] [--batch 16]
                                   [--macs 0.3,0.4,0.5,0.6,0.7] [--json out.json]
 
 For each model: the latency run (its --bench measurement is what "within 5%" reads),
@@ -91,7 +91,7 @@ def resnet56_setup(tmp):
             "metric": "top-1 (CIFAR-10 x[5000:])"}
 
 
-def trained_setup(name, tmp):
+def trained_setup(name, tmp, batch=16):
     import train_cifar_shapes
 
     model = train_cifar_shapes.trained(name)
@@ -105,7 +105,8 @@ def trained_setup(name, tmp):
     # block it is the projection, an 8-channel bottleneck between blocks.
     inner = "*layers.*conv[12]*" if name == "resnet50c" else "*body.0*"
     return {"path": path, "score": "wifv:normalize=standardize", "scope": "global", "extra": f",include={inner}",
-            "after": ["refit", "restore-stats"], "opts": {"calib": os.path.join(tmp, "calib.npz"), "eval_data": os.path.join(tmp, "eval.npz")},
+            "after": ["refit", "restore-stats"], "opts": {"calib": os.path.join(tmp, "calib.npz"), "eval_data": os.path.join(tmp, "eval.npz"),
+                                                          "bench_batch": batch},
             "metric": "top-1 (CIFAR-10 x[5000:])"}
 
 
@@ -185,6 +186,7 @@ def main() -> int:
     ap.add_argument("--models", default="resnet50,mobilenetv2,resnet56,minilm")
     ap.add_argument("--target", type=float, default=0.5)
     ap.add_argument("--macs", default="0.3,0.4,0.5,0.6,0.7")
+    ap.add_argument("--batch", type=int, default=16, help="latency batch of resnet50c/mobilenetv2c")
     ap.add_argument("--json")
     args = ap.parse_args()
     warnings.filterwarnings("ignore")
@@ -192,7 +194,7 @@ def main() -> int:
     with tempfile.TemporaryDirectory() as tmp:
         for name in args.models.split(","):
             setup = (random_setup(name, tmp) if name in ("resnet50", "mobilenetv2") else
-                     trained_setup(name, tmp) if name in ("resnet50c", "mobilenetv2c") else
+                     trained_setup(name, tmp, args.batch) if name in ("resnet50c", "mobilenetv2c") else
                      resnet56_setup(tmp) if name == "resnet56" else minilm_setup(tmp))
             lat = run_one(setup, f"latency={args.target}", os.path.join(tmp, f"{name}-latency.onnx"))
             macs = [run_one(setup, f"macs={k}", os.path.join(tmp, f"{name}-macs{k}.onnx")) for k in args.macs.split(",")]
