@@ -6,8 +6,8 @@ normalized (what graphprune's normalization alone does to ONNX Runtime: exports 
 initializers as inputs cannot be folded or fused as they are), and the pruned model; the
 speed-up credited to pruning is normalized -> pruned. `--bench` pools the runs of three
 fresh sets of sessions (`--bench-repeats` runs each): a shared machine's slow spells can
-last as long as one set and slow the two models unequally. The number of runs is cut to fit a time
-budget, and a long measurement says so on stderr.
+last as long as one set and slow the two models unequally. The number of runs is cut to
+fit a time budget, and a long measurement says so on stderr.
 """
 
 from __future__ import annotations
@@ -33,8 +33,8 @@ def latencies(paths: list[str], feeds: dict[str, np.ndarray], repeats: int = 30,
     two files, from one session set to the next), so one set's ratio is a draw."""
     pooled = [[] for _ in paths]
     sets = max(1, sets)
+    share = None if budget_s is None else budget_s / sets
     for i in range(sets):
-        share = None if budget_s is None else budget_s / sets
         for t, more in zip(pooled, _interleaved(paths, feeds, repeats, warmup, threads, share, quiet or i > 0)):
             t.extend(more)
     return [{"median": float(np.median(t)), "p25": float(np.percentile(t, 25)), "p75": float(np.percentile(t, 75)),

@@ -9,8 +9,8 @@ model, to the power `ms_power`), local scope one uniform ratio; either way the c
 bisected on the table's prediction. Per millisecond is not the default: with scores
 normalised per layer the milliseconds decide alone, and on a trained MobileNetV2-shaped
 CNN it cut the costly high-resolution layers to their floor and lost 2.6-3.7 points of
-top-1 on held-out training images (tools/README.md). Each round then measures the pruned model and the dense one, interleaved,
-and moves the goal (graphprune.latency_target.next_goal: by the error, then between the
+top-1 on held-out training images (tools/README.md). Each round then measures the pruned
+model and the dense one, interleaved, and moves the goal (graphprune.latency_target.next_goal: by the error, then between the
 rounds that bracket the target); the plan whose measurement lands closest to
 the target is kept (`rounds`, default 5; a round within `tolerance`, default 3%, stops).
 """

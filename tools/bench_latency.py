@@ -156,15 +156,14 @@ def joint_fractions(setup, rows, tmp, repeats=60):
     """Every run's model measured again beside the dense one, all interleaved in one set of
     sessions: the per-run --bench measurements come from different minutes of a noisy
     machine, these from the same ones. Latency fractions, in the order of `rows`."""
-    import onnx
-
     from graphprune.bench import latencies, normalized_copy
+    from graphprune.loading import load_model
+    from graphprune.probes import graph_input_meta, index_bounds, probe_inputs
 
     dense = normalized_copy(setup["path"], tmp)
-    types = {i.name: i.type.tensor_type.elem_type for i in onnx.load(dense, load_external_data=False).graph.input}
-    rng = np.random.default_rng(0)
-    feeds = {k: (rng.standard_normal(shape).astype(np.float32) if types[k] == onnx.TensorProto.FLOAT
-                 else np.ones(shape, dtype=np.int64)) for k, shape in rows[0]["inputs"].items()}
+    shapes = rows[0]["inputs"]  # what --bench ran
+    feeds = probe_inputs(graph_input_meta(load_model(dense)), batch=next(iter(shapes.values()))[0],
+                         bounds=index_bounds(dense), shapes=shapes)
     times = [t["median"] for t in latencies([dense] + [r["file"] for r in rows], feeds, repeats=repeats)]
     return [t / times[0] for t in times[1:]]
 
