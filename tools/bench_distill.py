@@ -2,7 +2,7 @@
 graphprune.torch.distill) beside Torch-Pruning (its best criterion + the same distillation)
 on the same weights, budgets and recipe.
 
-    python tools/bench_distill.py cifar   [--targets 2,3] [--epochs 12] [--json out.json]
+    python tools/bench_distill.py cifar   [--targets 2,3] [--epochs 12] [--seeds 1] [--json out.json]
     python tools/bench_distill.py minilm  [--epochs 4] [--json out.json]
     python tools/bench_distill.py stories [--epochs 2] [--windows 800] [--json out.json]
 
@@ -17,6 +17,8 @@ Needs torch and torch-pruning.
 from __future__ import annotations
 
 import argparse
+import copy
+import itertools
 import json
 import os
 import sys
@@ -86,6 +88,7 @@ def cifar(args) -> list[dict]:
     rows = [{"model": "resnet56", "tool": "dense", "target": 1.0, "top1": bench_cnn.torch_accuracy(teacher, xe, ye)}]
     print(rows[-1], flush=True)
     calib = [torch.from_numpy(xc[i:i + 250]) for i in range(0, 1000, 250)]
+    seeds = [int(v) for v in args.seeds.split(",")]
     for target in [float(t) for t in args.targets.split(",")]:
         keep = 1.0 / target
         tp, tp_kept = tp_taylor_at_macs(teacher, keep, ignored, xc, yc)
@@ -94,20 +97,22 @@ def cifar(args) -> list[dict]:
         t0 = time.perf_counter()
         label, passes = RECIPES[args.recipe]
         passes = [p.format(keep=keep, include=INCLUDE) for p in passes]
-        gp = gpt.prune(teacher, (torch.from_numpy(xe[:2]),), passes=passes, calib=calib, quiet=True).module
+        example = (torch.from_numpy(xc[:args.example_batch]),)  # calibration runs at this batch
+        gp = gpt.prune(teacher, example, passes=passes, calib=calib, quiet=True).module
         gp_secs = time.perf_counter() - t0
         runs = [("graphprune", label, gp, gp_secs), ("torch-pruning", "taylor (calibration + labels)", tp, None)]
-        for tool, label, student, secs in runs[:1] if args.match_tp else runs:
-            row = {"model": "resnet56", "tool": tool, "pipeline": label, "target": target,
+        for (tool, label, pruned, secs), seed in itertools.product(runs, seeds):
+            student = copy.deepcopy(pruned)
+            row = {"model": "resnet56", "tool": tool, "pipeline": label, "target": target, "seed": seed,
                    "mac_reduction": dense_macs / bench_cnn.torch_macs(student, shape),
                    "one_shot": bench_cnn.torch_accuracy(student, xe, ye), "prune_seconds": secs}
             t0 = time.perf_counter()
-            history = gpt.distill(student, teacher, Augmented(xt, seed=1), epochs=args.epochs, lr=args.lr,
+            history = gpt.distill(student, teacher, Augmented(xt, seed=seed), epochs=args.epochs, lr=args.lr,
                                   temperature=4.0, quiet=True)
             row.update(distill_seconds=time.perf_counter() - t0, loss_first=history[0], loss_last=history[-1],
                        top1=bench_cnn.torch_accuracy(student, xe, ye))
             if tool == "graphprune":  # what is deployed: the distilled student, exported again, in ONNX Runtime
-                path = os.path.join(args.tmp, f"resnet56_{target}.onnx")
+                path = os.path.join(args.tmp, f"resnet56_{target}_{seed}.onnx")
                 gpt.export(student, (torch.from_numpy(xe[:2]),), path)
                 row["top1_onnxruntime"] = bench_cnn.ort_accuracy(path, xe, ye)
             rows.append(row)
@@ -138,10 +143,14 @@ def main() -> int:
     ap.add_argument("--split", choices=["contiguous", "interleaved"], default="interleaved",
                     help="minilm: which STS-B pairs prune and distill, which are evaluated (bench_distill_text)")
     ap.add_argument("--match-tp", action="store_true", help="cifar: prune graphprune to the MACs Torch-Pruning's "
-                    "ratio search reached (which overshoots the target) and distill only graphprune's student")
+                    "ratio search reached (which overshoots the target)")
     ap.add_argument("--recipe", choices=sorted(RECIPES), default="flap", help="cifar: graphprune's pipeline")
     ap.add_argument("--val", action="store_true", help="cifar: distil on x[:4000] and report top-1 on "
                     "x[4000:5000], the split recipes are chosen on (x[5000:] is not read)")
+    ap.add_argument("--seeds", default="1", help="cifar: distillation seeds (data order, flips, crops); each "
+                    "pruned student is distilled once per seed, from the same pruned weights")
+    ap.add_argument("--example-batch", type=int, default=2, help="cifar: batch of graphprune.torch.prune's example "
+                    "input; the export is static, so calibration runs at this batch")
     ap.add_argument("--json")
     args = ap.parse_args()
     with tempfile.TemporaryDirectory() as tmp:

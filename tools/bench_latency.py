@@ -7,7 +7,9 @@ the same model, pipeline and session settings, in one run.
 
 For each model: the latency run (its --bench measurement is what "within 5%" reads),
 then the macs= runs, each with --bench; the macs= accuracy at the latency run's measured
-latency is interpolated between the two macs= runs that bracket it. Then every run's model
+latency is interpolated between the two macs= runs that bracket it; and one more macs= run
+at exactly the MACs the latency run kept ("twin": the same model, where both rank units by
+score, which the table checks weight by weight). Then every run's model
 is measured once more beside the dense one, all interleaved in one set of sessions
 ("joint": one minute of the machine for all, where the --bench runs are minutes apart),
 and the macs= accuracy is interpolated at the joint latency too.
@@ -168,6 +170,18 @@ def joint_fractions(setup, rows, tmp, repeats=60):
     return [t / times[0] for t in times[1:]]
 
 
+def same_weights(a, b) -> bool:
+    """Whether two pruned files hold the same initializers (names, shapes, values)."""
+    import onnx
+    from onnx import numpy_helper
+
+    def weights(path):
+        return {t.name: numpy_helper.to_array(t) for t in onnx.load(path).graph.initializer}
+
+    wa, wb = weights(a), weights(b)
+    return wa.keys() == wb.keys() and all(wa[k].shape == wb[k].shape and np.array_equal(wa[k], wb[k]) for k in wa)
+
+
 def fmt(v):
     return "-" if v is None else f"{v:.4g}"
 
@@ -197,22 +211,27 @@ def main() -> int:
                      resnet56_setup(tmp) if name == "resnet56" else minilm_setup(tmp))
             lat = run_one(setup, f"latency={args.target}", os.path.join(tmp, f"{name}-latency.onnx"))
             macs = [run_one(setup, f"macs={k}", os.path.join(tmp, f"{name}-macs{k}.onnx")) for k in args.macs.split(",")]
-            joint = joint_fractions(setup, [lat] + macs, tmp)
-            for r, f in zip([lat] + macs, joint):
+            # The macs= target at the MACs the latency run reached: in score order it is the
+            # same prefix of the same ranking, so the same model (checked, not assumed).
+            twin = run_one(setup, f"macs={lat['macs_kept'] + 1e-9:.10f}", os.path.join(tmp, f"{name}-twin.onnx"))
+            twin["same_model"] = same_weights(lat["file"], twin["file"])
+            joint = joint_fractions(setup, [lat] + macs + [twin], tmp)
+            for r, f in zip([lat] + macs + [twin], joint):
                 r["joint_fraction"] = f
             same, same_joint = (None, None) if lat["metric"] is None else (
                 interpolate([(r[k], r["metric"]) for r in macs], lat[k]) for k in ("latency_fraction", "joint_fraction"))
-            results.append({"model": name, "metric": setup["metric"], "latency_run": lat, "macs_runs": macs,
+            results.append({"model": name, "metric": setup["metric"], "latency_run": lat, "macs_runs": macs, "macs_twin": twin,
                             "macs_metric_at_same_latency": same, "macs_metric_at_same_joint_latency": same_joint,
                             "error": lat["latency_fraction"] / args.target - 1})
             print(json.dumps({"model": name, "joint_fractions": [round(f, 4) for f in joint]}), flush=True)
     print(f"\n{'model':12} {'target':>6} {'measured':>8} {'error':>7} {'joint':>6} {'MACs kept':>9} {'metric':>8} "
-          f"{'macs= at same latency':>21} {'(joint)':>8}")
+          f"{'macs= at same latency':>21} {'(joint)':>8} {'macs= at same MACs':>18} {'same model':>10}")
     for r in results:
         lat, same = r["latency_run"], r["macs_metric_at_same_latency"]
         print(f"{r['model']:12} {args.target:6.2f} {lat['latency_fraction']:8.3f} {r['error'] * 100:6.1f}% "
               f"{lat['joint_fraction']:6.3f} {lat['macs_kept']:9.3f} {fmt(lat['metric']):>8} {fmt(same):>21} "
-              f"{fmt(r['macs_metric_at_same_joint_latency']):>8}")
+              f"{fmt(r['macs_metric_at_same_joint_latency']):>8} {fmt(r['macs_twin']['metric']):>18} "
+              f"{str(r['macs_twin']['same_model']):>10}")
     if args.json:
         with open(args.json, "w") as f:
             json.dump(results, f, indent=1)
