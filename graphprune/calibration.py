@@ -71,13 +71,17 @@ class Calibration:
 
     # -- streaming ---------------------------------------------------------------------
     def batches(self) -> Iterator[Feeds]:
-        """Checked batches, in order; the first `limit` samples."""
+        """Checked batches, in order; the first `limit` samples (for a model with a fixed
+        batch size, the whole batches within them, at least one)."""
         seen = 0
         for feeds in self._raw_batches():
             if self.limit is not None and seen >= self.limit:
                 break
             if self.limit is not None and not self._per_run:
-                feeds = {k: v[:self.limit - seen] for k, v in feeds.items()}
+                if self.fixed_batch and seen and seen + len(next(iter(feeds.values()))) > self.limit:
+                    break  # a model with a fixed batch runs whole batches only: the limit, rounded down
+                if not self.fixed_batch:
+                    feeds = {k: v[:self.limit - seen] for k, v in feeds.items()}
             check_finite({k: v for k, v in feeds.items() if k not in self._per_run}, seen, "calibration data")
             seen += 1 if self._per_run else len(next(iter(feeds.values())))
             yield feeds

@@ -159,6 +159,12 @@ class LatencyTarget:
             if self.sel.opts["strict"]:
                 raise BadInput(line)
             self.sel.ctx.warn(line + ", which was taken")
+        elif abs(best_err) > tolerance and any(best.values()):
+            chosen = record["rounds"][record["chosen_round"]]
+            self.sel.ctx.warn(f"select: the latency target was missed by {best_err:+.1%} after "
+                              f"{len(record['rounds'])} measured rounds (the closest measured "
+                              f"{chosen['measured_fraction']:.3f} of the dense model, taken): this model's latency "
+                              "moves in steps this large, or its timings are this noisy")
         return best, record
 
     def _group_lines(self, counts: dict[int, int], top: int = 10) -> list[dict]:

@@ -83,6 +83,20 @@ def test_python_iterables(tmp_path):
         list(Calibration([chunks[0], [1, 2]], INPUTS).batches())
 
 
+@pytest.mark.parametrize("source", ["list", "npz"])
+def test_a_sample_limit_keeps_whole_batches_of_a_fixed_batch_model(tmp_path, source):
+    """restore-stats takes 256 samples: a model exported with a batch of 250 must get one
+    whole batch, not 250 + 6 (which ONNX Runtime refuses); a free batch is cut exactly."""
+    fixed = [("x", [5, 8], "tensor(float)"), ("ids", [5, 3], "tensor(int64)")]
+    data = good(20)
+    src = [{k: v[i:i + 5] for k, v in data.items()} for i in range(0, 20, 5)] if source == "list" else _npz(tmp_path, **data)
+    cal = Calibration(src, fixed, batch=5)
+    for limit, sizes in [(7, [5]), (3, [5]), (10, [5, 5]), (None, [5, 5, 5, 5])]:
+        assert [len(b["x"]) for b in cal.limited(limit).batches()] == sizes
+    free = Calibration(src, INPUTS, batch=5)
+    assert [len(b["x"]) for b in free.limited(7).batches()] == [5, 2]
+
+
 def _relu_model(tmp_path):
     r = np.random.default_rng(1)
     w = numpy_helper.from_array(r.standard_normal((8, 6)).astype(np.float32), "w")

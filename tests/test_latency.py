@@ -115,12 +115,30 @@ def test_cli_latency_target_reports_rounds(tmp_path, capsys):
     assert code == 0  # a target above the dense latency removes nothing (and says so)
 
 
+def test_a_target_missed_after_every_round_is_a_warning(monkeypatch):
+    ctx, sel, target = _target()
+    calls = []
+
+    def slow(counts, tmp):  # every plan measures 0.9 of the dense model: the target (0.6) is never met
+        calls.append(dict(counts))
+        return 10.0, 9.0
+
+    monkeypatch.setattr(target, "measure", slow)
+    counts, record = target.reach(rounds=3, tolerance=0.03)
+    assert len(calls) == 3 and any(counts.values()) and record["measured_error"] == pytest.approx(0.5)
+    assert any("missed by +50.0% after 3 measured rounds" in w for w in ctx.report.get("warnings", []))
+    ctx2, sel2, target2 = _target()
+    monkeypatch.setattr(target2, "measure", lambda counts, tmp: (10.0, 6.1))  # within 3%: no warning
+    target2.reach(rounds=3, tolerance=0.03)
+    assert not any("missed" in w for w in ctx2.report.get("warnings", []))
+
+
 @pytest.mark.parametrize("select, message", [
     ("select:latency=1.5", "latency must be a number between 0 and 1"),
     ("select:latency_ms=-2", "latency_ms must be a positive number"),
     ("select:latency=0.5,macs=0.5", "give one of ratio=, macs=, params=, latency="),
     ("select:latency=0.5,heads=0.5", "do not mix with macs=, params=, latency="),
-    ("select:latency=0.01,scope=global,rounds=2,round_to=1", "cannot reach the latency target"),
+    ("select:latency=0.001,scope=global,rounds=3,round_to=1", "cannot reach the latency target"),
     ("select:latency=0.5,scope=global,ms_power=2", "ms_power must be a number between 0 and 1"),
 ])
 def test_bad_targets_are_one_line_errors(tmp_path, capsys, select, message):
