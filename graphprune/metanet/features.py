@@ -42,15 +42,15 @@ def _rows(arr: np.ndarray, axis: int) -> np.ndarray:
     return moved.reshape(moved.shape[0], -1)
 
 
-def _unit_vectors(g: Group, key, arr: np.ndarray) -> np.ndarray | None:
-    """One vector per unit (its positions' slices side by side), or None where units own
+def _unit_vectors(g: Group, key, rows: np.ndarray) -> np.ndarray | None:
+    """One vector per unit (its positions' rows side by side), or None where units own
     different numbers of positions."""
     ids = g.members[key]
     counts = np.bincount(ids, minlength=g.n_units)
     if counts.min() != counts.max() or counts[0] == 0:
         return None
     order = np.argsort(ids, kind="stable")
-    return _rows(arr, key[1])[order].reshape(g.n_units, -1)
+    return rows[order].reshape(g.n_units, -1)
 
 
 def _cosine_stats(vecs: np.ndarray, cap: int = 512):
@@ -163,9 +163,9 @@ def _side(g: Group, keys, bal: Balanced) -> tuple[np.ndarray, list[np.ndarray]]:
     vectors of those slices where every unit owns as many positions."""
     logs, vectors = np.zeros(g.n_units), []
     for key in keys:
-        arr = bal.weight(key[0])
-        logs += 0.5 * np.log(per_unit(g, key, position_norms(arr, key[1], 2.0)) + TINY)
-        v = _unit_vectors(g, key, arr)
+        rows = _rows(bal.weight(key[0]), key[1])  # one float32 copy serves the norms and the vectors
+        logs += 0.5 * np.log(per_unit(g, key, np.square(rows, dtype=np.float64).sum(1)) + TINY)
+        v = _unit_vectors(g, key, rows)
         if v is not None:
             vectors.append(v)
     return logs, vectors
