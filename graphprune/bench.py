@@ -94,13 +94,13 @@ def bench(model_path: str, pruned_path: str, feeds: dict, repeats: int, budget_s
     normalized and pruned ones (graphprune.profile)."""
     import tempfile
 
-    from graphprune.profile import compare, node_times
+    from graphprune.profile import compare, interleaved_node_times
 
     with tempfile.TemporaryDirectory() as tmp:
         norm = normalized_copy(model_path, tmp)
         orig, normalized, pruned = latencies([model_path, norm, pruned_path], feeds, repeats, budget_s=budget_s,
                                              quiet=quiet, threads=threads, sets=BENCH_SETS)
         runs = max(3, min(10, int(budget_s / max(6 * normalized["median"], 1e-9))))
-        nodes = compare(node_times(norm, feeds, runs, threads), node_times(pruned_path, feeds, runs, threads))
+        nodes = compare(*interleaved_node_times([norm, pruned_path], feeds, runs, threads))
     return {"original": orig, "normalized": normalized, "pruned": pruned, "nodes": nodes,
             "inputs": {k: list(v.shape) for k, v in feeds.items()}}

@@ -2,7 +2,8 @@
 faster or slower, so a model that did not speed up shows where its time goes.
 
 Each model runs `runs` times with the profiler on (the same session settings as the
-latency measurement); a node's time is the median of its kernel times over the runs.
+latency measurement), the dense and the pruned model in turn; a node's time is the
+median of its kernel times over the runs.
 Nodes are matched by name between the normalized dense model and the pruned one (pruning
 keeps node names; ONNX Runtime's fusions keep the name of the node they start from).
 """
@@ -21,13 +22,26 @@ from graphprune.runtime import session
 
 def node_times(path: str, feeds: dict[str, np.ndarray], runs: int = 10, threads: int = 0) -> dict[str, dict]:
     """Node name -> {"op": op type, "ms": median kernel milliseconds per run}."""
+    return interleaved_node_times([path], feeds, runs, threads)[0]
+
+
+def interleaved_node_times(paths: list[str], feeds: dict[str, np.ndarray], runs: int = 10,
+                           threads: int = 0) -> list[dict[str, dict]]:
+    """node_times of several models, their runs interleaved (one of each in turn), so a
+    slow spell of the machine falls on all of them alike, not on whichever ran last."""
     with tempfile.TemporaryDirectory() as tmp:
-        sess = session(path, optimize=True, threads=threads, spinning=False,
-                       profile_prefix=os.path.join(tmp, "profile"))
+        sessions = [session(path, optimize=True, threads=threads, spinning=False,
+                            profile_prefix=os.path.join(tmp, f"profile{i}")) for i, path in enumerate(paths)]
         for _ in range(runs):
-            sess.run(None, feeds)
-        with open(sess.end_profiling(), encoding="utf-8") as f:
-            events = json.load(f)
+            for sess in sessions:
+                sess.run(None, feeds)
+        files = [sess.end_profiling() for sess in sessions]
+        return [_kernel_times(f) for f in files]
+
+
+def _kernel_times(profile_file: str) -> dict[str, dict]:
+    with open(profile_file, encoding="utf-8") as f:
+        events = json.load(f)
     durations: dict[str, list[float]] = defaultdict(list)
     ops: dict[str, str] = {}
     for e in events:

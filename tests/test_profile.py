@@ -23,6 +23,37 @@ def test_node_times_cover_the_models_kernels():
     assert "Conv" in ops and "Gemm" in ops  # the demo's four convolutions and its classifier
 
 
+def test_models_are_profiled_in_turn(tmp_path, monkeypatch):
+    """The dense and the pruned model alternate run by run, so a slow spell of the machine
+    cannot fall on one of them only; each gets its own profile back."""
+    import json
+
+    import graphprune.profile as profile
+
+    calls = []
+
+    class Fake:
+        def __init__(self, path, profile_prefix, **kw):
+            self.path, self.file, self.runs = path, f"{profile_prefix}.json", 0
+
+        def run(self, outputs, feeds):
+            calls.append(self.path)
+            self.runs += 1
+
+        def end_profiling(self):
+            ms = 1.0 if self.path == "dense" else 0.25
+            events = [{"cat": "Node", "name": "conv_kernel_time", "dur": ms * 1e3 * (1 + i), "args": {"op_name": "Conv"}}
+                      for i in range(self.runs)]
+            with open(self.file, "w") as f:
+                json.dump(events, f)
+            return self.file
+
+    monkeypatch.setattr(profile, "session", lambda path, **kw: Fake(path, **kw))
+    dense, pruned = profile.interleaved_node_times(["dense", "pruned"], {}, runs=3)
+    assert calls == ["dense", "pruned"] * 3
+    assert dense == {"conv": {"op": "Conv", "ms": 2.0}} and pruned == {"conv": {"op": "Conv", "ms": 0.5}}
+
+
 def test_compare_totals_per_op_and_marks_missing_nodes():
     before = {"a": {"op": "Conv", "ms": 2.0}, "b": {"op": "Conv", "ms": 1.0}, "c": {"op": "Gemm", "ms": 0.5}}
     after = {"a": {"op": "Conv", "ms": 0.5}, "c": {"op": "Gemm", "ms": 0.6}, "d": {"op": "Relu", "ms": 0.05}}
