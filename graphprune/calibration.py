@@ -78,10 +78,10 @@ class Calibration:
             if self.limit is not None and seen >= self.limit:
                 break
             if self.limit is not None and not self._per_run:
-                if self.fixed_batch and seen and seen + len(next(iter(feeds.values()))) > self.limit:
-                    break  # a model with a fixed batch runs whole batches only: the limit, rounded down
                 if not self.fixed_batch:
                     feeds = {k: v[:self.limit - seen] for k, v in feeds.items()}
+                elif seen and seen + len(next(iter(feeds.values()))) > self.limit:
+                    break  # a model with a fixed batch runs whole batches only: the limit, rounded down
             check_finite({k: v for k, v in feeds.items() if k not in self._per_run}, seen, "calibration data")
             seen += 1 if self._per_run else len(next(iter(feeds.values())))
             yield feeds

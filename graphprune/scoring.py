@@ -132,7 +132,11 @@ def position_norms(arr: np.ndarray, axis: int, p: float, chunk_bytes: int = 1 <<
     step = max(1, chunk_bytes // per_row)
     out = np.empty(n, dtype=np.float64)
     for s in range(0, n, step):
-        block = np.abs(np.asarray(moved[s:s + step], dtype=np.float32)).reshape(min(step, n - s), -1)
+        block = np.asarray(moved[s:s + step], dtype=np.float32).reshape(min(step, n - s), -1)
+        if p == 2:  # no |.| and no float64 copy before squaring: the same sums, fewer temporaries
+            out[s:s + step] = np.square(block, dtype=np.float64).sum(1)
+            continue
+        block = np.abs(block)
         out[s:s + step] = (block.astype(np.float64) ** p).sum(1) if p != 1 else block.sum(1, dtype=np.float64)
     return out
 

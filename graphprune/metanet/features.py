@@ -42,14 +42,6 @@ def _rows(arr: np.ndarray, axis: int) -> np.ndarray:
     return moved.reshape(moved.shape[0], -1)
 
 
-def _row_squares(rows: np.ndarray, chunk_bytes: int = 1 << 26) -> np.ndarray:
-    """Per row, the sum of squares in float64, a block of rows at a time (an LLM's
-    embedding would otherwise take a float64 copy of twice its size)."""
-    step = max(1, chunk_bytes // max(8 * rows.shape[1], 1))
-    return np.concatenate([np.square(rows[s:s + step], dtype=np.float64).sum(1) for s in range(0, len(rows), step)]) \
-        if len(rows) else np.zeros(0)
-
-
 def _unit_vectors(g: Group, key, rows: np.ndarray) -> np.ndarray | None:
     """One vector per unit (its positions' rows side by side), or None where units own
     different numbers of positions."""
@@ -172,7 +164,7 @@ def _side(g: Group, keys, bal: Balanced) -> tuple[np.ndarray, list[np.ndarray]]:
     logs, vectors = np.zeros(g.n_units), []
     for key in keys:
         rows = _rows(bal.weight(key[0]), key[1])  # one float32 copy serves the norms and the vectors
-        logs += 0.5 * np.log(per_unit(g, key, _row_squares(rows)) + TINY)
+        logs += 0.5 * np.log(per_unit(g, key, position_norms(rows, 0, 2.0)) + TINY)
         v = _unit_vectors(g, key, rows)
         if v is not None:
             vectors.append(v)
