@@ -49,14 +49,15 @@ def _unit_vectors(g: Group, key, rows: np.ndarray) -> np.ndarray | None:
     counts = np.bincount(ids, minlength=g.n_units)
     if counts.min() != counts.max() or counts[0] == 0:
         return None
-    order = np.argsort(ids, kind="stable")
-    return rows[order].reshape(g.n_units, -1)
+    if np.all(ids[1:] >= ids[:-1]):  # already in unit order (the usual case): no copy
+        return np.ascontiguousarray(rows).reshape(g.n_units, -1)
+    return rows[np.argsort(ids, kind="stable")].reshape(g.n_units, -1)
 
 
-def _cosine_stats(vecs: np.ndarray, cap: int = 512):
-    """Per unit: max |cos| to another unit (redundancy), and cos to the mean direction.
-    Wide groups compare against their `cap` strongest rows (chosen by norm, so the choice
-    follows the units when they are permuted)."""
+def _cosine_stats(vecs: np.ndarray, cap: int = 512, redundancy: bool = True):
+    """Per unit: max |cos| to another unit (redundancy; None unless asked), and cos to the
+    mean direction. Wide groups compare against their `cap` strongest rows (chosen by norm,
+    so the choice follows the units when they are permuted)."""
     n = len(vecs)
     if vecs.shape[1] > PROJECT:  # long slices: a fixed random projection keeps cosines (roughly)
         vecs = vecs.astype(np.float32) @ _projection(vecs.shape[1])
@@ -64,12 +65,14 @@ def _cosine_stats(vecs: np.ndarray, cap: int = 512):
     unit = vecs / np.maximum(norms, TINY)[:, None]
     mean = unit.mean(0)
     centre = unit @ (mean / max(np.linalg.norm(mean), TINY))
+    if not redundancy:
+        return None, centre
     if n < 2:
         return np.zeros(n), centre
     others = np.arange(n) if n <= cap else np.sort(np.argsort(-norms, kind="stable")[:cap])
-    cos = np.abs(unit @ unit[others].T)
+    cos = unit @ unit[others].T
     cos[others, np.arange(len(others))] = 0.0  # not against itself
-    return cos.max(1), centre
+    return np.maximum(cos.max(1), -cos.min(1)), centre  # max |cos| without an |.| copy
 
 
 CACHE_BYTES = 32 << 20  # ResNet-50's projections take 12.5 MB
@@ -189,7 +192,7 @@ def unit_raw(g: Group, facts: GraphFacts, bal: Balanced, parts: dict[str, np.nda
         raw.update(redundancy=red, out_centre=cen, out_spread=_spread(rows))
     if in_vecs:
         cols = np.concatenate(in_vecs, axis=1)
-        raw.update(in_centre=_cosine_stats(cols)[1], in_spread=_spread(cols))
+        raw.update(in_centre=_cosine_stats(cols, redundancy=False)[1], in_spread=_spread(cols))
     fan = sum(facts.array(k[0]).size / max(len(g.members[k]), 1) for k in (*out_keys, *in_keys))
     raw["_context"] = np.array([len(out_keys), len(in_keys), fan])
     return raw
