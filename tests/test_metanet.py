@@ -77,21 +77,65 @@ def test_scores_follow_permuted_units(net):
     assert not np.allclose(base["c1"], base["c1"][p8])  # the check could fail
 
 
-def test_relu_rescaling_and_batchnorm_folding_change_nothing(net):
-    base = _scores(ARRAYS, net)
-    a = dict(ARRAYS)
+def _rescaled(arrays):
+    """The same function: ReLU units rescaled (row x a, column / a), the BatchNorm's output x3."""
+    a = dict(arrays)
     s6, s12 = RNG.uniform(0.1, 10, 6), RNG.uniform(0.1, 10, 12)
     a["c2"], a["cb"] = a["c2"] * s6[:, None, None, None], a["cb"] * s6  # ReLU, pool: positively homogeneous
     a["m1"] = a["m1"] / s6[:, None] * s12[None, :]
     a["mb"], a["m2"] = a["mb"] * s12, a["m2"] / s12[:, None]
     a["g"], a["b"] = a["g"] * 3.0, a["b"] * 3.0  # the BN's output x3, the next conv's columns /3
     a["c2"] = a["c2"] / 3.0
-    for name, got in _scores(a, net).items():
+    return a
+
+
+def _check_invariances(net):
+    base = _scores(ARRAYS, net)
+    for name, got in _scores(_rescaled(ARRAYS), net).items():
         np.testing.assert_allclose(got, base[name], rtol=1e-4, err_msg=name)
     for name, got in _scores(ARRAYS, net, folded=True).items():
         np.testing.assert_allclose(got, base[name], rtol=1e-4, err_msg=f"folded {name}")
     mixed = dict(ARRAYS, m1=ARRAYS["m1"] * np.linspace(0.5, 2, 12))  # not a rescaling: scores move
     assert not np.allclose(_scores(mixed, net)["m1"], base["m1"], rtol=1e-3)
+    return base
+
+
+def test_relu_rescaling_and_batchnorm_folding_change_nothing(net):
+    _check_invariances(net)
+
+
+def test_sketched_long_sides_keep_the_invariances(net, monkeypatch):
+    """With every side counted as long, the slices go through the count sketch: the scores
+    still ignore rescaling and folding, follow a group's permuted units, and differ from
+    the projected path's (so the sketch ran)."""
+    from graphprune.metanet import features, sketch
+
+    projected = _scores(ARRAYS, net)
+    fed = []
+    monkeypatch.setattr(features, "LONG", 0)
+    monkeypatch.setattr(sketch.Sketch, "add", lambda self, b, add=sketch.Sketch.add: fed.append(b.shape) or add(self, b))
+    base = _check_invariances(net)
+    assert fed and not all(np.allclose(base[k], projected[k]) for k in base)
+    p12 = RNG.permutation(12)
+    a = dict(ARRAYS, m1=ARRAYS["m1"][:, p12], mb=ARRAYS["mb"][p12], m2=ARRAYS["m2"][p12])
+    np.testing.assert_allclose(_scores(a, net)["m1"], base["m1"][p12], rtol=1e-5)
+
+
+def test_sketch_keeps_cosines_and_norms():
+    from graphprune.metanet.features import _spread
+    from graphprune.metanet.sketch import Sketch
+
+    rng = np.random.default_rng(3)
+    x = rng.standard_normal((4, 200_000)).astype(np.float32)
+    x[1] = 0.8 * x[0] + 0.6 * x[1]  # cos(x0, x1) = 0.8; the others near 0
+    sk = Sketch(4, 256)
+    sk.add(x[:, :70_000])
+    sk.add(x[:, 70_000:])
+    unit = lambda v: v / np.linalg.norm(v, axis=1, keepdims=True)  # noqa: E731
+    exact, got = unit(x.astype(np.float64)) @ unit(x.astype(np.float64)).T, unit(sk.sums) @ unit(sk.sums).T
+    assert np.abs(got - exact).max() < 0.25 and abs(got[0, 1] - 0.8) < 0.1
+    assert len(sk) == 200_000
+    np.testing.assert_allclose(sk.spread(1e-12), _spread(x), rtol=1e-5)
 
 
 def test_deterministic_and_prunes_through_the_checked_pipeline(tmp_path, net):

@@ -7,11 +7,11 @@ built by `onnxruntime_genai.models.builder -p fp32 -e cpu`. The CLI runs in a ch
 `--no-verify` (pruning alone: load, analysis, scores, removal, save), with the default
 verification (which runs both models in ONNX Runtime), and with calibration statistics
 streamed through ONNX Runtime (wifv on 16 random sequences of 64 tokens), without and with
-verification; private
+verification, and with the learned data-free metanet criterion in place of l2; private
 (anonymous) and file-backed resident memory are sampled from /proc. Needs about 15 GB of free disk and
 memory for the build.
 
-    python tools/bench_big_decoder.py [--scale 1b|small] [--folder DIR] [--json FILE]
+    python tools/bench_big_decoder.py [--scale 1b|small] [--folder DIR] [--runs a,b] [--json FILE]
 """
 
 from __future__ import annotations
@@ -124,6 +124,8 @@ def main() -> int:
     ap.add_argument("--scale", choices=sorted(SHAPES), default="1b")
     ap.add_argument("--folder", help="where to write the models (default: a temporary folder, removed)")
     ap.add_argument("--json")
+    ap.add_argument("--runs", default="no-verify,verified,calibrated,calibrated-verified,metanet",
+                    help="which runs, comma-separated (default: all)")
     args = ap.parse_args()
     folder = args.folder or tempfile.mkdtemp(prefix="graphprune-decoder-")
     gb = 1 << 30
@@ -142,12 +144,18 @@ def main() -> int:
               f"largest tensor {name} {largest / gb:.2f} GiB")
         rows = {}
         calib = write_calib(os.path.join(folder, "calib.npz"), src)
-        runs = (("no-verify", ["--no-verify"], PASSES), ("verified", [], PASSES),
-                ("calibrated (wifv, 16 x 64 tokens), no-verify", ["--no-verify", "--calib", calib],
-                 ["wifv", PASSES[1]]),
-                ("calibrated and verified", ["--calib", calib], ["wifv", PASSES[1]]))
-        for label, extra, passes in runs:
-            out = os.path.join(folder, label.split(" ")[0], "model.onnx")
+        runs = {"no-verify": ("no-verify", ["--no-verify"], PASSES),
+                "verified": ("verified", [], PASSES),
+                "calibrated": ("calibrated (wifv, 16 x 64 tokens), no-verify", ["--no-verify", "--calib", calib],
+                               ["wifv", PASSES[1]]),
+                "calibrated-verified": ("calibrated and verified", ["--calib", calib], ["wifv", PASSES[1]]),
+                "metanet": ("metanet (data-free, learned), no-verify", ["--no-verify"], ["metanet", PASSES[1]])}
+        for key in args.runs.split(","):
+            if key not in runs:
+                sys.exit(f"--runs: unknown run {key!r} (one of {', '.join(runs)})")
+        for key in args.runs.split(","):
+            label, extra, passes = runs[key]
+            out = os.path.join(folder, key, "model.onnx")
             os.makedirs(os.path.dirname(out))
             r = run_cli(src, out, extra, passes)
             r["private_over_largest"] = r["peak_private_bytes"] / largest

@@ -25,6 +25,7 @@ import onnx_ir as ir
 
 from graphprune.analysis.groups import Group
 from graphprune.metanet.balance import Balanced
+from graphprune.metanet.sketch import LONG, Sketch
 from graphprune.passes.lamp import lamp_scores
 from graphprune.scoring import per_unit, position_norms
 
@@ -161,17 +162,30 @@ def affine_parts(g: Group, facts: GraphFacts, fixed: dict) -> dict[str, np.ndarr
     return parts
 
 
-def _side(g: Group, keys, bal: Balanced) -> tuple[np.ndarray, list[np.ndarray]]:
+def _side(g: Group, keys, bal: Balanced) -> tuple[np.ndarray, list[np.ndarray] | Sketch]:
     """Summed log L2 norms per unit over the weight slices of `keys`, and the per-unit
-    vectors of those slices where every unit owns as many positions."""
-    logs, vectors = np.zeros(g.n_units), []
+    vectors of those slices where every unit owns as many positions: a list to lay side by
+    side, or their Sketch where the side is longer than LONG positions per unit."""
+    logs = np.zeros(g.n_units)
+    long = sum(bal.weight(key[0]).size for key in keys) > LONG * g.n_units
+    vectors = Sketch(g.n_units, PROJECT) if long else []
     for key in keys:
         rows = _rows(bal.weight(key[0]), key[1])  # one float32 copy serves the norms and the vectors
         logs += 0.5 * np.log(per_unit(g, key, position_norms(rows, 0, 2.0)) + TINY)
         v = _unit_vectors(g, key, rows)
         if v is not None:
-            vectors.append(v)
+            vectors.add(v) if long else vectors.append(v)
     return logs, vectors
+
+
+def _compare(vectors: list[np.ndarray] | Sketch, redundancy: bool = True):
+    """(redundancy or None, centre, spread) of the units' slices laid side by side."""
+    if isinstance(vectors, Sketch):
+        red, cen = _cosine_stats(vectors.sums.astype(np.float32), redundancy=redundancy)
+        return red, cen, vectors.spread(TINY)
+    rows = np.concatenate(vectors, axis=1)
+    red, cen = _cosine_stats(rows, redundancy=redundancy)
+    return red, cen, _spread(rows)
 
 
 def unit_raw(g: Group, facts: GraphFacts, bal: Balanced, parts: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
@@ -186,13 +200,11 @@ def unit_raw(g: Group, facts: GraphFacts, bal: Balanced, parts: dict[str, np.nda
     strength = log_out / k_out + log_in / k_in
     raw = {"strength": strength, "norm_scale": parts["norm_scale"],
            "bias_ratio": np.tanh(shift / np.maximum(np.exp(log_out / k_out), TINY) / k_out)}
-    if vectors:
-        rows = np.concatenate(vectors, axis=1)
-        red, cen = _cosine_stats(rows)
-        raw.update(redundancy=red, out_centre=cen, out_spread=_spread(rows))
-    if in_vecs:
-        cols = np.concatenate(in_vecs, axis=1)
-        raw.update(in_centre=_cosine_stats(cols, redundancy=False)[1], in_spread=_spread(cols))
+    if len(vectors):  # a list of blocks, or a Sketch of its positions
+        red, cen, spread = _compare(vectors)
+        raw.update(redundancy=red, out_centre=cen, out_spread=spread)
+    if len(in_vecs):
+        raw.update(zip(("in_centre", "in_spread"), _compare(in_vecs, redundancy=False)[1:]))
     fan = sum(facts.array(k[0]).size / max(len(g.members[k]), 1) for k in (*out_keys, *in_keys))
     raw["_context"] = np.array([len(out_keys), len(in_keys), fan])
     return raw
