@@ -168,6 +168,7 @@ def main() -> int:
         if args.json:
             from graphprune.report import write_json
 
+            os.makedirs(os.path.dirname(os.path.abspath(args.json)), exist_ok=True)
             write_json({"scale": args.scale, "params": params, "disk_bytes": size, "largest_tensor": name,
                         "largest_bytes": largest, "build_seconds": built, "runs": rows}, args.json)
     finally:

@@ -249,7 +249,9 @@ def main() -> int:
     ap.add_argument("--no-tp", action="store_true")
     ap.add_argument("--tp-criteria", default=",".join(TP_CRITERIA), help="Torch-Pruning rows (taylor needs --calib)")
     ap.add_argument("--criteria", help="graphprune score passes, comma-separated; options after ':' joined by ';' "
-                    "(l1:reduce=prod); '+' adds passes (wifv+compensate; global: FLAP allocation); default: the "
+                    "(l1:reduce=prod); '+' adds passes (wifv+compensate; global: FLAP allocation; global-raw: one "
+                    "threshold on the criterion's own scale, the ratio then being the share of encoder-layer "
+                    "parameters removed); default: the "
                     "data-free criteria, or with --calib the pipelines of tools/README's calibration table")
     ap.add_argument("--bench-repeats", type=int, default=20)
     ap.add_argument("--seeds", type=int, default=3, help="random baseline: mean over this many seeds")
@@ -307,17 +309,21 @@ def main() -> int:
                 scores, on_calib, cos = [], [], []
                 score_pass, *after = crit.split("+")
                 flap = "global" in after  # FLAP allocation: standardized scores, one threshold
-                after = [a.replace(";", ",") for a in after if a != "global"]
+                own = "global-raw" in after  # one threshold on the criterion's own scale (lamp, metanet)
+                after = [a.replace(";", ",") for a in after if a not in ("global", "global-raw")]
                 extra_scores = [a for a in after if parse_spec(a)[0].kind == "score"]  # e.g. wifv:groups=channels
                 after = [a for a in after if a not in extra_scores]
-                for seed in range(args.seeds if crit == "random" else 1):
-                    spec = f"random:seed={seed}" if crit == "random" else score_pass.replace(";", ",")
+                for seed in range(args.seeds if score_pass == "random" else 1):
+                    spec = f"random:seed={seed}" if score_pass == "random" else score_pass.replace(";", ",")
                     if flap:
                         spec += (":" if ":" not in spec else ",") + "normalize=standardize"
                     src, params = dense, None
                     for step in range(1, args.steps + 1):  # step i reaches i/steps of the budget
                         out = os.path.join(tmp, f"gp_{len(rows)}_{step}.onnx")
-                        if flap:
+                        if own:  # the ratio is the share of encoder-layer params removed (metanet's table)
+                            goal = 1 - ratio * enc / total * step / args.steps
+                            select = f"select:params={goal * total / (params or total):.6f},scope=global,round_to=1"
+                        elif flap:
                             goal = 1 - ratio_removed[ratio] * step / args.steps  # of the dense params
                             select = f"select:params={goal * total / (params or total):.6f},scope=global,round_to=1"
                         else:

@@ -50,8 +50,8 @@ def _unit_vectors(g: Group, key, rows: np.ndarray) -> np.ndarray | None:
     counts = np.bincount(ids, minlength=g.n_units)
     if counts.min() != counts.max() or counts[0] == 0:
         return None
-    if np.all(ids[1:] >= ids[:-1]):  # already in unit order (the usual case): no copy
-        return np.ascontiguousarray(rows).reshape(g.n_units, -1)
+    if np.all(ids[1:] >= ids[:-1]):  # already in unit order (the usual case): a view where it can be
+        return rows.reshape(g.n_units, -1)
     return rows[np.argsort(ids, kind="stable")].reshape(g.n_units, -1)
 
 
@@ -61,7 +61,7 @@ def _cosine_stats(vecs: np.ndarray, cap: int = 512, redundancy: bool = True):
     so the choice follows the units when they are permuted)."""
     n = len(vecs)
     if vecs.shape[1] > PROJECT:  # long slices: a fixed random projection keeps cosines (roughly)
-        vecs = vecs.astype(np.float32) @ _projection(vecs.shape[1])
+        vecs = vecs.astype(np.float32, copy=False) @ _projection(vecs.shape[1])
     norms = np.linalg.norm(vecs, axis=1)
     unit = vecs / np.maximum(norms, TINY)[:, None]
     mean = unit.mean(0)
@@ -96,7 +96,9 @@ def _projection(length: int) -> np.ndarray:
 def _spread(vecs: np.ndarray) -> np.ndarray:
     """||v||_1 / (sqrt(len) ||v||_2): 1 for a flat slice, small for a peaked one."""
     l2 = np.linalg.norm(vecs, axis=1)
-    return np.abs(vecs).sum(1) / np.maximum(np.sqrt(vecs.shape[1]) * l2, TINY)
+    step = max(1, (64 << 20) // max(vecs[:1].nbytes, 1))  # |v| in 64 MB blocks of rows, not one copy
+    l1 = np.concatenate([np.abs(vecs[i:i + step]).sum(1) for i in range(0, len(vecs), step)] or [np.zeros(0)])
+    return l1 / np.maximum(np.sqrt(vecs.shape[1]) * l2, TINY)
 
 
 class GraphFacts:
@@ -183,7 +185,8 @@ def _compare(vectors: list[np.ndarray] | Sketch, redundancy: bool = True):
     if isinstance(vectors, Sketch):
         red, cen = _cosine_stats(vectors.sums.astype(np.float32), redundancy=redundancy)
         return red, cen, vectors.spread(TINY)
-    rows = np.concatenate(vectors, axis=1)
+    rows = np.empty((len(vectors[0]), sum(v.shape[1] for v in vectors)), np.float32)  # C order: one
+    np.concatenate(vectors, axis=1, out=rows)  # copy, and the sums below in the same order for any layout
     red, cen = _cosine_stats(rows, redundancy=redundancy)
     return red, cen, _spread(rows)
 

@@ -5,8 +5,9 @@ features' PROJECT go through a fixed Gaussian projection, which costs PROJECT ra
 and multiply-adds per position. Where a side of a group is longer than LONG (an LLM's
 residual stream, whose slices run through every layer and the vocabulary; a KV group,
 whose slices span a whole layer's attention), that would cost minutes and gigabytes. There
-a count sketch takes its place: every position is added, with a random sign, into one of
-PROJECT buckets. Inner products are kept in expectation, at one pass over the slice, and
+a sign-folding sketch takes its place: every position is added, with a random sign, into
+bucket (position mod PROJECT). The random signs keep inner products in expectation (the
+cross terms have mean zero), at one pass over the slice, and
 the blocks are sketched one at a time, so they are never laid side by side in memory.
 Every network the shipped metanetwork was trained or evaluated on has shorter sides, so
 its features do not depend on this path.
@@ -34,18 +35,17 @@ class Sketch:
 
     def add(self, block: np.ndarray) -> None:
         n, length = block.shape
-        step = max(1, CHUNK_BYTES // max(4 * n, 1))
+        step = max(self.dims, CHUNK_BYTES // max(4 * n, 1) // self.dims * self.dims)
         for start in range(0, length, step):
             part = np.asarray(block[:, start:start + step], dtype=np.float32)
             width = part.shape[1]
-            bucket = self.rng.integers(0, self.dims, width)
-            sign = self.rng.integers(0, 2, width).astype(np.float32) * 2 - 1
-            order = np.argsort(bucket, kind="stable")
-            used, first = np.unique(bucket[order], return_index=True)
-            signed = part[:, order] * sign[order]
-            self.sums[:, used] += np.add.reduceat(signed, first, axis=1, dtype=np.float64)
             self.l1 += np.abs(part).sum(1, dtype=np.float64)
-            self.sq += np.square(part).sum(1, dtype=np.float64)
+            self.sq += np.einsum("ij,ij->i", part, part, dtype=np.float64)
+            sign = self.rng.integers(0, 2, width).astype(np.float32) * 2 - 1
+            signed = part * sign
+            if width % self.dims:
+                signed = np.pad(signed, ((0, 0), (0, self.dims - width % self.dims)))
+            self.sums += signed.reshape(n, -1, self.dims).sum(1, dtype=np.float64)
         self.length += length
 
     def __len__(self) -> int:
