@@ -48,8 +48,9 @@ def minilm(args) -> list[dict]:
     import torch
     from transformers import AutoTokenizer
 
-    import bench_minilm as bm
     import graphprune.torch as gpt
+    import minilm_sts as bm
+    from bench_minilm import tp_prune
 
     logging.disable(logging.WARNING)
     torch.set_num_threads(2)
@@ -88,7 +89,7 @@ def minilm(args) -> list[dict]:
     calib_pairs = [(a, b, cgold[i * 64:(i + 1) * 64]) for i, (a, b) in
                    enumerate(zip(bm.tokenize(tok, ca), bm.tokenize(tok, cb)))]
     t0 = time.perf_counter()
-    tp = Pooled(bm.tp_prune("taylor", 0.5, calib_pairs))
+    tp = Pooled(tp_prune("taylor", 0.5, calib_pairs))
     tp_secs = time.perf_counter() - t0
     pairs = [("graphprune", "amp + compensate", gp, 1 - bm.encoder_params(gp.m) / enc, gp_secs),
              ("torch-pruning", "taylor (calibration + labels)", tp, 1 - bm.encoder_params(tp.m) / enc, tp_secs)]

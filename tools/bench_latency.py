@@ -119,7 +119,7 @@ def minilm_setup(tmp):
     logging.disable(logging.WARNING)
     from transformers import AutoTokenizer
 
-    import bench_minilm as bm
+    import minilm_sts as bm
 
     tok = AutoTokenizer.from_pretrained(bm.model_dir())
     eval_idx, calib_idx = bm.split("interleaved", 500)
