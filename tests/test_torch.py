@@ -117,6 +117,19 @@ def test_unknown_head_count_is_refused_naming_it():
     assert "nh (is 4)" in str(info.value)
 
 
+def test_each_submodule_keeps_its_train_or_eval_mode():
+    """A wrapper in train mode around a network in eval mode (as a training harness holds
+    a frozen model): prune leaves every submodule's mode as it was, and the pruned module
+    gets the same modes, so its BatchNorm and dropout behave as the input's did."""
+    module, args = _cnn("resnetish")  # in eval mode
+    wrapper = torch.nn.Sequential(module)  # in train mode
+    modes = {n: m.training for n, m in wrapper.named_modules()}
+    result = gpt.prune(wrapper, args, passes=["l1", "select:ratio=0.5,round_to=1"])
+    assert {n: m.training for n, m in wrapper.named_modules()} == modes
+    assert {n: m.training for n, m in result.module.named_modules()} == modes
+    assert modes[""] and not modes["0"]  # the two modes differ: the check could fail
+
+
 def test_exported_program_input():
     module, args = _cnn("resnetish")
     program = torch.export.export(module, args)

@@ -3,7 +3,7 @@ graphprune.torch.distill) beside Torch-Pruning (its best criterion + the same di
 on the same weights, budgets and recipe.
 
     python tools/bench_distill.py cifar   [--targets 2,3] [--epochs 12] [--seeds 1] [--json out.json]
-    python tools/bench_distill.py minilm  [--epochs 4] [--json out.json]
+    python tools/bench_distill.py minilm  [--epochs 8] [--split interleaved] [--seeds 1] [--json out.json]
     python tools/bench_distill.py stories [--epochs 2] [--windows 800] [--json out.json]
 
 cifar: ResNet-56 from ../shared/assets/cifar10. Pruning calibrates on x[:1000] of
@@ -121,11 +121,11 @@ def cifar(args) -> list[dict]:
 
 
 def print_table(rows: list[dict]) -> None:
-    print(f"\n{'model':9} {'tool':14} {'budget':>6} {'reduction':>9} {'one-shot':>9} {'distilled':>9} {'wall s':>7}")
+    print(f"\n{'model':9} {'tool':14} {'budget':>6} {'reduction':>9} {'seed':>4} {'one-shot':>9} {'distilled':>9} {'wall s':>7}")
     for r in rows:
         red = r.get("mac_reduction", r.get("param_reduction", 1.0))
         one = r.get("one_shot")
-        print(f"{r['model']:9} {r['tool']:14} {r.get('target', 1.0):6.2f} {red:9.2f} "
+        print(f"{r['model']:9} {r['tool']:14} {r.get('target', 1.0):6.2f} {red:9.2f} {r.get('seed', '-'):>4} "
               f"{'-' if one is None else f'{one:.4g}':>9} {r.get('top1', r.get('metric', 0)):9.4g} "
               f"{r.get('distill_seconds', 0):7.0f}")
 
@@ -147,8 +147,9 @@ def main() -> int:
     ap.add_argument("--recipe", choices=sorted(RECIPES), default="flap", help="cifar: graphprune's pipeline")
     ap.add_argument("--val", action="store_true", help="cifar: distil on x[:4000] and report top-1 on "
                     "x[4000:5000], the split recipes are chosen on (x[5000:] is not read)")
-    ap.add_argument("--seeds", default="1", help="cifar: distillation seeds (data order, flips, crops); each "
-                    "pruned student is distilled once per seed, from the same pruned weights")
+    ap.add_argument("--seeds", default="1", help="distillation seeds: each pruned student is distilled once per "
+                    "seed, from the same pruned weights (cifar: data order, flips, crops; minilm, stories: the batch "
+                    "order, seed 1 the data's own)")
     ap.add_argument("--example-batch", type=int, default=2, help="cifar: batch of graphprune.torch.prune's example "
                     "input; the export is static, so calibration runs at this batch")
     ap.add_argument("--json")

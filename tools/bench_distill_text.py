@@ -19,21 +19,44 @@ validation set for the recipe. Perplexity on the first 20,000 tokens.
 
 from __future__ import annotations
 
+import itertools
 import os
 import time
 
 import numpy as np
 
 
+class _Shuffled:
+    """The batches in a new order every epoch, drawn from `seed` (sized, so distill's
+    cosine schedule knows its length)."""
+
+    def __init__(self, batches, seed: int):
+        self.batches, self.rng = batches, np.random.default_rng(seed)
+
+    def __len__(self) -> int:
+        return len(self.batches)
+
+    def __iter__(self):
+        return iter([self.batches[i] for i in self.rng.permutation(len(self.batches))])
+
+
 def _distill_rows(model_name, pairs, teacher, evaluate, data, args, **kw):
+    """Each pruned student distilled once per seed (`--seeds`): seed 1 keeps the data's own
+    batch order, as the first rows did; another seed shuffles the batches every epoch."""
+    import copy
+
     import graphprune.torch as gpt
 
     rows = []
-    for tool, label, student, removed, secs in pairs:
-        row = {"model": model_name, "tool": tool, "pipeline": label, "target": 0.5, "param_reduction": 1 / (1 - removed),
-               "removed": removed, "prune_seconds": secs, "one_shot": evaluate(student)}
+    seeds = [int(v) for v in args.seeds.split(",")]
+    for (tool, label, pruned, removed, secs), seed in itertools.product(pairs, seeds):
+        student = copy.deepcopy(pruned)
+        row = {"model": model_name, "tool": tool, "pipeline": label, "target": 0.5, "seed": seed,
+               "param_reduction": 1 / (1 - removed), "removed": removed, "prune_seconds": secs,
+               "one_shot": evaluate(student)}
         t0 = time.perf_counter()
-        history = gpt.distill(student, teacher, data, epochs=args.epochs, lr=args.lr, quiet=True, **kw)
+        history = gpt.distill(student, teacher, data if seed == 1 else _Shuffled(data, seed), epochs=args.epochs,
+                              lr=args.lr, quiet=True, **kw)
         row.update(distill_seconds=time.perf_counter() - t0, loss_first=history[0], loss_last=history[-1],
                    metric=evaluate(student))
         rows.append(row)
@@ -73,7 +96,8 @@ def minilm(args) -> list[dict]:
 
     teacher = Pooled(bm.load_torch())
     enc = bm.encoder_params(teacher.m)
-    evaluate = lambda s: bm.sts_score(bm.torch_embed(s.m), ba, bb, gold)  # noqa: E731
+    cosines = []  # of every evaluation, in call order: dense, then one-shot and distilled per row
+    evaluate = lambda s: bm.sts_score(bm.torch_embed(s.m), ba, bb, gold, keep=cosines)  # noqa: E731
     rows = [{"model": "minilm", "tool": "dense", "target": 1.0, "metric": evaluate(teacher), "split": args.split}]
     print(rows[-1], flush=True)
     calib = bm.calibration(tok, (ca, cb, cgold), "lengths", args.tmp)  # dicts of equal-length batches
@@ -93,7 +117,14 @@ def minilm(args) -> list[dict]:
     tp_secs = time.perf_counter() - t0
     pairs = [("graphprune", "amp + compensate", gp, 1 - bm.encoder_params(gp.m) / enc, gp_secs),
              ("torch-pruning", "taylor (calibration + labels)", tp, 1 - bm.encoder_params(tp.m) / enc, tp_secs)]
-    return rows + _distill_rows("minilm", pairs, teacher, evaluate, data, args, loss="cosine")
+    distilled = _distill_rows("minilm", pairs, teacher, evaluate, data, args, loss="cosine")
+    final = {(r["tool"], r["seed"]): cosines[2 + 2 * i] for i, r in enumerate(distilled)}
+    for r in distilled:  # graphprune's student against Torch-Pruning's, same seed, over resampled pairs
+        if r["tool"] == "graphprune" and ("torch-pruning", r["seed"]) in final:
+            r["vs_torch_pruning"] = bm.paired_bootstrap(final[("graphprune", r["seed"])],
+                                                        final[("torch-pruning", r["seed"])], gold)
+            print("graphprune - torch-pruning, seed", r["seed"], r["vs_torch_pruning"], flush=True)
+    return rows + distilled
 
 
 def stories(args) -> list[dict]:

@@ -76,7 +76,7 @@ def prune(module, example_inputs, passes: list[str] | None = None, calib=None, d
     garbage-collected or the process ends)."""
     program = isinstance(module, torch.export.ExportedProgram)
     source = module.module() if program else module
-    was_training = source.training
+    modes = {name: m.training for name, m in source.named_modules()}  # each submodule's own mode
     if not program:  # an exported program's module is fixed in the mode it was traced in
         source.eval()
     folder = tempfile.mkdtemp(prefix="graphprune-torch-")
@@ -86,15 +86,23 @@ def prune(module, example_inputs, passes: list[str] | None = None, calib=None, d
         shutil.rmtree(folder, ignore_errors=True)
         raise
     finally:
-        if was_training and not program:
-            source.train()
-    if was_training and not program:
-        result.module.train()
+        if not program:
+            _set_modes(source, modes)
+    if not program:
+        _set_modes(result.module, modes)
     if output:  # the folder held only the dense export
         shutil.rmtree(folder, ignore_errors=True)
     else:  # the pruned ONNX lives as long as the result does
         weakref.finalize(result, shutil.rmtree, folder, True)
     return result
+
+
+def _set_modes(module, modes: dict[str, bool]) -> None:
+    """Every submodule back in the train/eval mode it had (`.train()` would set them all:
+    a wrapper in train mode around a model in eval mode would wake its dropout)."""
+    for name, m in module.named_modules():
+        if name in modes:
+            m.training = modes[name]
 
 
 def _prune(module, source, example_inputs, passes, calib, dynamic_shapes, output, atol, folder, options):
