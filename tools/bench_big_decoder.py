@@ -37,6 +37,7 @@ SHAPES = {  # Llama-3.2-1B's shape, and a small one to try the tool
                   num_key_value_heads=2, vocab_size=32000),
 }
 PASSES = ["l2", "select:heads=0.25,channels=0.25"]
+RUNS = ("no-verify", "verified", "calibrated", "calibrated-verified", "metanet")  # the --runs names
 
 
 def write_hf(folder: str, shape: dict) -> int:
@@ -124,9 +125,12 @@ def main() -> int:
     ap.add_argument("--scale", choices=sorted(SHAPES), default="1b")
     ap.add_argument("--folder", help="where to write the models (default: a temporary folder, removed)")
     ap.add_argument("--json")
-    ap.add_argument("--runs", default="no-verify,verified,calibrated,calibrated-verified,metanet",
-                    help="which runs, comma-separated (default: all)")
+    ap.add_argument("--runs", default=",".join(RUNS), help="which runs, comma-separated (default: all)")
     args = ap.parse_args()
+    keys = args.runs.split(",")
+    unknown = [k for k in keys if k not in RUNS]
+    if unknown:  # before minutes of building the model
+        ap.error(f"--runs: unknown run {unknown[0]!r} (one of {', '.join(RUNS)})")
     folder = args.folder or tempfile.mkdtemp(prefix="graphprune-decoder-")
     gb = 1 << 30
     try:
@@ -150,10 +154,7 @@ def main() -> int:
                                ["wifv", PASSES[1]]),
                 "calibrated-verified": ("calibrated and verified", ["--calib", calib], ["wifv", PASSES[1]]),
                 "metanet": ("metanet (data-free, learned), no-verify", ["--no-verify"], ["metanet", PASSES[1]])}
-        for key in args.runs.split(","):
-            if key not in runs:
-                sys.exit(f"--runs: unknown run {key!r} (one of {', '.join(runs)})")
-        for key in args.runs.split(","):
+        for key in keys:
             label, extra, passes = runs[key]
             out = os.path.join(folder, key, "model.onnx")
             os.makedirs(os.path.dirname(out))

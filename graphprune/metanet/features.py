@@ -172,7 +172,7 @@ def _side(g: Group, keys, bal: Balanced) -> tuple[np.ndarray, list[np.ndarray] |
     long = sum(bal.weight(key[0]).size for key in keys) > LONG * g.n_units
     vectors = Sketch(g.n_units, PROJECT) if long else []
     for key in keys:
-        rows = _rows(bal.weight(key[0]), key[1])  # one float32 copy serves the norms and the vectors
+        rows = _rows(bal.weight(key[0]), key[1])  # one float32 array (a view where it can be) serves both
         logs += 0.5 * np.log(per_unit(g, key, position_norms(rows, 0, 2.0)) + TINY)
         v = _unit_vectors(g, key, rows)
         if v is not None:
