@@ -2,8 +2,9 @@
 graphprune.torch.distill) beside Torch-Pruning (its best criterion + the same distillation)
 on the same weights, budgets and recipe.
 
-    python tools/bench_distill.py cifar   [--targets 2,3] [--epochs 12] [--seeds 1] [--json out.json]
-    python tools/bench_distill.py minilm  [--epochs 8] [--split interleaved] [--seeds 1] [--json out.json]
+    python tools/bench_distill.py cifar   [--targets 2,3] [--epochs 12] [--seeds 1] [--recipe flap]
+                                          [--match layer1,layer2,layer3] [--lr 1e-3,3e-4] [--val] [--json out.json]
+    python tools/bench_distill.py minilm  [--epochs 8] [--split interleaved] [--seeds 1] [--val] [--json out.json]
     python tools/bench_distill.py stories [--epochs 2] [--windows 800] [--json out.json]
 
 cifar: ResNet-56 from ../shared/assets/cifar10. Pruning calibrates on x[:1000] of
@@ -38,8 +39,13 @@ RECIPES = {  # graphprune's pipelines for the cifar task; --recipe picks one
     "flap": ("wifv global (FLAP) + refit + restore-stats",
              ["wifv:normalize=standardize", "select:macs={keep},include={include},round_to=1,scope=global",
               "refit", "restore-stats"]),
+    "flap-stats": ("wifv global (FLAP) + restore-stats",
+                   ["wifv:normalize=standardize", "select:macs={keep},include={include},round_to=1,scope=global",
+                    "restore-stats"]),
     "uniform": ("wifv uniform ratio + refit + restore-stats",
                 ["wifv", "select:macs={keep},include={include},round_to=1,scope=local", "refit", "restore-stats"]),
+    "uniform-stats": ("wifv uniform ratio + restore-stats",
+                      ["wifv", "select:macs={keep},include={include},round_to=1,scope=local", "restore-stats"]),
 }
 
 
@@ -89,6 +95,7 @@ def cifar(args) -> list[dict]:
     print(rows[-1], flush=True)
     calib = [torch.from_numpy(xc[i:i + 250]) for i in range(0, 1000, 250)]
     seeds = [int(v) for v in args.seeds.split(",")]
+    lrs = [float(v) for v in str(args.lr).split(",")]
     for target in [float(t) for t in args.targets.split(",")]:
         keep = 1.0 / target
         tp, tp_kept = tp_taylor_at_macs(teacher, keep, ignored, xc, yc)
@@ -101,14 +108,16 @@ def cifar(args) -> list[dict]:
         gp = gpt.prune(teacher, example, passes=passes, calib=calib, quiet=True).module
         gp_secs = time.perf_counter() - t0
         runs = [("graphprune", label, gp, gp_secs), ("torch-pruning", "taylor (calibration + labels)", tp, None)]
-        for (tool, label, pruned, secs), seed in itertools.product(runs, seeds):
+        match = [m for m in args.match.split(",") if m]  # block outputs keep the teacher's width
+        runs = [r for r in runs if r[0] in args.tools.split(",")]
+        for (tool, label, pruned, secs), lr, seed in itertools.product(runs, lrs, seeds):
             student = copy.deepcopy(pruned)
-            row = {"model": "resnet56", "tool": tool, "pipeline": label, "target": target, "seed": seed,
-                   "mac_reduction": dense_macs / bench_cnn.torch_macs(student, shape),
+            row = {"model": "resnet56", "tool": tool, "pipeline": label, "target": target, "seed": seed, "lr": lr,
+                   "match": args.match, "mac_reduction": dense_macs / bench_cnn.torch_macs(student, shape),
                    "one_shot": bench_cnn.torch_accuracy(student, xe, ye), "prune_seconds": secs}
             t0 = time.perf_counter()
-            history = gpt.distill(student, teacher, Augmented(xt, seed=seed), epochs=args.epochs, lr=args.lr,
-                                  temperature=4.0, quiet=True)
+            history = gpt.distill(student, teacher, Augmented(xt, seed=seed), epochs=args.epochs, lr=lr,
+                                  temperature=4.0, match=match, quiet=True)
             row.update(distill_seconds=time.perf_counter() - t0, loss_first=history[0], loss_last=history[-1],
                        top1=bench_cnn.torch_accuracy(student, xe, ye))
             if tool == "graphprune":  # what is deployed: the distilled student, exported again, in ONNX Runtime
@@ -121,11 +130,13 @@ def cifar(args) -> list[dict]:
 
 
 def print_table(rows: list[dict]) -> None:
-    print(f"\n{'model':9} {'tool':14} {'budget':>6} {'reduction':>9} {'seed':>4} {'one-shot':>9} {'distilled':>9} {'wall s':>7}")
+    print(f"\n{'model':9} {'tool':14} {'budget':>6} {'reduction':>9} {'seed':>4} {'lr':>7} {'one-shot':>9} "
+          f"{'distilled':>9} {'wall s':>7}")
     for r in rows:
         red = r.get("mac_reduction", r.get("param_reduction", 1.0))
         one = r.get("one_shot")
         print(f"{r['model']:9} {r['tool']:14} {r.get('target', 1.0):6.2f} {red:9.2f} {r.get('seed', '-'):>4} "
+              f"{r.get('lr', '-'):>7} "
               f"{'-' if one is None else f'{one:.4g}':>9} {r.get('top1', r.get('metric', 0)):9.4g} "
               f"{r.get('distill_seconds', 0):7.0f}")
 
@@ -137,7 +148,9 @@ def main() -> int:
     ap.add_argument("task", choices=["cifar", "minilm", "stories"])
     ap.add_argument("--targets", default="2,3")
     ap.add_argument("--epochs", type=int, default=None)
-    ap.add_argument("--lr", type=float, default=None)
+    ap.add_argument("--lr", default=None, help="learning rate; cifar: a comma list distils every student at each")
+    ap.add_argument("--match", default="", help="submodules whose outputs the student also matches (MSE) where "
+                    "both keep the teacher's width: cifar layer1,layer2,layer3; minilm m.encoder.layer.0,...")
     ap.add_argument("--windows", type=int, default=800, help="stories: windows after the evaluated tokens "
                     "(128 calibrate, 16 validate, the rest distill)")
     ap.add_argument("--split", choices=["contiguous", "interleaved"], default="interleaved",
@@ -145,8 +158,10 @@ def main() -> int:
     ap.add_argument("--match-tp", action="store_true", help="cifar: prune graphprune to the MACs Torch-Pruning's "
                     "ratio search reached (which overshoots the target)")
     ap.add_argument("--recipe", choices=sorted(RECIPES), default="flap", help="cifar: graphprune's pipeline")
-    ap.add_argument("--val", action="store_true", help="cifar: distil on x[:4000] and report top-1 on "
-                    "x[4000:5000], the split recipes are chosen on (x[5000:] is not read)")
+    ap.add_argument("--tools", default="graphprune,torch-pruning", help="cifar: whose students are distilled")
+    ap.add_argument("--val", action="store_true", help="choose a recipe without reading the reported data: cifar "
+                    "distils on x[:4000] and scores x[4000:5000]; minilm prunes and distils on the first 400 "
+                    "calibration pairs and scores the other 100")
     ap.add_argument("--seeds", default="1", help="distillation seeds: each pruned student is distilled once per "
                     "seed, from the same pruned weights (cifar: data order, flips, crops; minilm, stories: the batch "
                     "order, seed 1 the data's own)")
@@ -157,11 +172,12 @@ def main() -> int:
     with tempfile.TemporaryDirectory() as tmp:
         args.tmp = tmp
         if args.task == "cifar":
-            args.epochs, args.lr = args.epochs or 12, args.lr or 1e-3
+            args.epochs, args.lr = args.epochs or 12, args.lr or "1e-3"
             rows = cifar(args)
         else:
             import bench_distill_text
 
+            args.lr = float(args.lr) if args.lr else None
             rows = getattr(bench_distill_text, args.task)(args)
     print_table(rows)
     if args.json:
