@@ -108,7 +108,6 @@ def cifar(args) -> list[dict]:
         gp = gpt.prune(teacher, example, passes=passes, calib=calib, quiet=True).module
         gp_secs = time.perf_counter() - t0
         runs = [("graphprune", label, gp, gp_secs), ("torch-pruning", "taylor (calibration + labels)", tp, None)]
-        match = [m for m in args.match.split(",") if m]  # block outputs keep the teacher's width
         runs = [r for r in runs if r[0] in args.tools.split(",")]
         for (tool, label, pruned, secs), lr, seed in itertools.product(runs, lrs, seeds):
             student = copy.deepcopy(pruned)
@@ -117,7 +116,7 @@ def cifar(args) -> list[dict]:
                    "one_shot": bench_cnn.torch_accuracy(student, xe, ye), "prune_seconds": secs}
             t0 = time.perf_counter()
             history = gpt.distill(student, teacher, Augmented(xt, seed=seed), epochs=args.epochs, lr=lr,
-                                  temperature=4.0, match=match, quiet=True)
+                                  temperature=4.0, match=args.match, quiet=True)
             row.update(distill_seconds=time.perf_counter() - t0, loss_first=history[0], loss_last=history[-1],
                        top1=bench_cnn.torch_accuracy(student, xe, ye))
             if tool == "graphprune":  # what is deployed: the distilled student, exported again, in ONNX Runtime
@@ -169,6 +168,7 @@ def main() -> int:
                     "input; the export is static, so calibration runs at this batch")
     ap.add_argument("--json")
     args = ap.parse_args()
+    args.match = [m for m in args.match.split(",") if m] or None  # one list for every task
     with tempfile.TemporaryDirectory() as tmp:
         args.tmp = tmp
         if args.task == "cifar":

@@ -55,9 +55,8 @@ def _distill_rows(model_name, pairs, teacher, evaluate, data, args, **kw):
                "param_reduction": 1 / (1 - removed), "removed": removed, "prune_seconds": secs,
                "one_shot": evaluate(student)}
         t0 = time.perf_counter()
-        match = [m for m in getattr(args, "match", "").split(",") if m] or None
         history = gpt.distill(student, teacher, data if seed == 1 else _Shuffled(data, seed), epochs=args.epochs,
-                              lr=args.lr, match=match, quiet=True, **kw)
+                              lr=args.lr, match=args.match, quiet=True, **kw)
         row.update(distill_seconds=time.perf_counter() - t0, loss_first=history[0], loss_last=history[-1],
                    metric=evaluate(student))
         rows.append(row)
@@ -81,7 +80,7 @@ def minilm(args) -> list[dict]:
     args.epochs, args.lr = args.epochs or 8, args.lr or 1e-4
     tok = AutoTokenizer.from_pretrained(bm.model_dir())
     eval_idx, calib_idx = bm.split(args.split, 500)
-    if getattr(args, "val", False):  # choosing a recipe: the last 100 calibration pairs are scored instead
+    if args.val:  # choosing a recipe: the last 100 calibration pairs are scored instead
         eval_idx, calib_idx = calib_idx[400:], calib_idx[:400]
     sa, sb, gold = bm.load_pairs(eval_idx)
     ba, bb = bm.tokenize(tok, sa), bm.tokenize(tok, sb)
@@ -122,9 +121,10 @@ def minilm(args) -> list[dict]:
              ("torch-pruning", "taylor (calibration + labels)", tp, 1 - bm.encoder_params(tp.m) / enc, tp_secs)]
     distilled = _distill_rows("minilm", pairs, teacher, evaluate, data, args, loss="cosine")
     final = {(r["tool"], r["seed"]): cosines[2 + 2 * i] for i, r in enumerate(distilled)}
-    for r in distilled:  # how closely the student's pair similarities follow the dense model's (less noisy)
+    for r in distilled:
+        # how closely the student's pair similarities follow the dense model's (less noisy)
         r["agree_dense"] = 100 * bm.spearman(final[(r["tool"], r["seed"])], cosines[0])
-    for r in distilled:  # graphprune's student against Torch-Pruning's, same seed, over resampled pairs
+        # graphprune's student against Torch-Pruning's, same seed, over resampled pairs
         if r["tool"] == "graphprune" and ("torch-pruning", r["seed"]) in final:
             r["vs_torch_pruning"] = bm.paired_bootstrap(final[("graphprune", r["seed"])],
                                                         final[("torch-pruning", r["seed"])], gold)
