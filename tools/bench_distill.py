@@ -101,14 +101,15 @@ def cifar(args) -> list[dict]:
         tp, tp_kept = tp_taylor_at_macs(teacher, keep, ignored, xc, yc)
         if args.match_tp:  # graphprune at the MACs Torch-Pruning's ratio search landed on
             keep = tp_kept
-        t0 = time.perf_counter()
-        label, passes = RECIPES[args.recipe]
-        passes = [p.format(keep=keep, include=INCLUDE) for p in passes]
-        example = (torch.from_numpy(xc[:args.example_batch]),)  # calibration runs at this batch
-        gp = gpt.prune(teacher, example, passes=passes, calib=calib, quiet=True).module
-        gp_secs = time.perf_counter() - t0
-        runs = [("graphprune", label, gp, gp_secs), ("torch-pruning", "taylor (calibration + labels)", tp, None)]
-        runs = [r for r in runs if r[0] in args.tools.split(",")]
+        runs = [("torch-pruning", "taylor (calibration + labels)", tp, None)]
+        if "graphprune" in args.tools:
+            t0 = time.perf_counter()
+            label, passes = RECIPES[args.recipe]
+            passes = [p.format(keep=keep, include=INCLUDE) for p in passes]
+            example = (torch.from_numpy(xc[:args.example_batch]),)  # calibration runs at this batch
+            gp = gpt.prune(teacher, example, passes=passes, calib=calib, quiet=True).module
+            runs.insert(0, ("graphprune", label, gp, time.perf_counter() - t0))
+        runs = [r for r in runs if r[0] in args.tools]
         for (tool, label, pruned, secs), lr, seed in itertools.product(runs, lrs, seeds):
             student = copy.deepcopy(pruned)
             row = {"model": "resnet56", "tool": tool, "pipeline": label, "target": target, "seed": seed, "lr": lr,
@@ -169,6 +170,12 @@ def main() -> int:
     ap.add_argument("--json")
     args = ap.parse_args()
     args.match = [m for m in args.match.split(",") if m] or None  # one list for every task
+    args.tools = [t for t in args.tools.split(",") if t]
+    unknown = sorted(set(args.tools) - {"graphprune", "torch-pruning"})
+    if unknown or not args.tools:
+        ap.error(f"--tools takes graphprune and/or torch-pruning, not {','.join(unknown) or 'nothing'}")
+    if args.task != "cifar" and args.lr and "," in args.lr:
+        ap.error("--lr takes a list for cifar only; minilm and stories take one learning rate")
     with tempfile.TemporaryDirectory() as tmp:
         args.tmp = tmp
         if args.task == "cifar":
