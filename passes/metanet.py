@@ -11,9 +11,10 @@ groups (`normalize=none` by default) so `select:scope=global` can compare groups
 
 Options: `model` (a metanetwork .npz; default the shipped models/metanet.npz, whose card
 models/metanet.json lists its features, training zoo and validation), `groups`,
-`normalize`, `calibrate` (`lamp`, the default: groups are ranked against each other as
-LAMP ranks them, on the predicted scores, which did better on the zoo's held-out
-families than `none`, the predictions themselves). numpy only.
+`normalize`, `calibrate` (`none`, the default: the predictions themselves, whose scale
+across groups the shipped metanetwork learned from removing many units at once; `lamp`:
+groups ranked against each other as LAMP ranks them, on the predicted scores, better for a
+metanetwork trained on single-unit targets only). numpy only.
 """
 
 from __future__ import annotations
@@ -31,7 +32,7 @@ from graphprune.scoring import ScorePass
 class MetanetPass(ScorePass):
     name = "metanet"
     summary = "data-free, learned: predicted output change of removing each unit, from the weights (models/metanet.npz)"
-    options = {"model": "", "groups": "all", "normalize": "none", "calibrate": "lamp"}
+    options = {"model": "", "groups": "all", "normalize": "none", "calibrate": "none"}
 
     def prepare(self, model: ir.Model, groups) -> None:
         from graphprune.metanet.features import features

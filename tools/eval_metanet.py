@@ -108,7 +108,7 @@ def zoo_main(args) -> dict:
 
     card = json.load(open(os.path.join(os.path.dirname(HERE), "models", "metanet.json")))
     hp = card["hyperparameters"]
-    nets = load_zoo(args.zoo)
+    nets = load_zoo(args.zoo, args.target or card.get("training_target", "ablate"))
     out = {}
     with tempfile.TemporaryDirectory() as tmp:
         for fam in sorted({n["family"] for n in nets}):
@@ -158,7 +158,8 @@ def real_main(args) -> dict:
         for name, path, data, labels, calib in real_nets(tmp):
             if args.only and name not in args.only.split(","):
                 continue
-            out[name] = {"results": evaluate_net(args, path, data, labels, metanet, tmp, ceiling=calib, name=name)}
+            ceiling = None if args.no_ceilings else calib
+            out[name] = {"results": evaluate_net(args, path, data, labels, metanet, tmp, ceiling=ceiling, name=name)}
             print(name, json.dumps(out[name]["results"]), flush=True)
     return out
 
@@ -174,6 +175,10 @@ def main() -> int:
                     help="another metanet row, e.g. metanet-lamp=calibrate=lamp")
     ap.add_argument("--only-metanet", action="store_true", help="skip the baselines (to add metanet variants)")
     ap.add_argument("--repairs-only", action="store_true", help="real: only the compensation rows at macs=0.5")
+    ap.add_argument("--no-ceilings", action="store_true", help="real: without the calibration rows (wifv, ablate) "
+                    "and the compensation rows")
+    ap.add_argument("--target", help="zoo: the metanetworks' training target (train_metanet.py; default the "
+                    "shipped one's, from its card)")
     ap.add_argument("--json")
     args = ap.parse_args()
     args.variants = {"metanet": ""} | {label: "," + opts for label, opts in (v.split("=", 1) for v in args.variant)}

@@ -39,7 +39,21 @@ from graphprune.metanet.features import NAMES  # noqa: E402
 from graphprune.metanet.scorer import FORMAT, Scorer  # noqa: E402
 
 
-def load_zoo(zoo: str) -> list[dict]:
+TARGET_TEXT = {
+    "ablate": "log of the ablate criterion (relative output change with the unit switched off), "
+              "64 held-out samples per zoo network",
+    "masks-groups": "log of the ablate criterion rescaled per group to the mean of its units' additive "
+                    "random-mask coefficients (tools/metanet_masks.py), 64 held-out samples per zoo network",
+}
+TARGETS = tuple(TARGET_TEXT)
+
+
+def load_zoo(zoo: str, target: str = "ablate") -> list[dict]:
+    """The zoo's networks with features and the training target `y`: the log of the
+    single-unit `ablate` target, or with `masks-groups` the same rescaled per group so that
+    the group's mean is the mean of its units' random-mask coefficients
+    (tools/metanet_masks.py): the order inside a group from single units, the cost of a
+    group's units against other groups' from removing many at once."""
     manifest = json.load(open(os.path.join(zoo, "manifest.json")))
     nets = []
     for name, entry in sorted(manifest.items()):
@@ -51,6 +65,11 @@ def load_zoo(zoo: str) -> list[dict]:
         free = ~net["pinned"]
         if free.sum() < 4:
             continue
+        if target == "masks-groups":
+            path = os.path.join(zoo, name + ".masks.npz")
+            if not os.path.exists(path):
+                raise SystemExit(f"train_metanet: {path} is missing; run tools/metanet_masks.py --zoo {zoo}")
+            net["target"] = group_rescaled(net, np.load(path)["target"])
         mid = np.median(net["target"][free])
         if not mid > 0:
             continue
@@ -59,6 +78,24 @@ def load_zoo(zoo: str) -> list[dict]:
         net.update(name=name, family=entry["family"])
         nets.append(net)
     return nets
+
+
+def group_rescaled(net: dict, coef: np.ndarray) -> np.ndarray:
+    """The ablate target times, per group, mean(mask coefficients) / mean(ablate) over its
+    free units (a group whose coefficients average at or below zero gets the smallest
+    positive factor of the network's groups)."""
+    free, group, ablate = ~net["pinned"], net["group"], net["target"].astype(np.float64)
+    factors = {}
+    for g in np.unique(group[free]):
+        sel = free & (group == g)
+        a = ablate[sel].mean()
+        factors[g] = coef[sel].mean() / a if a > 0 and coef[sel].mean() > 0 else np.nan
+    good = [f for f in factors.values() if np.isfinite(f)]
+    low = min(good) if good else 1.0
+    out = ablate.copy()
+    for g, f in factors.items():
+        out[group == g] *= f if np.isfinite(f) else low
+    return out
 
 
 def current_features(onnx_path: str, gid: np.ndarray) -> np.ndarray:
@@ -212,9 +249,10 @@ def main() -> None:
     ap.add_argument("--epochs", type=int, default=400)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--pairwise", type=float, default=0.0, help="weight of a logistic ranking loss on pairs in a group")
+    ap.add_argument("--target", choices=TARGETS, default="ablate", help="the training target (see load_zoo)")
     args = ap.parse_args()
     torch.set_num_threads(max(1, os.cpu_count() or 1))
-    nets = load_zoo(args.zoo)
+    nets = load_zoo(args.zoo, args.target)
     hp = dict(hidden=args.hidden, depth=args.depth, members=args.members, within=args.within, epochs=args.epochs,
               seed=args.seed, pairwise=args.pairwise)
     if args.cv:
@@ -232,12 +270,13 @@ def main() -> None:
     manifest = open(os.path.join(args.zoo, "manifest.json"), "rb").read()
     card = {"file": os.path.basename(args.out), "format": FORMAT, "features": list(NAMES),
             "inputs": "unit features scaled by mu/sd, then their mean over the unit's group",
-            "target": "log of the ablate criterion (relative output change with the unit switched off), "
-                      "64 held-out samples per zoo network",
+            "target": TARGET_TEXT[args.target], "training_target": args.target,
             "hyperparameters": hp, "zoo": {"networks": len(nets), "families": sorted({n["family"] for n in nets}),
                                            "manifest_sha256": hashlib.sha256(manifest).hexdigest(),
                                            "units": int(sum(len(n["y"]) for n in nets))},
-            "command": "python tools/metanet_zoo.py --out zoo --count N && python tools/train_metanet.py --zoo zoo "
+            "command": f"python tools/metanet_zoo.py --out zoo --count {len(json.loads(manifest))} && "
+                       + ("python tools/metanet_masks.py --zoo zoo && " if args.target != "ablate" else "")
+                       + "python tools/train_metanet.py --zoo zoo " + f"--target {args.target} "
                        + " ".join(f"--{k} {v}" for k, v in hp.items()),
             "sha256": hashlib.sha256(open(args.out, "rb").read()).hexdigest()}
     card_path = os.path.splitext(args.out)[0] + ".json"

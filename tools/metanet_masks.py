@@ -1,0 +1,157 @@
+"""Random-mask targets for the metanet zoo: what a unit costs when it goes together with
+many others, as a global selection removes it, rather than alone (the `ablate` target).
+
+    python tools/metanet_masks.py --zoo zoo          # resumes: networks with a .masks.npz are kept
+
+For every zoo network (tools/metanet_zoo.py), K random masks switch off a random share p
+(uniform in [0.02, 0.4]) of its free units at once, at least one unit of every group kept,
+on the network's 64 calibration samples, the same switch-off as `ablate` (a zero in front
+of every consumer of the unit's group). Each mask's output change is the relative squared
+change, summed over outputs, as in `ablate`. A ridge fit of the changes on the masks
+(change ~ sum of the removed units' coefficients) gives each unit's additive cost: its
+`target` in `<name>.masks.npz`, in the order of `<name>.units.npz`. A fifth of the masks
+is held out of the fit: `r2` (how much of the held-out changes the additive model explains),
+`split_half` (Spearman of the coefficients fitted on two disjoint halves of the masks: how
+reliable they are) and `spearman_ablate` (the coefficients against the single-unit target)
+are saved beside it and printed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+import time
+import warnings
+
+import numpy as np
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, os.path.dirname(HERE))
+warnings.filterwarnings("ignore")
+logging.disable(logging.WARNING)
+
+
+def draw_masks(group: np.ndarray, free: np.ndarray, count: int, rng) -> np.ndarray:
+    """count x units booleans (True: switched off): a share p in [0.02, 0.4] of the free
+    units per mask, never every unit of a group."""
+    units = len(group)
+    out = np.zeros((count, units), bool)
+    for k in range(count):
+        off = free & (rng.random(units) < rng.uniform(0.02, 0.4))
+        for g in np.unique(group[off]):
+            members = np.flatnonzero(group == g)
+            if off[members].all():
+                off[rng.choice(members)] = False
+        out[k] = off
+    return out
+
+
+def fit_additive(masks: np.ndarray, change: np.ndarray, ridge: float = 1e-3) -> np.ndarray:
+    """Per-unit coefficients b of change ~ masks @ b (ridge, relative to the mean diagonal)."""
+    x = masks.astype(np.float64)
+    gram = x.T @ x
+    lam = ridge * max(float(np.trace(gram)) / max(len(gram), 1), 1e-12)
+    return np.linalg.solve(gram + lam * np.eye(len(gram)), x.T @ change)
+
+
+def changes(onnx_path: str, calib_path: str, gid: np.ndarray, masks: np.ndarray) -> np.ndarray:
+    """Relative squared output change of each mask on the calibration samples."""
+    from graphprune.calibration import Calibration
+    from graphprune.consumers import consumers
+    from graphprune.context import Context
+    from graphprune.loading import load_model
+    from graphprune.passes.ablation import _mask_shape, _masked, _run, _sq
+    from graphprune.pipeline import run_passes
+    from graphprune.probes import graph_input_meta
+    from graphprune.shapes import infer_exact_shapes
+
+    model = load_model(onnx_path)
+    ctx = Context(model, source=onnx_path, quiet=True)
+    ctx.calibration = Calibration(calib_path, graph_input_meta(model), batch=64, quiet=True)
+    run_passes(ctx, ["normalize"])
+    groups = {g.id: g for g in ctx.analysis().groups}
+    ids = list(dict.fromkeys(gid.tolist()))
+    start = {i: int(np.flatnonzero(gid == i)[0]) for i in ids}
+    found = [(groups[i], consumers(groups[i], ctx.model)) for i in ids]
+    if any(c.data.shape is None for _, cons in found for c in cons):
+        infer_exact_shapes(ctx.model)
+    pairs = [(g, c) for g, cons in found for c in cons if c.data.shape is not None]
+    inits = ctx.model.graph.initializers
+    with _masked(ctx.model, [(c, inits[c.key[0]].const_value.dtype) for _, c in pairs]) as names:
+        sess, calib = ctx.calibration.session(ctx.model, who="masks", optimize=True)
+        batches = list(calib.batches())
+        ones = {n: np.ones(_mask_shape(c), np.float32) for (_, c), n in zip(pairs, names)}
+        dense = [_run(sess, {**f, **ones}) for f in batches]
+        energy = [sum(float((np.asarray(y, np.float64) ** 2).sum()) for y in ys) for ys in zip(*dense)]
+        out = np.zeros(len(masks))
+        for k, off in enumerate(masks):
+            feeds = dict(ones)
+            for (g, c), n in zip(pairs, names):
+                units = np.flatnonzero(off[start[g.id]:start[g.id] + g.n_units])
+                if len(units):
+                    m = np.ones(_mask_shape(c)[0], np.float32)
+                    m[g.positions(c.key, units)] = 0.0
+                    feeds[n] = m.reshape(_mask_shape(c))
+            for f, ref in zip(batches, dense):
+                got = _run(sess, {**f, **feeds})
+                out[k] += sum(_sq(a, b, None) / max(e, 1e-30) for a, b, e in zip(got, ref, energy))
+    return out
+
+
+def spearman(a, b) -> float:
+    ra, rb = np.argsort(np.argsort(a)), np.argsort(np.argsort(b))
+    return float(np.corrcoef(ra, rb)[0, 1]) if np.std(ra) and np.std(rb) else float("nan")
+
+
+def one(zoo: str, name: str, per_unit: float, low: int, high: int) -> dict:
+    with np.load(os.path.join(zoo, name + ".units.npz")) as d:
+        gid, group, pinned, ablate = d["gid"], d["group"], d["pinned"], d["target"]
+    free = ~pinned
+    rng = np.random.default_rng(int(name.rsplit("-", 1)[1]))
+    count = int(np.clip(per_unit * free.sum(), low, high))
+    t0 = time.perf_counter()
+    masks = draw_masks(group, free, count, rng)
+    change = changes(os.path.join(zoo, name + ".onnx"), os.path.join(zoo, name + ".calib.npz"), gid, masks)
+    fit = np.arange(count) % 5 != 0
+    held = ~fit
+    coef = fit_additive(masks[fit][:, free], change[fit])
+    pred = masks[held][:, free].astype(np.float64) @ coef
+    r2 = 1.0 - float(np.sum((pred - change[held]) ** 2) / max(np.sum((change[held] - change[held].mean()) ** 2), 1e-30))
+    halves = [fit_additive(masks[h::2][:, free], change[h::2]) for h in (0, 1)]
+    half = spearman(*halves)  # reliability of the coefficients: two disjoint halves of the masks
+    fg = group[free]
+    means = [np.bincount(fg, h)[np.unique(fg)] / np.bincount(fg)[np.unique(fg)] for h in halves]
+    half_groups = spearman(*means) if len(means[0]) > 2 else float("nan")  # ... and of their group means
+    coef = fit_additive(masks[:, free], change)  # the target: all masks
+    target = np.zeros(len(gid))
+    target[free] = coef
+    tmp = os.path.join(zoo, name + ".masks.tmp.npz")  # then renamed: a stopped run leaves no half file
+    np.savez(tmp, target=target, r2=r2, split_half=half, split_half_groups=half_groups, masks=count, spearman_ablate=spearman(coef, ablate[free]))
+    os.replace(tmp, os.path.join(zoo, name + ".masks.npz"))
+    return {"name": name, "masks": count, "r2": round(r2, 3), "split_half": round(half, 3), "split_half_groups": round(half_groups, 3), "spearman_ablate": round(spearman(coef, ablate[free]), 3),
+            "mean_change": round(float(change.mean()), 4), "seconds": round(time.perf_counter() - t0, 1)}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--zoo", default="zoo")
+    ap.add_argument("--per-unit", type=float, default=3.0, help="masks per free unit")
+    ap.add_argument("--min", type=int, default=300)
+    ap.add_argument("--max", type=int, default=2000)
+    args = ap.parse_args()
+    manifest = json.load(open(os.path.join(args.zoo, "manifest.json")))
+    for name, entry in sorted(manifest.items()):
+        units = os.path.join(args.zoo, name + ".units.npz")
+        if "error" in entry or not os.path.exists(units) or os.path.exists(os.path.join(args.zoo, name + ".masks.npz")):
+            continue
+        with np.load(units) as d:
+            if (~d["pinned"]).sum() < 4:
+                continue
+        print(json.dumps(one(args.zoo, name, args.per_unit, args.min, args.max)), flush=True)
+
+
+if __name__ == "__main__":
+    main()
