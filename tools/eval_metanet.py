@@ -5,7 +5,7 @@ selection, no compensation (the protocol is in tools/README.md, "The metanet cri
     python tools/eval_metanet.py real --json bench-results/metanet-real.json
 
 `zoo`: leave one family out. For each family, a metanetwork is trained on the other
-families (tools/train_metanet.py's `fit`, the shipped hyperparameters) and, with every
+families (tools/train_metanet.py's `fit`, the shipped hyperparameters and training target) and, with every
 baseline, prunes the family's first `--per-family` networks at each budget; the score is
 held-out top-1 (next-character accuracy for charlm). The best single baseline over all
 families and budgets is the one the real networks are compared with.

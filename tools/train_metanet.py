@@ -1,16 +1,18 @@
 """Train the metanet criterion on the zoo (tools/metanet_zoo.py) and write the shipped
 metanetwork and its card.
 
-    python tools/train_metanet.py --zoo zoo --out models/metanet.npz      # ship
-    python tools/train_metanet.py --zoo zoo --cv                          # leave-one-family-out
+    python tools/metanet_masks.py --zoo zoo                               # the masks-groups target
+    python tools/train_metanet.py --zoo zoo --target masks-groups         # ship (as models/metanet.json says)
+    python tools/train_metanet.py --zoo zoo --target masks-groups --cv    # leave-one-family-out
 
 The network: an ensemble of `--members` MLPs (inputs: the unit's features and its group's
 mean of them; hidden `--hidden` x `--depth`, ReLU; one output, the predicted log of the
-unit's `ablate` target). The loss compares predictions and targets after removing each
+unit's target: `ablate`, or with `--target masks-groups` ablate rescaled per group, see
+load_zoo). The loss compares predictions and targets after removing each
 network's mean (only differences inside a network matter to a global selection), plus
 `--within` times the same after removing each group's mean (the order inside a group,
 which decides local selection and the boundary of global selection). Pinned units are
-context, not targets. Targets are floored at 1e-4 of the network's median, so units
+context, not targets. Targets are floored at 1e-2 (METANET_FLOOR) of the network's median, so units
 whose removal changes nothing do not dominate the loss.
 
 --cv trains once per family with that family left out and reports, on the left-out
