@@ -43,44 +43,80 @@ class Ablation(ScorePass):
         if int(self.opts["samples"]) < 1:
             raise BadInput(f"ablate: samples must be at least 1, not {self.opts['samples']}")
         self.ctx.require_calibration("ablate")
-        inits = model.graph.initializers
-        found = [(g, consumers(g, model)) for g in groups]
-        if any(c.data.shape is None for _, cons in found for c in cons):
-            from graphprune.shapes import infer_exact_shapes
-
-            infer_exact_shapes(model)
-        mine = [(g, [c for c in cons if c.data.shape is not None]) for g, cons in found]
-        mine = [(g, cons) for g, cons in mine if cons]
+        mine = switchable(groups, model)
         units = sum(g.n_units for g, _ in mine)
         if units > int(self.opts["max_units"]):
             raise BadInput(f"ablate: {units} units to switch off one at a time (max_units="
                            f"{self.opts['max_units']}); use groups=heads or raise max_units")
         calib = self.ctx.calibration.limited(int(self.opts["samples"]))
-        pairs = [(g, c) for g, cons in mine for c in cons]
         self.raw = {}
-        with _masked(model, [(c, inits[c.key[0]].const_value.dtype) for _, c in pairs]) as names:
-            sess, calib = calib.session(model, who="ablate", optimize=True)
-            batches = list(calib.batches())
-            ones = {n: np.ones(_mask_shape(c), np.float32) for (_, c), n in zip(pairs, names)}
-            dense = [_run(sess, {**f, **ones}) for f in batches]
-            keeps = [calib.keep(f) for f in batches]
-            energy = [sum(_sq(y, 0.0, k) for y, k in zip(ys, keeps)) for ys in zip(*dense)]
-            with Progress("ablation", units, calib.quiet or self.ctx.quiet, unit="units") as progress:
+        with SwitchOff(model, mine, calib, "ablate") as switch:
+            with Progress("ablation", units, switch.calib.quiet or self.ctx.quiet, unit="units") as progress:
                 for g, _ in mine:
-                    masks = [(c, n) for (gg, c), n in zip(pairs, names) if gg is g]
                     raw = np.zeros(g.n_units)
                     for u in range(g.n_units):
-                        feeds = dict(ones)
-                        for c, n in masks:
-                            m = np.ones(_mask_shape(c)[0], np.float32)
-                            m[g.positions(c.key, np.array([u]))] = 0.0
-                            feeds[n] = m.reshape(_mask_shape(c))
-                        for f, ref, keep in zip(batches, dense, keeps):
-                            got = _run(sess, {**f, **feeds})
-                            raw[u] += sum(_sq(a, b, keep) / max(e, 1e-30) for a, b, e in zip(got, ref, energy))
+                        raw[u] = switch.change({g.id: np.array([u])})
                         progress.update(1)
                     self.raw[g.id] = raw
-        self.stats.update({"units_ablated": units, "samples": sum(len(next(iter(f.values()))) for f in batches)})
+        self.stats.update({"units_ablated": units,
+                           "samples": sum(len(next(iter(f.values()))) for f in switch.batches)})
+
+
+def switchable(groups, model: ir.Model) -> list:
+    """(group, its consumers whose data input has a known shape) for the groups that have
+    any: where a unit can be switched off (exact shapes are inferred where some are missing)."""
+    found = [(g, consumers(g, model)) for g in groups]
+    if any(c.data.shape is None for _, cons in found for c in cons):
+        from graphprune.shapes import infer_exact_shapes
+
+        infer_exact_shapes(model)
+    mine = [(g, [c for c in cons if c.data.shape is not None]) for g, cons in found]
+    return [(g, cons) for g, cons in mine if cons]
+
+
+class SwitchOff:
+    """Units switched off on calibration samples, in one ONNX Runtime session: a Mul by a
+    mask input in front of every consumer of the `switchable` groups. `change(off)` is the
+    relative squared change of the outputs (summed over outputs; --calib-mask respected)
+    with the units `off` ({group id: unit indices}) switched off. A context manager: the
+    graph is restored on exit."""
+
+    def __init__(self, model: ir.Model, mine, calib, who: str):
+        self.model, self.who, self.calib = model, who, calib
+        self.pairs = [(g, c) for g, cons in mine for c in cons]
+
+    def __enter__(self):
+        inits = self.model.graph.initializers
+        self._masked = _masked(self.model, [(c, inits[c.key[0]].const_value.dtype) for _, c in self.pairs])
+        self.names = self._masked.__enter__()
+        try:
+            self.sess, self.calib = self.calib.session(self.model, who=self.who, optimize=True)
+            self.batches = list(self.calib.batches())
+            self.ones = {n: np.ones(_mask_shape(c), np.float32) for (_, c), n in zip(self.pairs, self.names)}
+            self.dense = [_run(self.sess, {**f, **self.ones}) for f in self.batches]
+            self.keeps = [self.calib.keep(f) for f in self.batches]
+            self.energy = [sum(_sq(y, 0.0, k) for y, k in zip(ys, self.keeps)) for ys in zip(*self.dense)]
+        except BaseException:
+            self._masked.__exit__(None, None, None)
+            raise
+        return self
+
+    def __exit__(self, *exc):
+        return self._masked.__exit__(*exc)
+
+    def change(self, off: dict[int, np.ndarray]) -> float:
+        feeds = dict(self.ones)
+        for (g, c), n in zip(self.pairs, self.names):
+            units = off.get(g.id)
+            if units is not None and len(units):
+                m = np.ones(_mask_shape(c)[0], np.float32)
+                m[g.positions(c.key, units)] = 0.0
+                feeds[n] = m.reshape(_mask_shape(c))
+        total = 0.0
+        for f, ref, keep in zip(self.batches, self.dense, self.keeps):
+            got = _run(self.sess, {**f, **feeds})
+            total += sum(_sq(a, b, keep) / max(e, 1e-30) for a, b, e in zip(got, ref, self.energy))
+        return total
 
 
 def _sq(a, b, keep) -> float:

@@ -29,7 +29,8 @@ import warnings
 import numpy as np
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-sys.path.insert(0, os.path.dirname(HERE))
+sys.path[:0] = [HERE, os.path.dirname(HERE)]
+from train_metanet import spearman  # noqa: E402
 warnings.filterwarnings("ignore")
 logging.disable(logging.WARNING)
 
@@ -58,52 +59,25 @@ def fit_additive(masks: np.ndarray, change: np.ndarray, ridge: float = 1e-3) -> 
 
 
 def changes(onnx_path: str, calib_path: str, gid: np.ndarray, masks: np.ndarray) -> np.ndarray:
-    """Relative squared output change of each mask on the calibration samples."""
+    """Relative squared output change of each mask on the calibration samples (`ablate`'s
+    switch-off, graphprune.passes.ablation.SwitchOff)."""
     from graphprune.calibration import Calibration
-    from graphprune.consumers import consumers
     from graphprune.context import Context
     from graphprune.loading import load_model
-    from graphprune.passes.ablation import _mask_shape, _masked, _run, _sq
+    from graphprune.passes.ablation import SwitchOff, switchable
     from graphprune.pipeline import run_passes
     from graphprune.probes import graph_input_meta
-    from graphprune.shapes import infer_exact_shapes
 
     model = load_model(onnx_path)
     ctx = Context(model, source=onnx_path, quiet=True)
-    ctx.calibration = Calibration(calib_path, graph_input_meta(model), batch=64, quiet=True)
+    calib = Calibration(calib_path, graph_input_meta(model), batch=64, quiet=True)
     run_passes(ctx, ["normalize"])
     groups = {g.id: g for g in ctx.analysis().groups}
     ids = list(dict.fromkeys(gid.tolist()))
-    start = {i: int(np.flatnonzero(gid == i)[0]) for i in ids}
-    found = [(groups[i], consumers(groups[i], ctx.model)) for i in ids]
-    if any(c.data.shape is None for _, cons in found for c in cons):
-        infer_exact_shapes(ctx.model)
-    pairs = [(g, c) for g, cons in found for c in cons if c.data.shape is not None]
-    inits = ctx.model.graph.initializers
-    with _masked(ctx.model, [(c, inits[c.key[0]].const_value.dtype) for _, c in pairs]) as names:
-        sess, calib = ctx.calibration.session(ctx.model, who="masks", optimize=True)
-        batches = list(calib.batches())
-        ones = {n: np.ones(_mask_shape(c), np.float32) for (_, c), n in zip(pairs, names)}
-        dense = [_run(sess, {**f, **ones}) for f in batches]
-        energy = [sum(float((np.asarray(y, np.float64) ** 2).sum()) for y in ys) for ys in zip(*dense)]
-        out = np.zeros(len(masks))
-        for k, off in enumerate(masks):
-            feeds = dict(ones)
-            for (g, c), n in zip(pairs, names):
-                units = np.flatnonzero(off[start[g.id]:start[g.id] + g.n_units])
-                if len(units):
-                    m = np.ones(_mask_shape(c)[0], np.float32)
-                    m[g.positions(c.key, units)] = 0.0
-                    feeds[n] = m.reshape(_mask_shape(c))
-            for f, ref in zip(batches, dense):
-                got = _run(sess, {**f, **feeds})
-                out[k] += sum(_sq(a, b, None) / max(e, 1e-30) for a, b, e in zip(got, ref, energy))
-    return out
-
-
-def spearman(a, b) -> float:
-    ra, rb = np.argsort(np.argsort(a)), np.argsort(np.argsort(b))
-    return float(np.corrcoef(ra, rb)[0, 1]) if np.std(ra) and np.std(rb) else float("nan")
+    spans = {i: np.flatnonzero(gid == i) for i in ids}  # the group's units, in order, in a mask row
+    with SwitchOff(ctx.model, switchable([groups[i] for i in ids], ctx.model), calib, "masks") as switch:
+        return np.array([switch.change({i: np.flatnonzero(off[span]) for i, span in spans.items()})
+                         for off in masks])
 
 
 def one(zoo: str, name: str, per_unit: float, low: int, high: int) -> dict:
@@ -119,20 +93,27 @@ def one(zoo: str, name: str, per_unit: float, low: int, high: int) -> dict:
     held = ~fit
     coef = fit_additive(masks[fit][:, free], change[fit])
     pred = masks[held][:, free].astype(np.float64) @ coef
-    r2 = 1.0 - float(np.sum((pred - change[held]) ** 2) / max(np.sum((change[held] - change[held].mean()) ** 2), 1e-30))
+    spread = max(float(np.sum((change[held] - change[held].mean()) ** 2)), 1e-30)
+    r2 = 1.0 - float(np.sum((pred - change[held]) ** 2)) / spread
     halves = [fit_additive(masks[h::2][:, free], change[h::2]) for h in (0, 1)]
     half = spearman(*halves)  # reliability of the coefficients: two disjoint halves of the masks
     fg = group[free]
-    means = [np.bincount(fg, h)[np.unique(fg)] / np.bincount(fg)[np.unique(fg)] for h in halves]
-    half_groups = spearman(*means) if len(means[0]) > 2 else float("nan")  # ... and of their group means
+    sizes = np.bincount(fg)
+    present = np.flatnonzero(sizes)
+    means = [np.bincount(fg, h)[present] / sizes[present] for h in halves]
+    half_groups = spearman(*means)  # ... and of their group means
     coef = fit_additive(masks[:, free], change)  # the target: all masks
+    with_ablate = spearman(coef, ablate[free])
     target = np.zeros(len(gid))
     target[free] = coef
     tmp = os.path.join(zoo, name + ".masks.tmp.npz")  # then renamed: a stopped run leaves no half file
-    np.savez(tmp, target=target, r2=r2, split_half=half, split_half_groups=half_groups, masks=count, spearman_ablate=spearman(coef, ablate[free]))
+    np.savez(tmp, target=target, r2=r2, split_half=half, split_half_groups=half_groups, masks=count,
+             spearman_ablate=with_ablate)
     os.replace(tmp, os.path.join(zoo, name + ".masks.npz"))
-    return {"name": name, "masks": count, "r2": round(r2, 3), "split_half": round(half, 3), "split_half_groups": round(half_groups, 3), "spearman_ablate": round(spearman(coef, ablate[free]), 3),
-            "mean_change": round(float(change.mean()), 4), "seconds": round(time.perf_counter() - t0, 1)}
+    stats = {"r2": r2, "split_half": half, "split_half_groups": half_groups,
+             "spearman_ablate": with_ablate, "mean_change": float(change.mean())}
+    return {"name": name, "masks": count, **{k: round(float(v), 4) for k, v in stats.items()},
+            "seconds": round(time.perf_counter() - t0, 1)}
 
 
 def main() -> None:
