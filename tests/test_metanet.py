@@ -125,7 +125,7 @@ def test_sketched_long_sides_keep_the_invariances(net, monkeypatch):
 
 
 def test_sketch_keeps_cosines_and_norms():
-    from graphprune.metanet.features import _spread
+    from graphprune.metanet.features import Slices
     from graphprune.metanet.sketch import Sketch
 
     rng = np.random.default_rng(3)
@@ -138,7 +138,16 @@ def test_sketch_keeps_cosines_and_norms():
     exact, got = unit(x.astype(np.float64)) @ unit(x.astype(np.float64)).T, unit(sk.sums) @ unit(sk.sums).T
     assert np.abs(got - exact).max() < 0.25 and abs(got[0, 1] - 0.8) < 0.1
     assert len(sk) == 200_000
-    np.testing.assert_allclose(sk.spread(1e-12), _spread(x), rtol=1e-5)
+    slices = Slices(4)  # the same two blocks, read in place
+    for block in (x[:, :70_000], x[:, 70_000:]):
+        slices.add(block, np.square(block, dtype=np.float64).sum(1))
+    red, centre, spread = slices.compare()
+    x64 = x.astype(np.float64)
+    np.testing.assert_allclose(spread, np.abs(x64).sum(1) / np.sqrt(200_000) / np.linalg.norm(x64, axis=1), rtol=1e-5)
+    mean = unit(x64).mean(0)
+    np.testing.assert_allclose(centre, unit(x64) @ (mean / np.linalg.norm(mean)), rtol=1e-4, atol=1e-6)
+    assert abs(red[0] - 0.8) < 0.1 and abs(red[1] - 0.8) < 0.1 and red[2] < 0.25  # projected cosines
+    np.testing.assert_allclose(sk.spread(1e-12), spread, rtol=1e-5)
 
 
 def test_deterministic_and_prunes_through_the_checked_pipeline(tmp_path, net):

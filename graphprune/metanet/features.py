@@ -55,25 +55,65 @@ def _unit_vectors(g: Group, key, rows: np.ndarray) -> np.ndarray | None:
     return rows[np.argsort(ids, kind="stable")].reshape(g.n_units, -1)
 
 
-def _cosine_stats(vecs: np.ndarray, cap: int = 512, redundancy: bool = True):
-    """Per unit: max |cos| to another unit (redundancy; None unless asked), and cos to the
-    mean direction. Wide groups compare against their `cap` strongest rows (chosen by norm,
-    so the choice follows the units when they are permuted)."""
+def _max_cos(vecs: np.ndarray, cap: int = 512) -> np.ndarray:
+    """Per unit: max |cos| to another unit (redundancy). Wide groups compare against their
+    `cap` strongest rows (chosen by norm, so the choice follows the units when they are
+    permuted)."""
     n = len(vecs)
-    if vecs.shape[1] > PROJECT:  # long slices: a fixed random projection keeps cosines (roughly)
-        vecs = vecs.astype(np.float32, copy=False) @ _projection(vecs.shape[1])
+    if n < 2:
+        return np.zeros(n)
     norms = np.linalg.norm(vecs, axis=1)
     unit = vecs / np.maximum(norms, TINY)[:, None]
-    mean = unit.mean(0)
-    centre = unit @ (mean / max(np.linalg.norm(mean), TINY))
-    if not redundancy:
-        return None, centre
-    if n < 2:
-        return np.zeros(n), centre
     others = np.arange(n) if n <= cap else np.sort(np.argsort(-norms, kind="stable")[:cap])
     cos = unit @ unit[others].T
     cos[others, np.arange(len(others))] = 0.0  # not against itself
-    return np.maximum(cos.max(1), -cos.min(1)), centre  # max |cos| without an |.| copy
+    return np.maximum(cos.max(1), -cos.min(1))  # max |cos| without an |.| copy
+
+
+def _abs_sums(vecs: np.ndarray) -> np.ndarray:
+    """Per row: sum |v|, in 64 MB blocks of rows (never one |.| copy of the whole)."""
+    step = max(1, (64 << 20) // max(vecs[:1].nbytes, 1))
+    return np.concatenate([np.abs(vecs[i:i + step]).sum(1, dtype=np.float64) for i in range(0, len(vecs), step)]
+                          or [np.zeros(0)])
+
+
+class Slices:
+    """The units' slices of one side of a group, block by block as the weights hold them
+    (n units x positions each), with each unit's sum of squares over them: the statistics
+    below read the blocks in place instead of a copy laid side by side."""
+
+    def __init__(self, n: int):
+        self.blocks: list[np.ndarray] = []
+        self.sq = np.zeros(n)
+
+    def add(self, block: np.ndarray, sq: np.ndarray) -> None:
+        self.blocks.append(block)
+        self.sq += sq
+
+    def __len__(self) -> int:
+        return sum(b.shape[1] for b in self.blocks)
+
+    def compare(self, redundancy: bool = True):
+        """(redundancy or None, centre, spread): the largest |cos| to another unit (slices
+        longer than PROJECT through the fixed random projection, applied block by block),
+        the cos to the group's mean direction, ||v||_1 / (sqrt(len) ||v||_2)."""
+        n, length = len(self.sq), len(self)
+        inv = 1.0 / np.maximum(np.sqrt(self.sq), TINY)
+        means = [(inv.astype(np.float32) @ b) / max(n, 1) for b in self.blocks]
+        dots = sum(b @ m for b, m in zip(self.blocks, means))
+        norm = float(np.sqrt(sum(float(m @ m) for m in means)))
+        centre = dots * inv / max(norm, TINY)
+        spread = sum(_abs_sums(b) for b in self.blocks) * inv / np.sqrt(length)
+        red = None
+        if redundancy and length > PROJECT:
+            proj, start, rows = _projection(length), 0, np.zeros((n, PROJECT), np.float32)
+            for b in self.blocks:
+                rows += b @ proj[start:start + b.shape[1]]
+                start += b.shape[1]
+            red = _max_cos(rows)
+        elif redundancy:
+            red = _max_cos(np.concatenate(self.blocks, axis=1))
+        return red, centre, spread
 
 
 CACHE_BYTES = 32 << 20  # ResNet-50's projections take 12.5 MB
@@ -93,12 +133,11 @@ def _projection(length: int) -> np.ndarray:
     return proj
 
 
-def _spread(vecs: np.ndarray) -> np.ndarray:
-    """||v||_1 / (sqrt(len) ||v||_2): 1 for a flat slice, small for a peaked one."""
-    l2 = np.linalg.norm(vecs, axis=1)
-    step = max(1, (64 << 20) // max(vecs[:1].nbytes, 1))  # |v| in 64 MB blocks of rows, not one copy
-    l1 = np.concatenate([np.abs(vecs[i:i + step]).sum(1) for i in range(0, len(vecs), step)] or [np.zeros(0)])
-    return l1 / np.maximum(np.sqrt(vecs.shape[1]) * l2, TINY)
+def _centre(vecs: np.ndarray) -> np.ndarray:
+    """Per unit: cos of its slice to the mean direction of the units' slices."""
+    inv = 1.0 / np.maximum(np.linalg.norm(vecs, axis=1), TINY)
+    mean = (inv.astype(vecs.dtype) @ vecs) / max(len(vecs), 1)
+    return (vecs @ mean) * inv / max(float(np.linalg.norm(mean)), TINY)
 
 
 class GraphFacts:
@@ -164,31 +203,29 @@ def affine_parts(g: Group, facts: GraphFacts, fixed: dict) -> dict[str, np.ndarr
     return parts
 
 
-def _side(g: Group, keys, bal: Balanced) -> tuple[np.ndarray, list[np.ndarray] | Sketch]:
+def _side(g: Group, keys, bal: Balanced) -> tuple[np.ndarray, Slices | Sketch]:
     """Summed log L2 norms per unit over the weight slices of `keys`, and the per-unit
-    vectors of those slices where every unit owns as many positions: a list to lay side by
-    side, or their Sketch where the side is longer than LONG positions per unit."""
+    slices where every unit owns as many positions: their Slices, or their Sketch where
+    the side is longer than LONG positions per unit."""
     logs = np.zeros(g.n_units)
     long = sum(bal.weight(key[0]).size for key in keys) > LONG * g.n_units
-    vectors = Sketch(g.n_units, PROJECT) if long else []
+    vectors = Sketch(g.n_units, PROJECT) if long else Slices(g.n_units)
     for key in keys:
         rows = _rows(bal.weight(key[0]), key[1])  # one float32 array (a view where it can be) serves both
-        logs += 0.5 * np.log(per_unit(g, key, position_norms(rows, 0, 2.0)) + TINY)
+        sq = per_unit(g, key, position_norms(rows, 0, 2.0))
+        logs += 0.5 * np.log(sq + TINY)
         v = _unit_vectors(g, key, rows)
         if v is not None:
-            vectors.add(v) if long else vectors.append(v)
+            vectors.add(v) if long else vectors.add(v, sq)
     return logs, vectors
 
 
-def _compare(vectors: list[np.ndarray] | Sketch, redundancy: bool = True):
+def _compare(vectors: Slices | Sketch, redundancy: bool = True):
     """(redundancy or None, centre, spread) of the units' slices laid side by side."""
-    if isinstance(vectors, Sketch):
-        red, cen = _cosine_stats(vectors.sums.astype(np.float32), redundancy=redundancy)
-        return red, cen, vectors.spread(TINY)
-    rows = np.empty((len(vectors[0]), sum(v.shape[1] for v in vectors)), np.float32)  # C order: one
-    np.concatenate(vectors, axis=1, out=rows)  # copy, and the sums below in the same order for any layout
-    red, cen = _cosine_stats(rows, redundancy=redundancy)
-    return red, cen, _spread(rows)
+    if isinstance(vectors, Slices):
+        return vectors.compare(redundancy)
+    sums = vectors.sums.astype(np.float32)  # PROJECT long: compared as they are
+    return (_max_cos(sums) if redundancy else None), _centre(sums), vectors.spread(TINY)
 
 
 def unit_raw(g: Group, facts: GraphFacts, bal: Balanced, parts: dict[str, np.ndarray]) -> dict[str, np.ndarray]:

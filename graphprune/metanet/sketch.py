@@ -1,12 +1,14 @@
 """Very long weight slices, compared through a sign-folding sketch.
 
-The features compare units by the cosines of their weight slices. Slices longer than the
-features' PROJECT go through a fixed Gaussian projection, which costs PROJECT random draws
-and multiply-adds per position. Where a side of a group is longer than LONG (an LLM's
-residual stream, whose slices run through every layer and the vocabulary; a KV group,
-whose slices span a whole layer's attention), that would cost minutes and gigabytes. There
-the sketch takes its place: every position is added, with a random sign, into bucket
-(position mod PROJECT). The random signs keep inner products in expectation (the cross
+The features compare units by the cosines of their weight slices: each unit's to the
+group's mean direction (exact, two matrix-vector products) and its largest to another
+unit (redundancy), for which slices longer than the features' PROJECT go through a fixed
+Gaussian projection, which costs PROJECT random draws and multiply-adds per position.
+Where a side of a group is longer than LONG (an LLM's residual stream, whose slices run
+through every layer and the vocabulary; a KV group, whose slices span a whole layer's
+attention), that would cost minutes and gigabytes. There the sketch takes the slices'
+place for both: every position is added, with a random sign, into bucket (position mod
+PROJECT). The random signs keep inner products in expectation (the cross
 terms have mean zero) at one pass over the slice; a slice no longer than PROJECT only has
 its signs flipped, which keeps its cosines exactly. The blocks are sketched one at a time,
 so they are never laid side by side in memory. Every network the shipped metanetwork was
