@@ -80,6 +80,24 @@ def test_slice_and_pad_map_the_kept_range(tmp_path):
     assert diff < 1e-5
 
 
+def test_a_whole_slice_of_a_dynamic_batch_axis_passes_the_channels(tmp_path):
+    """x[:, ...] on a batch of unknown size (the dynamo export of an option-A shortcut writes
+    one): a Slice that takes all of that axis leaves the channels coupled; one that takes a
+    part of it cannot be mapped and pins."""
+    def model(end):
+        return build([N("Conv", ["x", "w1"], ["a"]), N("Slice", ["a", "st", "en", "axs"], ["m"]),
+                      N("Conv", ["m", "w2"], ["y"])],
+                     {"w1": w(6, 3, 1, 1), "w2": w(4, 6, 1, 1), "st": i64(0), "en": i64(end), "axs": i64(0)},
+                     {"x": ["N", 3, 4, 4]}, {"y": ["N", 4, 4, 4]})
+
+    whole = model(2**63 - 1)
+    a = analyse(whole)
+    assert coupled(a, ("w1", 0), ("m", 1), ("w2", 1)) and not group_of(a, "w1", 0).pinned.any()
+    diff, groups, units = inert_removal_diff(save(whole, tmp_path), tmp_path)
+    assert diff < 1e-5 and units > 0
+    assert group_of(analyse(model(1)), "w1", 0).pinned.all()
+
+
 def test_interleaved_slices_make_pairs_one_unit(tmp_path):
     """x[:, 0::2] * x[:, 1::2] (GPT-OSS's interleaved gate and up): channels 2j and 2j+1 are
     one unit with position j of both slices, and removing inert pairs changes nothing."""

@@ -66,6 +66,9 @@ def unsqueeze(node, b) -> None:
 LITERAL = "its sizes are literals in the module's code (graphprune.torch cannot rewrite them)"
 
 
+WHOLE = 2**31 - 1  # an end at or past this takes the rest of any axis (INT_MAX, INT64_MAX)
+
+
 def _slice_params(node, b):
     """Per axis (start, stop, step) after clamping, for the axes the Slice touches."""
     x = node.inputs[0]
@@ -88,6 +91,8 @@ def _slice_params(node, b):
     for i, a in enumerate(axes):
         a = int(a) % rank
         if not isinstance(sx[a], int):
+            if int(starts[i]) == 0 and int(ends[i]) >= WHOLE and int(steps[i]) == 1:
+                continue  # all of an axis of unknown size (x[:, ...] on a dynamic batch): untouched
             return None
         out[a] = (i, *slice(int(starts[i]), int(ends[i]), int(steps[i])).indices(sx[a]))
     return out
