@@ -46,6 +46,8 @@ TARGET_TEXT = {
               "64 held-out samples per zoo network",
     "masks-groups": "log of the ablate criterion rescaled per group to the mean of its units' additive "
                     "random-mask coefficients (tools/metanet_masks.py), 64 held-out samples per zoo network",
+    "masks-units": "log of each unit's additive random-mask coefficient (tools/metanet_masks.py; worth it only "
+                   "with many masks per unit), 64 held-out samples per zoo network",
 }
 TARGETS = tuple(TARGET_TEXT)
 
@@ -55,7 +57,8 @@ def load_zoo(zoo: str, target: str = "ablate") -> list[dict]:
     single-unit `ablate` target, or with `masks-groups` the same rescaled per group so that
     the group's mean is the mean of its units' random-mask coefficients
     (tools/metanet_masks.py): the order inside a group from single units, the cost of a
-    group's units against other groups' from removing many at once."""
+    group's units against other groups' from removing many at once. `masks-units` takes
+    the coefficients themselves (floored like every target)."""
     manifest = json.load(open(os.path.join(zoo, "manifest.json")))
     nets = []
     for name, entry in sorted(manifest.items()):
@@ -67,11 +70,12 @@ def load_zoo(zoo: str, target: str = "ablate") -> list[dict]:
         free = ~net["pinned"]
         if free.sum() < 4:
             continue
-        if target == "masks-groups":
+        if target.startswith("masks-"):
             path = os.path.join(zoo, name + ".masks.npz")
             if not os.path.exists(path):
                 raise SystemExit(f"train_metanet: {path} is missing; run tools/metanet_masks.py --zoo {zoo}")
-            net["target"] = group_rescaled(net, np.load(path)["target"])
+            coef = np.load(path)["target"]
+            net["target"] = group_rescaled(net, coef) if target == "masks-groups" else coef.astype(np.float64)
         mid = np.median(net["target"][free])
         if not mid > 0:
             continue
