@@ -133,13 +133,6 @@ def _projection(length: int) -> np.ndarray:
     return proj
 
 
-def _centre(vecs: np.ndarray) -> np.ndarray:
-    """Per unit: cos of its slice to the mean direction of the units' slices."""
-    inv = 1.0 / np.maximum(np.linalg.norm(vecs, axis=1), TINY)
-    mean = (inv.astype(vecs.dtype) @ vecs) / max(len(vecs), 1)
-    return (vecs @ mean) * inv / max(float(np.linalg.norm(mean)), TINY)
-
-
 class GraphFacts:
     """What the features need from the model, found once."""
 
@@ -224,8 +217,11 @@ def _compare(vectors: Slices | Sketch, redundancy: bool = True):
     """(redundancy or None, centre, spread) of the units' slices laid side by side."""
     if isinstance(vectors, Slices):
         return vectors.compare(redundancy)
-    sums = vectors.sums.astype(np.float32)  # PROJECT long: compared as they are
-    return (_max_cos(sums) if redundancy else None), _centre(sums), vectors.spread(TINY)
+    sums = vectors.sums.astype(np.float32)  # PROJECT long: compared as they are, as one block
+    block = Slices(len(sums))
+    block.add(sums, np.square(sums, dtype=np.float64).sum(1))
+    red, centre, _ = block.compare(redundancy)
+    return red, centre, vectors.spread(TINY)  # the spread of the whole slices, not of the sketch
 
 
 def unit_raw(g: Group, facts: GraphFacts, bal: Balanced, parts: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
