@@ -33,7 +33,7 @@ from graphprune.scoring import ScorePass
 class Ablation(ScorePass):
     name = "ablate"
     summary = "output change when each unit is switched off on calibration samples (needs --calib)"
-    options = {"groups": "heads", "samples": 64, "max_units": 4096, "normalize": "mean"}
+    options = {"groups": "heads", "samples": 64, "max_units": 4096, "normalize": "mean", "fill": "zero"}
 
     def parts(self, g):
         raw = self.raw.get(g.id)
@@ -48,9 +48,12 @@ class Ablation(ScorePass):
         if units > int(self.opts["max_units"]):
             raise BadInput(f"ablate: {units} units to switch off one at a time (max_units="
                            f"{self.opts['max_units']}); use groups=heads or raise max_units")
+        if self.opts["fill"] not in ("zero", "mean"):
+            raise BadInput(f"ablate: fill must be zero or mean, not {self.opts['fill']!r}")
         calib = self.ctx.calibration.limited(int(self.opts["samples"]))
+        means = channel_means(self.ctx, mine, "ablate") if self.opts["fill"] == "mean" else None
         self.raw = {}
-        with SwitchOff(model, mine, calib, "ablate") as switch:
+        with SwitchOff(model, mine, calib, "ablate", means) as switch:
             with Progress("ablation", units, switch.calib.quiet or self.ctx.quiet, unit="units") as progress:
                 for g, _ in mine:
                     raw = np.zeros(g.n_units)
@@ -60,6 +63,14 @@ class Ablation(ScorePass):
                     self.raw[g.id] = raw
         self.stats.update({"units_ablated": units,
                            "samples": sum(len(next(iter(f.values()))) for f in switch.batches)})
+
+
+def channel_means(ctx, mine, who: str) -> dict[str, np.ndarray]:
+    """Per consumer data tensor of the `switchable` groups: its calibration mean per channel."""
+    from graphprune.activations import Request
+
+    requests = {c.data.name: Request(c.axis) for _, cons in mine for c in cons}
+    return {name: np.asarray(st.mean, np.float64) for name, st in ctx.activation_stats(requests, who).items()}
 
 
 def switchable(groups, model: ir.Model) -> list:
@@ -78,21 +89,26 @@ class SwitchOff:
     """Units switched off on calibration samples, in one ONNX Runtime session: a Mul by a
     mask input in front of every consumer of the `switchable` groups. `change(off)` is the
     relative squared change of the outputs (summed over outputs; --calib-mask respected)
-    with the units `off` ({group id: unit indices}) switched off. A context manager: the
-    graph is restored on exit."""
+    with the units `off` ({group id: unit indices}) switched off. With `means` (consumer
+    data tensor name -> per-channel mean), a unit switched off takes its mean instead of
+    zero. A context manager: the graph is restored on exit."""
 
-    def __init__(self, model: ir.Model, mine, calib, who: str):
-        self.model, self.who, self.calib = model, who, calib
+    def __init__(self, model: ir.Model, mine, calib, who: str, means: dict | None = None):
+        self.model, self.who, self.calib, self.means = model, who, calib, means
         self.pairs = [(g, c) for g, cons in mine for c in cons]
 
     def __enter__(self):
         inits = self.model.graph.initializers
-        self._masked = _masked(self.model, [(c, inits[c.key[0]].const_value.dtype) for _, c in self.pairs])
+        self._masked = _masked(self.model, [(c, inits[c.key[0]].const_value.dtype) for _, c in self.pairs],
+                               shift=self.means is not None)
         self.names = self._masked.__enter__()
         try:
             self.sess, self.calib = self.calib.session(self.model, who=self.who, optimize=True)
             self.batches = list(self.calib.batches())
             self.ones = {n: np.ones(_mask_shape(c), np.float32) for (_, c), n in zip(self.pairs, self.names)}
+            if self.means is not None:
+                self.ones.update({n + "_shift": np.zeros(_mask_shape(c), np.float32)
+                                  for (_, c), n in zip(self.pairs, self.names)})
             self.dense = [_run(self.sess, {**f, **self.ones}) for f in self.batches]
             self.keeps = [self.calib.keep(f) for f in self.batches]
             self.energy = [sum(_sq(y, 0.0, k) for y, k in zip(ys, self.keeps)) for ys in zip(*self.dense)]
@@ -112,6 +128,9 @@ class SwitchOff:
                 m = np.ones(_mask_shape(c)[0], np.float32)
                 m[g.positions(c.key, units)] = 0.0
                 feeds[n] = m.reshape(_mask_shape(c))
+                if self.means is not None:
+                    shift = (1.0 - m) * self.means[c.data.name]
+                    feeds[n + "_shift"] = shift.astype(np.float32).reshape(_mask_shape(c))
         total = 0.0
         for f, ref, keep in zip(self.batches, self.dense, self.keeps):
             got = _run(self.sess, {**f, **feeds})
@@ -141,11 +160,12 @@ def _run(sess, feeds):
 
 
 class _masked:
-    """The model with a Mul by a new graph input in front of each (group, consumer); the
-    graph is restored on exit. Yields the mask input names."""
+    """The model with a Mul by a new graph input in front of each (group, consumer) (and,
+    with `shift`, an Add of a second input NAME + "_shift" after it); the graph is
+    restored on exit. Yields the mask input names."""
 
-    def __init__(self, model: ir.Model, items):
-        self.model, self.items = model, items
+    def __init__(self, model: ir.Model, items, shift: bool = False):
+        self.model, self.items, self.shift = model, items, shift
 
     def __enter__(self):
         graph = self.model.graph
@@ -154,28 +174,39 @@ class _masked:
             for k, (c, dtype) in enumerate(self.items):
                 if not isinstance(c.data.shape[c.axis], int):
                     raise BadInput(f"ablate: the channel axis of {c.data.name!r} has no fixed size")
-                mask = ir.Value(name=f"graphprune_ablate_{k}", type=ir.TensorType(ir.DataType.FLOAT),
-                                shape=ir.Shape(_mask_shape(c)))
-                graph.inputs.append(mask)
                 data = c.data
-                if dtype is not None and dtype != ir.DataType.FLOAT:
-                    cast = ir.node("Cast", [mask], attributes={"to": dtype})
-                    graph.insert_before(c.node, cast)
-                    self.undo.append(("node", cast))
-                    mask_in = cast.outputs[0]
-                else:
-                    mask_in = mask
-                mul = ir.node("Mul", [data, mask_in])
+                mul = ir.node("Mul", [data, self._input(f"graphprune_ablate_{k}", c, dtype)])
                 mul.outputs[0].name = f"graphprune_ablate_{k}_out"
                 graph.insert_before(c.node, mul)
+                self.undo.append(("node", mul))
+                out = mul.outputs[0]
+                if self.shift:
+                    add = ir.node("Add", [out, self._input(f"graphprune_ablate_{k}_shift", c, dtype)])
+                    add.outputs[0].name = f"graphprune_ablate_{k}_filled"
+                    graph.insert_before(c.node, add)
+                    self.undo.append(("node", add))
+                    out = add.outputs[0]
                 index = list(c.node.inputs).index(data)
-                c.node.replace_input_with(index, mul.outputs[0])
-                self.undo += [("input", mask), ("node", mul), ("rewire", (c.node, index, data))]
-                names.append(mask.name)
+                c.node.replace_input_with(index, out)
+                self.undo.append(("rewire", (c.node, index, data)))
+                names.append(f"graphprune_ablate_{k}")
         except BaseException:
             self._restore()
             raise
         return names
+
+    def _input(self, name: str, c, dtype) -> ir.Value:
+        """A new float graph input of the mask's shape, cast to `dtype` in front of c.node."""
+        graph = self.model.graph
+        value = ir.Value(name=name, type=ir.TensorType(ir.DataType.FLOAT), shape=ir.Shape(_mask_shape(c)))
+        graph.inputs.append(value)
+        self.undo.append(("input", value))
+        if dtype is None or dtype == ir.DataType.FLOAT:
+            return value
+        cast = ir.node("Cast", [value], attributes={"to": dtype})
+        graph.insert_before(c.node, cast)
+        self.undo.append(("node", cast))
+        return cast.outputs[0]
 
     def __exit__(self, *exc):
         self._restore()

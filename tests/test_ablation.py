@@ -20,10 +20,12 @@ from oracles import run_model
 R = np.random.default_rng(3)
 
 
-def _mlp(tmp_path):
+def _mlp(tmp_path, constant: int | None = None):
     w1, b1 = R.standard_normal((8, 12)), R.standard_normal(12) * 0.5
     w2, b2 = R.standard_normal((12, 4)), R.standard_normal(4)
     w2[5] = 0.0  # inert: switching it off changes nothing
+    if constant is not None:
+        w1[:, constant] = 0.0  # tanh(b1[constant]) on every sample: its mean is all it carries
     nodes = [helper.make_node("MatMul", ["x", "w1"], ["h0"]), helper.make_node("Add", ["h0", "b1"], ["h"]),
              helper.make_node("Tanh", ["h"], ["a"]), helper.make_node("MatMul", ["a", "w2"], ["y0"]),
              helper.make_node("Add", ["y0", "b2"], ["y"])]
@@ -65,6 +67,32 @@ def test_scores_are_the_output_change_of_removing_each_unit(tmp_path):
     assert scores[5] < 1e-9 < scores.min(initial=1, where=np.arange(12) != 5)
     assert onnx.load(path).SerializeToString() == before
     assert len(model.graph.inputs) == 1 and all(n.op_type != "Mul" for n in model.graph)
+
+
+def test_fill_mean_scores_the_change_when_a_unit_takes_its_mean(tmp_path):
+    """fill=mean: each unit replaced by its calibration mean, checked in numpy; a unit that
+    is constant on the data scores 0 (it scores > 0 with the default zero fill)."""
+    path = _mlp(tmp_path, constant=7)
+    w = {i.name: numpy_helper.to_array(i).astype(np.float64) for i in onnx.load(path).graph.initializer}
+    x = R.standard_normal((40, 8)).astype(np.float32)
+
+    def scores(fill):
+        model = load_model(path)
+        ctx = Context(model)
+        ctx.calibration = Calibration([{"x": x[:16]}, {"x": x[16:]}], graph_input_meta(model))
+        run_passes(ctx, ["normalize", f"ablate:groups=all,samples=40,normalize=none,fill={fill}"])
+        (gid,) = [g.id for g in ctx.analysis().groups if g.n_units == 12]
+        assert len(model.graph.inputs) == 1 and all(n.op_type not in ("Mul", "Add") or "ablate" not in n.name
+                                                    for n in model.graph)
+        return ctx.scores[gid]
+
+    a = np.tanh(x.astype(np.float64) @ w["w1"] + w["b1"])
+    y = a @ w["w2"] + w["b2"]
+    expected = [(((a[:, u].mean() - a[:, u])[:, None] * w["w2"][u]) ** 2).sum() / (y ** 2).sum() for u in range(12)]
+    mean, zero = scores("mean"), scores("zero")
+    np.testing.assert_allclose(mean, expected, rtol=1e-4, atol=1e-9)
+    assert mean[7] < 1e-9 < zero[7] and mean[5] < 1e-9
+    assert np.all(mean <= zero * (1 + 1e-5) + 1e-12)  # a variance is at most the second moment
 
 
 def test_padding_left_out_by_the_mask_scores_as_unpadded_data(tmp_path):
@@ -128,6 +156,7 @@ def test_bad_options_and_missing_calibration_are_refused(tmp_path):
         with pytest.raises(BadInput, match=message):
             prune(path, Options(passes=passes, dry_run=True))
     for spec, message in (("ablate:groups=x", "groups must be"), ("ablate:samples=0", "samples must be"),
-                          ("ablate:groups=all,max_units=4", "20 units")):
+                          ("ablate:groups=all,max_units=4", "20 units"),
+                          ("ablate:fill=median", "fill must be")):
         with pytest.raises(BadInput, match=message):
             prune(path, Options(passes=[spec], dry_run=True, calib=calib))

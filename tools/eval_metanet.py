@@ -10,6 +10,10 @@ baseline, prunes the family's first `--per-family` networks at each budget; the 
 held-out top-1 (next-character accuracy for charlm). The best single baseline over all
 families and budgets is the one the real networks are compared with.
 
+With `--repairs-only`, only the compensation rows: l1, l2 and metanet at macs=0.5, each
+followed by restore-stats and by refit (on the zoo with each network's calibration file;
+on the real networks refit only where it takes seconds).
+
 `real`: the held-out real networks that classify (CIFAR-10 ResNet-20/32/44/56 on
 test_jpeg.npz x[1000:], mnist-8 on the MNIST test set, the shipped digits demo on its
 evaluation file) with the shipped metanetwork; the ceiling criteria (wifv, ablate) get
@@ -78,9 +82,10 @@ def criteria(args, metanet: str) -> list[tuple[str, str]]:
     return rows + [(f"metanet:model={metanet}{extra}", label) for label, extra in args.variants.items()]
 
 
-def evaluate_net(args, path, data, labels, metanet, tmp, ceiling=None, name="") -> dict:
+def evaluate_net(args, path, data, labels, metanet, tmp, ceiling=None, name="", cheap=False) -> dict:
     rows = {}
-    ceilings = ("wifv", "ablate:groups=all") if name in CHEAP else ("wifv",)
+    cheap = cheap or name in CHEAP
+    ceilings = ("wifv", "ablate:groups=all") if cheap else ("wifv",)
     names = criteria(args, metanet) + ([(c, c) for c in ceilings] if ceiling else [])
     for budget in () if args.repairs_only else BUDGETS:
         for spec, label in names:
@@ -91,8 +96,9 @@ def evaluate_net(args, path, data, labels, metanet, tmp, ceiling=None, name="") 
                 print(f"  {label} at {budget}: {type(e).__name__}: {str(e)[:120]}", flush=True)
                 continue
             rows.setdefault(f"{budget}", {}).setdefault(label, []).append((metric, kept))
-    for spec in ("l1", "l2", f"metanet:model={metanet}") if ceiling else ():
-        for repair in REPAIRS if name in CHEAP else REPAIRS[:1]:
+    magnitude = () if args.only_metanet else ("l1", "l2")
+    for spec in (*magnitude, f"metanet:model={metanet}") if ceiling else ():
+        for repair in REPAIRS if cheap else REPAIRS[:1]:
             row = f"{spec.split(':')[0]}+{repair}"
             try:
                 rows.setdefault("0.5", {}).setdefault(row, []).append(
@@ -119,7 +125,9 @@ def zoo_main(args) -> dict:
                 with np.load(os.path.join(args.zoo, n["name"] + ".eval.npz")) as d:
                     data = {k: d[k] for k in d.files if k != "labels"}
                     labels = d["labels"]
-                res = evaluate_net(args, os.path.join(args.zoo, n["name"] + ".onnx"), data, labels, mpath, tmp)
+                calib = os.path.join(args.zoo, n["name"] + ".calib.npz") if args.repairs_only else None
+                res = evaluate_net(args, os.path.join(args.zoo, n["name"] + ".onnx"), data, labels, mpath, tmp,
+                                   ceiling=calib, cheap=True)
                 out[n["name"]] = {"family": fam, "results": res}
                 print(n["name"], json.dumps(res), flush=True)
     return out
@@ -174,7 +182,8 @@ def main() -> int:
     ap.add_argument("--variant", action="append", default=[], metavar="LABEL=OPTIONS",
                     help="another metanet row, e.g. metanet-lamp=calibrate=lamp")
     ap.add_argument("--only-metanet", action="store_true", help="skip the baselines (to add metanet variants)")
-    ap.add_argument("--repairs-only", action="store_true", help="real: only the compensation rows at macs=0.5")
+    ap.add_argument("--repairs-only", action="store_true", help="only the compensation rows at macs=0.5 (zoo: "
+                    "with each network's 64 calibration samples, restore-stats and refit)")
     ap.add_argument("--no-ceilings", action="store_true", help="real: without the calibration rows (wifv, ablate) "
                     "and the compensation rows")
     ap.add_argument("--target", help="zoo: the metanetworks' training target (train_metanet.py; default the "

@@ -48,6 +48,10 @@ TARGET_TEXT = {
                     "random-mask coefficients (tools/metanet_masks.py), 64 held-out samples per zoo network",
     "masks-units": "log of each unit's additive random-mask coefficient (tools/metanet_masks.py; worth it only "
                    "with many masks per unit), 64 held-out samples per zoo network",
+    "fill": "log of ablate:fill=mean (relative output change with the unit replaced by its mean: what is left "
+            "after a bias correction; tools/metanet_fill.py), 64 held-out samples per zoo network",
+    "fill-groups": "log of ablate:fill=mean rescaled per group as masks-groups rescales ablate "
+                   "(tools/metanet_fill.py, tools/metanet_masks.py), 64 held-out samples per zoo network",
 }
 TARGETS = tuple(TARGET_TEXT)
 
@@ -58,7 +62,9 @@ def load_zoo(zoo: str, target: str = "ablate") -> list[dict]:
     the group's mean is the mean of its units' random-mask coefficients
     (tools/metanet_masks.py): the order inside a group from single units, the cost of a
     group's units against other groups' from removing many at once. `masks-units` takes
-    the coefficients themselves (floored like every target)."""
+    the coefficients themselves (floored like every target). `fill` is the single-unit
+    `ablate:fill=mean` target (tools/metanet_fill.py), `fill-groups` the same with the
+    factors of masks-groups."""
     manifest = json.load(open(os.path.join(zoo, "manifest.json")))
     nets = []
     for name, entry in sorted(manifest.items()):
@@ -70,12 +76,12 @@ def load_zoo(zoo: str, target: str = "ablate") -> list[dict]:
         free = ~net["pinned"]
         if free.sum() < 4:
             continue
-        if target.startswith("masks-"):
-            path = os.path.join(zoo, name + ".masks.npz")
-            if not os.path.exists(path):
-                raise SystemExit(f"train_metanet: {path} is missing; run tools/metanet_masks.py --zoo {zoo}")
-            coef = np.load(path)["target"]
-            net["target"] = group_rescaled(net, coef) if target == "masks-groups" else coef.astype(np.float64)
+        fill = _extra(zoo, name, "fill") if target.startswith("fill") else None
+        if target in ("masks-groups", "masks-units", "fill-groups"):
+            coef = _extra(zoo, name, "masks")
+            net["target"] = coef.astype(np.float64) if target == "masks-units" else group_rescaled(net, coef, fill)
+        elif fill is not None:
+            net["target"] = fill
         mid = np.median(net["target"][free])
         if not mid > 0:
             continue
@@ -86,10 +92,18 @@ def load_zoo(zoo: str, target: str = "ablate") -> list[dict]:
     return nets
 
 
-def group_rescaled(net: dict, coef: np.ndarray) -> np.ndarray:
-    """The ablate target times, per group, mean(mask coefficients) / mean(ablate) over its
-    free units (a group whose coefficients average at or below zero gets the smallest
-    positive factor of the network's groups)."""
+def _extra(zoo: str, name: str, kind: str) -> np.ndarray:
+    """`target` of <name>.<kind>.npz (masks: tools/metanet_masks.py, fill: tools/metanet_fill.py)."""
+    path = os.path.join(zoo, f"{name}.{kind}.npz")
+    if not os.path.exists(path):
+        raise SystemExit(f"train_metanet: {path} is missing; run tools/metanet_{kind}.py --zoo {zoo}")
+    return np.load(path)["target"].astype(np.float64)
+
+
+def group_rescaled(net: dict, coef: np.ndarray, base: np.ndarray | None = None) -> np.ndarray:
+    """The ablate target (or `base`) times, per group, mean(mask coefficients) / mean(ablate)
+    over its free units (a group whose coefficients average at or below zero gets the
+    smallest positive factor of the network's groups)."""
     free, group, ablate = ~net["pinned"], net["group"], net["target"].astype(np.float64)
     factors = {}
     for g in np.unique(group[free]):
@@ -98,7 +112,7 @@ def group_rescaled(net: dict, coef: np.ndarray) -> np.ndarray:
         factors[g] = coef[sel].mean() / a if a > 0 and coef[sel].mean() > 0 else np.nan
     good = [f for f in factors.values() if np.isfinite(f)]
     low = min(good) if good else 1.0
-    out = ablate.copy()
+    out = (ablate if base is None else base).copy()
     for g, f in factors.items():
         out[group == g] *= f if np.isfinite(f) else low
     return out
@@ -281,7 +295,9 @@ def main() -> None:
                                            "manifest_sha256": hashlib.sha256(manifest).hexdigest(),
                                            "units": int(sum(len(n["y"]) for n in nets))},
             "command": f"python tools/metanet_zoo.py --out zoo --count {len(json.loads(manifest))} && "
-                       + ("python tools/metanet_masks.py --zoo zoo && " if args.target != "ablate" else "")
+                       + ("python tools/metanet_masks.py --zoo zoo && " if args.target.startswith("masks")
+                          or args.target == "fill-groups" else "")
+                       + ("python tools/metanet_fill.py --zoo zoo && " if args.target.startswith("fill") else "")
                        + "python tools/train_metanet.py --zoo zoo " + f"--target {args.target} "
                        + " ".join(f"--{k} {v}" for k, v in hp.items()),
             "sha256": hashlib.sha256(open(args.out, "rb").read()).hexdigest()}
