@@ -74,3 +74,43 @@ def test_group_rescaling_moves_group_means_and_keeps_the_order_inside():
     np.testing.assert_allclose(out[:3].mean(), 0.5)  # the group's mean is its coefficients' mean
     assert np.all(np.diff(out[:3]) > 0)  # the order inside from ablate
     np.testing.assert_allclose(out[3:5], ablate[3:5] * 0.25)  # mean <= 0: the smallest positive factor (0.5 / 2)
+    base = np.array([2.0, 1.0, 3.0, 1.0, 1.0, 5.0, 5.0])
+    other = train_metanet.group_rescaled({"pinned": pinned, "group": group, "target": ablate}, coef, base)
+    np.testing.assert_allclose(other[:3], base[:3] * 0.25)  # the factors of ablate (0.5 / 2), applied to base
+    np.testing.assert_allclose(other[3:5], base[3:5] * 0.25)
+
+
+def test_stages_family_prunes_its_residual_streams_and_gets_fill_targets(tmp_path):
+    """The zoo's CIFAR-style family: with option-A shortcuts the residual stream of all
+    three stages is one free group through both zero pads; the pruned export verifies;
+    metanet_fill.py writes a mean-fill target per unit of <name>.units.npz."""
+    import json
+
+    import metanet_families
+    import metanet_fill
+    import metanet_zoo
+    from graphprune.pipeline import Options, prune
+    from graphprune.torch import export
+
+    torch.manual_seed(0)
+    net = metanet_families.build("stages", {"width": 4, "blocks": 1, "shortcut": "A"}, None).eval()
+    path = str(tmp_path / "stages-0000.onnx")
+    x = np.random.default_rng(0).standard_normal((64, 1, 14, 14)).astype(np.float32)
+    export(net, (torch.from_numpy(x[:2]),), path)
+    name = __import__("onnx").load(path).graph.input[0].name
+    calib = str(tmp_path / "stages-0000.calib.npz")
+    np.savez(calib, **{name: x})
+    units = metanet_zoo.targets(path, calib)
+    sizes = {int((units["group"] == g).sum()): bool(units["pinned"][units["group"] == g].all())
+             for g in np.unique(units["group"])}
+    assert sizes.get(16) is False  # the stream: 4 -> 8 -> 16 channels, one group, free
+    np.savez(str(tmp_path / "stages-0000.units.npz"), **units)
+    with open(tmp_path / "manifest.json", "w") as f:
+        json.dump({"stages-0000": {"family": "stages"}}, f)
+    metanet_fill.one(str(tmp_path), "stages-0000")
+    fill = np.load(str(tmp_path / "stages-0000.fill.npz"))["target"]
+    assert fill.shape == units["target"].shape and np.all(np.isfinite(fill)) and np.all(fill >= 0)
+    assert not np.allclose(fill, units["target"])
+    rep = prune(path, Options(passes=["l1", "select:ratio=0.5,round_to=1"], output=str(tmp_path / "p.onnx"), quiet=True))
+    assert rep["verification"]["checker"] == "passed"
+    assert any(g["units"] == 16 and g["removed"] > 0 for g in rep["groups"])

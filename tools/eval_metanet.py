@@ -114,14 +114,15 @@ def zoo_main(args) -> dict:
 
     card = json.load(open(os.path.join(os.path.dirname(HERE), "models", "metanet.json")))
     hp = card["hyperparameters"]
-    nets = load_zoo(args.zoo, args.target or card.get("training_target", "ablate"))
+    nets = [n for n in load_zoo(args.zoo, args.target or card.get("training_target", "ablate"))
+            if n["family"] not in args.exclude_family]
     out = {}
     with tempfile.TemporaryDirectory() as tmp:
-        for fam in sorted({n["family"] for n in nets}):
-            weights = fit([n for n in nets if n["family"] != fam], **hp)
+        for fam, train, held in folds(nets, args.half_family, args.half_train):
+            weights = fit(train, **hp)
             mpath = os.path.join(tmp, f"{fam}.npz")
             np.savez(mpath, **weights)
-            for n in [n for n in nets if n["family"] == fam][: args.per_family]:
+            for n in held[: args.per_family]:
                 with np.load(os.path.join(args.zoo, n["name"] + ".eval.npz")) as d:
                     data = {k: d[k] for k in d.files if k != "labels"}
                     labels = d["labels"]
@@ -131,6 +132,18 @@ def zoo_main(args) -> dict:
                 out[n["name"]] = {"family": fam, "results": res}
                 print(n["name"], json.dumps(res), flush=True)
     return out
+
+
+def folds(nets, half_family=None, half_train=False):
+    """(family, training networks, held-out networks): leave one family out; or with
+    `half_family`, that family's second half held out, the model trained on the other
+    families (and, with `half_train`, the family's first half too)."""
+    if not half_family:
+        return [(f, [n for n in nets if n["family"] != f], [n for n in nets if n["family"] == f])
+                for f in sorted({n["family"] for n in nets})]
+    mine = [n for n in nets if n["family"] == half_family]
+    first, second = mine[: len(mine) // 2], mine[len(mine) // 2:]
+    return [(half_family, [n for n in nets if n["family"] != half_family] + (first if half_train else []), second)]
 
 
 def real_nets(tmp):
@@ -188,6 +201,9 @@ def main() -> int:
                     "and the compensation rows")
     ap.add_argument("--target", help="zoo: the metanetworks' training target (train_metanet.py; default the "
                     "shipped one's, from its card)")
+    ap.add_argument("--exclude-family", action="append", default=[], help="zoo: leave this family out entirely")
+    ap.add_argument("--half-family", help="zoo: hold out only this family's second half (see folds)")
+    ap.add_argument("--half-train", action="store_true", help="zoo: with --half-family, train on its first half too")
     ap.add_argument("--json")
     args = ap.parse_args()
     args.variants = {"metanet": ""} | {label: "," + opts for label, opts in (v.split("=", 1) for v in args.variant)}

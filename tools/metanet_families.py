@@ -1,5 +1,6 @@
 """The network families of the metanet's training zoo (tools/metanet_zoo.py): MLPs, plain
-and residual CNNs with and without BatchNorm, inverted-residual (depthwise) blocks, and
+and residual CNNs with and without BatchNorm, CIFAR-style three-stage ResNets (option-A or
+projection shortcuts), inverted-residual (depthwise) blocks, and
 small transformers (MHA or GQA, LayerNorm or RMSNorm, GELU or SwiGLU), as a patch
 classifier or a character LM. `config` draws a family's sizes from a seed."""
 
@@ -97,6 +98,49 @@ class ResNet(nn.Module):
         return self.fc(self.blocks(self.stem(x)).mean((2, 3)))
 
 
+class StageBlock(nn.Module):
+    """A BN basic block that may change width and stride; its shortcut is the identity, or
+    where the shape changes, option A (subsample, zero channels padded on both sides) or
+    option B (a 1x1 convolution with BatchNorm)."""
+
+    def __init__(self, cin, cout, stride, shortcut):
+        super().__init__()
+        self.body = nn.Sequential(*conv_bn(cin, cout, 3, stride, True), nn.ReLU(), *conv_bn(cout, cout, 3, 1, True))
+        self.pad = (cout - cin) // 2 if (stride != 1 or cin != cout) and shortcut == "A" else None
+        self.proj = nn.Sequential(*conv_bn(cin, cout, 1, stride, True)) if (stride != 1 or cin != cout) \
+            and shortcut == "B" else None
+        self.stride = stride
+
+    def forward(self, x):
+        if self.proj is not None:
+            short = self.proj(x)
+        elif self.pad is not None:
+            short = F.pad(x[:, :, ::self.stride, ::self.stride], (0, 0, 0, 0, self.pad, self.pad))
+        else:
+            short = x
+        return F.relu(self.body(x) + short)
+
+
+class Stages(nn.Module):
+    """A CIFAR-style ResNet: a stem, then three stages of widths w, 2w, 4w with `blocks`
+    basic blocks each, the last two starting with stride 2."""
+
+    def __init__(self, c):
+        super().__init__()
+        w = c["width"]
+        self.stem = nn.Sequential(*conv_bn(1, w, 3, 1, True), nn.ReLU())
+        blocks, cin = [], w
+        for s, width in enumerate((w, 2 * w, 4 * w)):
+            for b in range(c["blocks"]):
+                blocks.append(StageBlock(cin, width, 2 if s and not b else 1, c["shortcut"]))
+                cin = width
+        self.blocks = nn.Sequential(*blocks)
+        self.fc = nn.Linear(cin, 10)
+
+    def forward(self, x):
+        return self.fc(self.blocks(self.stem(x)).mean((2, 3)))
+
+
 class Attention(nn.Module):
     def __init__(self, d, heads, kv_heads, causal):
         super().__init__()
@@ -178,6 +222,8 @@ def config(family: str, rng: np.random.Generator) -> dict:
     if family == "resnet":
         return {"kind": "basic", "width": pick([8, 16, 24, 32]), "mid": pick([None, 16, 32]), "blocks": int(rng.integers(1, 4)),
                 "bn": bool(rng.integers(2)), "act": "relu"}
+    if family == "stages":
+        return {"width": pick([8, 12, 16]), "blocks": int(rng.integers(1, 4)), "shortcut": pick(["A", "A", "B"])}
     if family == "dwnet":
         return {"kind": "inverted", "width": pick([8, 16, 24]), "expand": pick([2, 3, 4]), "blocks": int(rng.integers(1, 4)),
                 "act": pick(["relu", "silu"])}
@@ -194,6 +240,7 @@ def config(family: str, rng: np.random.Generator) -> dict:
 
 
 FAMILIES = ("mlp", "cnn", "resnet", "dwnet", "vit", "charlm")
+EXTRA = ("stages",)  # built only when asked for (tools/metanet_zoo.py --family)
 
 
 def build(family: str, c: dict, vocab: int | None):
@@ -203,6 +250,8 @@ def build(family: str, c: dict, vocab: int | None):
         return CNN(c)
     if family in ("resnet", "dwnet"):
         return ResNet(c)
+    if family == "stages":
+        return Stages(c)
     return Transformer(c, vocab if family == "charlm" else None)
 
 

@@ -3,6 +3,7 @@ available offline, exported to ONNX through the normal path (graphprune.torch.ex
 measured on their own held-out samples.
 
     python tools/metanet_zoo.py --out zoo --count 240          # resumes: done networks are kept
+    python tools/metanet_zoo.py --out zoo --start 180 --count 210 --family stages   # one family
 
 For network i (family FAMILIES[i % len], seed i, its sizes drawn from the seed) the folder
 gets `<name>.onnx`, `<name>.calib.npz` (64 held-out samples), `<name>.eval.npz` (512 other
@@ -34,7 +35,7 @@ import torch.nn.functional as F
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.dirname(HERE))
 sys.path.insert(0, HERE)
-from metanet_families import FAMILIES, build, config  # noqa: E402
+from metanet_families import EXTRA, FAMILIES, build, config  # noqa: E402
 
 ASSETS = os.path.join(os.path.dirname(os.path.dirname(HERE)), "shared", "assets")
 warnings.filterwarnings("ignore")
@@ -125,10 +126,9 @@ def targets(onnx_path: str, calib_path: str) -> dict[str, np.ndarray]:
             "macs": np.concatenate([g.macs_per_unit if len(g.macs_per_unit) else np.zeros(g.n_units) for g in groups])}
 
 
-def make(i: int, out: str) -> dict:
+def make(i: int, out: str, family: str) -> dict:
     from graphprune.torch import export
 
-    family = FAMILIES[i % len(FAMILIES)]
     rng = np.random.default_rng(i)
     c = config(family, rng)
     data = dataset(family)
@@ -160,19 +160,22 @@ def main() -> None:
     ap.add_argument("--out", default="zoo")
     ap.add_argument("--count", type=int, default=240)
     ap.add_argument("--start", type=int, default=0)
+    ap.add_argument("--family", choices=FAMILIES + EXTRA,
+                    help="every network of start..count of this family (default: FAMILIES in turn)")
     args = ap.parse_args()
     torch.set_num_threads(max(1, os.cpu_count() or 1))
     os.makedirs(args.out, exist_ok=True)
     manifest_path = os.path.join(args.out, "manifest.json")
     manifest = json.load(open(manifest_path)) if os.path.exists(manifest_path) else {}
     for i in range(args.start, args.count):
-        name = f"{FAMILIES[i % len(FAMILIES)]}-{i:04d}"
+        family = args.family or FAMILIES[i % len(FAMILIES)]
+        name = f"{family}-{i:04d}"
         if name in manifest:
             continue
         try:
-            manifest[name] = make(i, args.out)
+            manifest[name] = make(i, args.out, family)
         except Exception as e:  # a network the zoo cannot use is recorded, not fatal
-            manifest[name] = {"name": name, "family": FAMILIES[i % len(FAMILIES)], "error": f"{type(e).__name__}: {e}"[:300]}
+            manifest[name] = {"name": name, "family": family, "error": f"{type(e).__name__}: {e}"[:300]}
         print(json.dumps(manifest[name]), flush=True)
         tmp = manifest_path + ".tmp"
         with open(tmp, "w") as f:
