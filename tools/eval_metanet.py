@@ -10,7 +10,8 @@ baseline, prunes the family's first `--per-family` networks at each budget; the 
 held-out top-1 (next-character accuracy for charlm). The best single baseline over all
 families and budgets is the one the real networks are compared with.
 
-With `--repairs-only`, only the compensation rows: l1, l2 and metanet at macs=0.5, each
+With `--repairs-only`, only the compensation rows: l1, l2, metanet (and its --variant
+rows) at macs=0.5, each
 followed by restore-stats and by refit (on the zoo with each network's calibration file;
 on the real networks refit only where it takes seconds).
 
@@ -96,10 +97,11 @@ def evaluate_net(args, path, data, labels, metanet, tmp, ceiling=None, name="", 
                 print(f"  {label} at {budget}: {type(e).__name__}: {str(e)[:120]}", flush=True)
                 continue
             rows.setdefault(f"{budget}", {}).setdefault(label, []).append((metric, kept))
-    magnitude = () if args.only_metanet else ("l1", "l2")
-    for spec in (*magnitude, f"metanet:model={metanet}") if ceiling else ():
+    magnitude = [] if args.only_metanet else [("l1", "l1"), ("l2", "l2")]
+    learned = [(f"metanet:model={metanet}{extra}", label) for label, extra in args.variants.items()]
+    for spec, label in (magnitude + learned) if ceiling else ():
         for repair in REPAIRS if cheap else REPAIRS[:1]:
-            row = f"{spec.split(':')[0]}+{repair}"
+            row = f"{label}+{repair}"
             try:
                 rows.setdefault("0.5", {}).setdefault(row, []).append(
                     prune_score(path, spec, 0.5, tmp, data, labels, ceiling, repair))
