@@ -158,7 +158,9 @@ def main() -> int:
     ap.add_argument("--match-tp", action="store_true", help="cifar: prune graphprune to the MACs Torch-Pruning's "
                     "ratio search reached (which overshoots the target)")
     ap.add_argument("--recipe", choices=sorted(RECIPES), default="flap", help="cifar: graphprune's pipeline")
-    ap.add_argument("--tools", default="graphprune,torch-pruning", help="cifar: whose students are distilled")
+    ap.add_argument("--tools", default="graphprune,torch-pruning", help="cifar, minilm: whose students are distilled")
+    ap.add_argument("--minilm-passes", default="amp;select:ratio=0.5,round_to=1;compensate",
+                    help="minilm: graphprune's passes, separated by ';'")
     ap.add_argument("--val", action="store_true", help="choose a recipe without reading the reported data: cifar "
                     "distils on x[:4000] and scores x[4000:5000]; minilm prunes and distils on the first 400 "
                     "calibration pairs and scores the other 100")

@@ -109,16 +109,20 @@ def minilm(args) -> list[dict]:
     ids = torch.ones(2, 16, dtype=torch.long)
     dims = {0: torch.export.Dim("batch"), 1: torch.export.Dim("seq", min=2, max=512)}
     t0 = time.perf_counter()
-    gp = gpt.prune(teacher, (ids, torch.ones_like(ids)), passes=["amp", "select:ratio=0.5,round_to=1", "compensate"],
-                   calib=calib, dynamic_shapes=(dims, dims), quiet=True).module
-    gp_secs = time.perf_counter() - t0
-    calib_pairs = [(a, b, cgold[i * 64:(i + 1) * 64]) for i, (a, b) in
-                   enumerate(zip(bm.tokenize(tok, ca), bm.tokenize(tok, cb)))]
-    t0 = time.perf_counter()
-    tp = Pooled(tp_prune("taylor", 0.5, calib_pairs))
-    tp_secs = time.perf_counter() - t0
-    pairs = [("graphprune", "amp + compensate", gp, 1 - bm.encoder_params(gp.m) / enc, gp_secs),
-             ("torch-pruning", "taylor (calibration + labels)", tp, 1 - bm.encoder_params(tp.m) / enc, tp_secs)]
+    passes = [p for p in args.minilm_passes.split(";") if p]
+    pairs = []
+    if "graphprune" in args.tools:
+        gp = gpt.prune(teacher, (ids, torch.ones_like(ids)), passes=passes,
+                       calib=calib, dynamic_shapes=(dims, dims), quiet=True).module
+        label = " + ".join(p for p in passes if not p.startswith("select"))
+        pairs.append(("graphprune", label, gp, 1 - bm.encoder_params(gp.m) / enc, time.perf_counter() - t0))
+    if "torch-pruning" in args.tools:
+        calib_pairs = [(a, b, cgold[i * 64:(i + 1) * 64]) for i, (a, b) in
+                       enumerate(zip(bm.tokenize(tok, ca), bm.tokenize(tok, cb)))]
+        t0 = time.perf_counter()
+        tp = Pooled(tp_prune("taylor", 0.5, calib_pairs))
+        pairs.append(("torch-pruning", "taylor (calibration + labels)", tp, 1 - bm.encoder_params(tp.m) / enc,
+                      time.perf_counter() - t0))
     distilled = _distill_rows("minilm", pairs, teacher, evaluate, data, args, loss="cosine")
     final = {(r["tool"], r["seed"]): cosines[2 + 2 * i] for i, r in enumerate(distilled)}
     for r in distilled:

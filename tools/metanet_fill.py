@@ -25,6 +25,7 @@ import numpy as np
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path[:0] = [HERE, os.path.dirname(HERE)]
+from metanet_masks import pending  # noqa: E402
 from train_metanet import spearman  # noqa: E402
 warnings.filterwarnings("ignore")
 logging.disable(logging.WARNING)
@@ -63,11 +64,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--zoo", default="zoo")
     args = ap.parse_args()
-    manifest = json.load(open(os.path.join(args.zoo, "manifest.json")))
-    for name, entry in sorted(manifest.items()):
-        units = os.path.join(args.zoo, name + ".units.npz")
-        if "error" in entry or not os.path.exists(units) or os.path.exists(os.path.join(args.zoo, name + ".fill.npz")):
-            continue
+    for name in pending(args.zoo, "fill"):
         print(json.dumps(one(args.zoo, name)), flush=True)
 
 

@@ -123,15 +123,20 @@ def main() -> None:
     ap.add_argument("--min", type=int, default=300)
     ap.add_argument("--max", type=int, default=2000)
     args = ap.parse_args()
-    manifest = json.load(open(os.path.join(args.zoo, "manifest.json")))
-    for name, entry in sorted(manifest.items()):
-        units = os.path.join(args.zoo, name + ".units.npz")
-        if "error" in entry or not os.path.exists(units) or os.path.exists(os.path.join(args.zoo, name + ".masks.npz")):
-            continue
-        with np.load(units) as d:
+    for name in pending(args.zoo, "masks"):
+        with np.load(os.path.join(args.zoo, name + ".units.npz")) as d:
             if (~d["pinned"]).sum() < 4:
                 continue
         print(json.dumps(one(args.zoo, name, args.per_unit, args.min, args.max)), flush=True)
+
+
+def pending(zoo: str, kind: str):
+    """Names of the zoo's networks that have their units but no <name>.<kind>.npz yet."""
+    manifest = json.load(open(os.path.join(zoo, "manifest.json")))
+    for name, entry in sorted(manifest.items()):
+        if "error" not in entry and os.path.exists(os.path.join(zoo, name + ".units.npz")) \
+                and not os.path.exists(os.path.join(zoo, f"{name}.{kind}.npz")):
+            yield name
 
 
 if __name__ == "__main__":
