@@ -11,9 +11,8 @@ held-out top-1 (next-character accuracy for charlm). The best single baseline ov
 families and budgets is the one the real networks are compared with.
 
 With `--repairs-only`, only the compensation rows: l1, l2, metanet (and its --variant
-rows) at macs=0.5, each
-followed by restore-stats and by refit (on the zoo with each network's calibration file;
-on the real networks refit only where it takes seconds).
+rows) at macs=0.5, each followed by restore-stats and by refit (on the zoo with each
+network's calibration file; on the real networks refit only where it takes seconds).
 
 `real`: the held-out real networks that classify (CIFAR-10 ResNet-20/32/44/56 on
 test_jpeg.npz x[1000:], mnist-8 on the MNIST test set, the shipped digits demo on its
