@@ -32,19 +32,12 @@ logging.disable(logging.WARNING)
 
 
 def one(zoo: str, name: str) -> dict:
-    from graphprune.calibration import Calibration
-    from graphprune.context import Context
-    from graphprune.loading import load_model
-    from graphprune.pipeline import run_passes
-    from graphprune.probes import graph_input_meta
+    from metanet_zoo import ablated
 
     t0 = time.perf_counter()
     with np.load(os.path.join(zoo, name + ".units.npz")) as d:
         gid, ablate, pinned = d["gid"], d["target"], d["pinned"]
-    model = load_model(os.path.join(zoo, name + ".onnx"))
-    ctx = Context(model, quiet=True)
-    ctx.calibration = Calibration(os.path.join(zoo, name + ".calib.npz"), graph_input_meta(model), batch=32, quiet=True)
-    run_passes(ctx, ["normalize", "ablate:groups=all,normalize=none,samples=64,max_units=100000,fill=mean"])
+    ctx = ablated(os.path.join(zoo, name + ".onnx"), os.path.join(zoo, name + ".calib.npz"), fill="mean")
     target = np.zeros(len(gid))
     for g in np.unique(gid):
         sel = gid == g

@@ -101,21 +101,29 @@ def train(module, x, y, seed: int, epochs: int, lm: bool) -> None:
 
 
 # -- one network -------------------------------------------------------------------------
-def targets(onnx_path: str, calib_path: str) -> dict[str, np.ndarray]:
-    """Per unit of every group: features (as this version computes them; the trainer
-    recomputes them from the ONNX file and `gid`), ablate target, pinned, MACs, and the
-    index and analysis id of its group."""
+def ablated(onnx_path: str, calib_path: str, fill: str = "zero"):
+    """The network's Context after `ablate` on every unit (fill=zero or mean), its 64
+    calibration samples in batches of 32: the zoo's targets are its scores."""
     from graphprune.calibration import Calibration
     from graphprune.context import Context
     from graphprune.loading import load_model
-    from graphprune.metanet.features import features
     from graphprune.pipeline import run_passes
     from graphprune.probes import graph_input_meta
 
     model = load_model(onnx_path)
     ctx = Context(model, source=onnx_path, quiet=True)
     ctx.calibration = Calibration(calib_path, graph_input_meta(model), batch=32, quiet=True)
-    run_passes(ctx, ["normalize", "ablate:groups=all,normalize=none,samples=64,max_units=100000"])
+    run_passes(ctx, ["normalize", f"ablate:groups=all,normalize=none,samples=64,max_units=100000,fill={fill}"])
+    return ctx
+
+
+def targets(onnx_path: str, calib_path: str) -> dict[str, np.ndarray]:
+    """Per unit of every group: features (as this version computes them; the trainer
+    recomputes them from the ONNX file and `gid`), ablate target, pinned, MACs, and the
+    index and analysis id of its group."""
+    from graphprune.metanet.features import features
+
+    ctx = ablated(onnx_path, calib_path)
     groups = [g for g in ctx.analysis().groups if g.n_units and g.id in ctx.scores]
     feats = features(groups, ctx.model)
     return {"features": np.concatenate([feats[g.id] for g in groups]),
