@@ -14,6 +14,11 @@ With `--repairs-only`, only the compensation rows: l1, l2, metanet (and its --va
 rows) at macs=0.5, each followed by restore-stats and by refit (on the zoo with each
 network's calibration file; on the real networks refit only where it takes seconds).
 
+With `--activations` (zoo: a second metanetwork per fold, trained with the activation
+features) or `--metanet-act FILE` (real), every metanet row also runs as metanet-act
+(`features=activations`, on the calibration file); `--repair-also amp` adds a criterion's
+compensation rows.
+
 `real`: the held-out real networks that classify (CIFAR-10 ResNet-20/32/44/56 on
 test_jpeg.npz x[1000:], mnist-8 on the MNIST test set, the shipped digits demo on its
 evaluation file) with the shipped metanetwork; the ceiling criteria (wifv, ablate) get
@@ -82,22 +87,28 @@ def criteria(args, metanet: str) -> list[tuple[str, str]]:
     return rows + [(f"metanet:model={metanet}{extra}", label) for label, extra in args.variants.items()]
 
 
-def evaluate_net(args, path, data, labels, metanet, tmp, ceiling=None, name="", cheap=False) -> dict:
+def evaluate_net(args, path, data, labels, metanet, tmp, ceiling=None, name="", cheap=False, act=None) -> dict:
+    """`act`: a metanetwork with activation features, whose rows (metanet-act, and one per
+    --variant) need `ceiling`, the calibration file."""
     rows = {}
     cheap = cheap or name in CHEAP
-    ceilings = ("wifv", "ablate:groups=all") if cheap else ("wifv",)
-    names = criteria(args, metanet) + ([(c, c) for c in ceilings] if ceiling else [])
+    calibrated = [(c, c) for c in (("wifv", "ablate:groups=all") if cheap else ("wifv",))]
+    acts = [(f"metanet:model={act},features=activations{extra}", "metanet-act" + label[len("metanet"):])
+            for label, extra in args.variants.items()] if act else []  # every --variant, also with activations
+    calibrated += acts
+    names = criteria(args, metanet) + (calibrated if ceiling else [])
     for budget in () if args.repairs_only else BUDGETS:
         for spec, label in names:
-            calib = ceiling if label in ("wifv", "ablate:groups=all") else None
+            calib = ceiling if (spec, label) in calibrated else None
             try:
                 metric, kept = prune_score(path, spec, budget, tmp, data, labels, calib)
             except Exception as e:  # noqa: BLE001 - a criterion that fails is a row, not a crash
                 print(f"  {label} at {budget}: {type(e).__name__}: {str(e)[:120]}", flush=True)
                 continue
             rows.setdefault(f"{budget}", {}).setdefault(label, []).append((metric, kept))
-    magnitude = [] if args.only_metanet else [("l1", "l1"), ("l2", "l2")]
+    magnitude = [] if args.only_metanet else [("l1", "l1"), ("l2", "l2")] + [(c, c) for c in args.repair_also]
     learned = [(f"metanet:model={metanet}{extra}", label) for label, extra in args.variants.items()]
+    learned += acts
     for spec, label in (magnitude + learned) if ceiling else ():
         for repair in REPAIRS if cheap else REPAIRS[:1]:
             row = f"{label}+{repair}"
@@ -115,24 +126,34 @@ def zoo_main(args) -> dict:
 
     card = json.load(open(os.path.join(os.path.dirname(HERE), "models", "metanet.json")))
     hp = card["hyperparameters"]
-    nets = [n for n in load_zoo(args.zoo, args.target or card.get("training_target", "ablate"))
+    nets = [n for n in load_zoo(args.zoo, args.target or card.get("training_target", "ablate"), args.activations)
             if n["family"] not in args.exclude_family]
     out = {}
     with tempfile.TemporaryDirectory() as tmp:
         for fam, train, held in folds(nets, args.half_family, args.half_train):
-            weights = fit(train, **hp)
+            weights = fit([weights_only(n) for n in train], **hp)
             mpath = os.path.join(tmp, f"{fam}.npz")
             np.savez(mpath, **weights)
+            act = os.path.join(tmp, f"{fam}-act.npz") if args.activations else None
+            if act:
+                np.savez(act, **fit(train, **hp))
             for n in held[: args.per_family]:
                 with np.load(os.path.join(args.zoo, n["name"] + ".eval.npz")) as d:
                     data = {k: d[k] for k in d.files if k != "labels"}
                     labels = d["labels"]
                 calib = os.path.join(args.zoo, n["name"] + ".calib.npz") if args.repairs_only else None
                 res = evaluate_net(args, os.path.join(args.zoo, n["name"] + ".onnx"), data, labels, mpath, tmp,
-                                   ceiling=calib, cheap=True)
+                                   ceiling=calib, cheap=True, act=act)
                 out[n["name"]] = {"family": fam, "results": res}
                 print(n["name"], json.dumps(res), flush=True)
     return out
+
+
+def weights_only(net: dict) -> dict:
+    """The network with the weight features only (without the activation columns)."""
+    from graphprune.metanet.features import NAMES
+
+    return {**net, "features": net["features"][:, :len(NAMES)]}
 
 
 def folds(nets, half_family=None, half_train=False):
@@ -181,7 +202,8 @@ def real_main(args) -> dict:
             if args.only and name not in args.only.split(","):
                 continue
             ceiling = None if args.no_ceilings else calib
-            out[name] = {"results": evaluate_net(args, path, data, labels, metanet, tmp, ceiling=ceiling, name=name)}
+            out[name] = {"results": evaluate_net(args, path, data, labels, metanet, tmp, ceiling=ceiling, name=name,
+                                                 act=args.metanet_act)}
             print(name, json.dumps(out[name]["results"]), flush=True)
     return out
 
@@ -205,6 +227,11 @@ def main() -> int:
     ap.add_argument("--exclude-family", action="append", default=[], help="zoo: leave this family out entirely")
     ap.add_argument("--half-family", help="zoo: hold out only this family's second half (see folds)")
     ap.add_argument("--half-train", action="store_true", help="zoo: with --half-family, train on its first half too")
+    ap.add_argument("--activations", action="store_true", help="zoo: also train, per fold, a metanetwork with the "
+                    "activation features (train_metanet.py --activations) and add its metanet-act rows")
+    ap.add_argument("--metanet-act", help="real: a metanetwork with activation features: metanet-act rows")
+    ap.add_argument("--repair-also", action="append", default=[], help="another criterion's compensation rows "
+                    "(e.g. amp)")
     ap.add_argument("--json")
     args = ap.parse_args()
     args.variants = {"metanet": ""} | {label: "," + opts for label, opts in (v.split("=", 1) for v in args.variant)}

@@ -37,6 +37,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 FLOOR = float(os.environ.get("METANET_FLOOR", "1e-2"))
 sys.path.insert(0, os.path.dirname(HERE))
 
+from graphprune.metanet.act_features import ACT  # noqa: E402
 from graphprune.metanet.features import NAMES  # noqa: E402
 from graphprune.metanet.scorer import FORMAT, Scorer  # noqa: E402
 
@@ -56,7 +57,7 @@ TARGET_TEXT = {
 TARGETS = tuple(TARGET_TEXT)
 
 
-def load_zoo(zoo: str, target: str = "ablate") -> list[dict]:
+def load_zoo(zoo: str, target: str = "ablate", activations: bool = False) -> list[dict]:
     """The zoo's networks with features and the training target `y`: the log of the
     single-unit `ablate` target, or with `masks-groups` the same rescaled per group so that
     the group's mean is the mean of its units' random-mask coefficients
@@ -64,7 +65,9 @@ def load_zoo(zoo: str, target: str = "ablate") -> list[dict]:
     group's units against other groups' from removing many at once. `masks-units` takes
     the coefficients themselves (floored like every target). `fill` is the single-unit
     `ablate:fill=mean` target (tools/metanet_fill.py), `fill-groups` the same with the
-    factors of masks-groups."""
+    factors of masks-groups. With `activations`, the features end with the activation
+    columns (graphprune/metanet/act_features.py) on 64 samples the target did not see (the
+    first of the network's evaluation file), as a user's calibration data would be."""
     manifest = json.load(open(os.path.join(zoo, "manifest.json")))
     nets = []
     for name, entry in sorted(manifest.items()):
@@ -86,7 +89,8 @@ def load_zoo(zoo: str, target: str = "ablate") -> list[dict]:
         if not mid > 0:
             continue
         net["y"] = np.log(np.maximum(net["target"], FLOOR * mid))
-        net["features"], net["l2"] = current_features(os.path.join(zoo, name + ".onnx"), net["gid"])
+        calib = activation_samples(zoo, name) if activations else None
+        net["features"], net["l2"] = current_features(os.path.join(zoo, name + ".onnx"), net["gid"], calib)
         net.update(name=name, family=entry["family"])
         nets.append(net)
     return nets
@@ -118,8 +122,16 @@ def group_rescaled(net: dict, coef: np.ndarray, base: np.ndarray | None = None) 
     return out
 
 
-def current_features(onnx_path: str, gid: np.ndarray) -> np.ndarray:
-    """The features this version of graphprune computes, for the units the targets name."""
+def activation_samples(zoo: str, name: str, n: int = 64) -> dict:
+    """The first `n` samples of the network's evaluation file, as calibration inputs."""
+    with np.load(os.path.join(zoo, name + ".eval.npz")) as d:
+        return {k: d[k][:n] for k in d.files if k != "labels"}
+
+
+def current_features(onnx_path: str, gid: np.ndarray, calib=None) -> np.ndarray:
+    """The features this version of graphprune computes, for the units the targets name
+    (followed by the activation columns on `calib`, an .npz path or one dict of samples,
+    where given)."""
     from graphprune.context import Context
     from graphprune.loading import load_model
     from graphprune.metanet.features import features
@@ -130,7 +142,13 @@ def current_features(onnx_path: str, gid: np.ndarray) -> np.ndarray:
     run_passes(ctx, ["normalize"])
     ids = list(dict.fromkeys(gid.tolist()))
     groups = {g.id: g for g in ctx.analysis().groups}
-    feats = features([groups[i] for i in ids], ctx.model)
+    if calib:
+        from graphprune.calibration import Calibration
+        from graphprune.probes import graph_input_meta
+
+        source = [calib] if isinstance(calib, dict) else calib  # one batch of samples, or an .npz path
+        ctx.calibration = Calibration(source, graph_input_meta(ctx.model), batch=32, quiet=True)
+    feats = features([groups[i] for i in ids], ctx.model, ctx if calib else None)
     inits = ctx.model.graph.initializers  # the l2 baseline's scores (mean-normalised), for comparison
     l2 = [normalize(combine(magnitude_parts(groups[i], inits, ("out", "in", "bn_scale"), 2.0), "mean", groups[i].n_units),
                     "mean") for i in ids]
@@ -202,7 +220,8 @@ def fit(nets, hidden=32, depth=2, members=3, within=1.0, epochs=400, seed=0, pai
             loss.backward()
             opt.step()
         layers.append([(mod.weight.detach().numpy().T, mod.bias.detach().numpy()) for mod in net if isinstance(mod, torch.nn.Linear)])
-    weights = {"format": np.array(FORMAT), "names": np.array(NAMES), "mu": mu, "sd": sd}
+    names = NAMES + ACT if allx.shape[1] == len(NAMES) + len(ACT) else NAMES
+    weights = {"format": np.array(FORMAT), "names": np.array(names), "mu": mu, "sd": sd}
     for i in range(depth + 1):
         weights[f"w{i}"] = np.stack([m[i][0] for m in layers]).astype(np.float32)
         weights[f"b{i}"] = np.stack([m[i][1] for m in layers]).astype(np.float32)
@@ -270,9 +289,15 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--pairwise", type=float, default=0.0, help="weight of a logistic ranking loss on pairs in a group")
     ap.add_argument("--target", choices=TARGETS, default="ablate", help="the training target (see load_zoo)")
+    ap.add_argument("--activations", action="store_true", help="add the activation features (metanet:features="
+                    "activations; the default --out is then models/metanet_act.npz)")
+    ap.add_argument("--exclude-family", action="append", default=[], help="train without this family (the shipped "
+                    "metanetworks predate the zoo's `stages` family)")
     args = ap.parse_args()
+    if args.activations and args.out == "models/metanet.npz":
+        args.out = "models/metanet_act.npz"
     torch.set_num_threads(max(1, os.cpu_count() or 1))
-    nets = load_zoo(args.zoo, args.target)
+    nets = [n for n in load_zoo(args.zoo, args.target, args.activations) if n["family"] not in args.exclude_family]
     hp = dict(hidden=args.hidden, depth=args.depth, members=args.members, within=args.within, epochs=args.epochs,
               seed=args.seed, pairwise=args.pairwise)
     if args.cv:
@@ -288,7 +313,7 @@ def main() -> None:
     np.savez(tmp, **weights)
     os.replace(tmp, args.out)
     manifest = open(os.path.join(args.zoo, "manifest.json"), "rb").read()
-    card = {"file": os.path.basename(args.out), "format": FORMAT, "features": list(NAMES),
+    card = {"file": os.path.basename(args.out), "format": FORMAT, "features": [str(n) for n in weights["names"]],
             "inputs": "unit features scaled by mu/sd, then their mean over the unit's group",
             "target": TARGET_TEXT[args.target], "training_target": args.target,
             "hyperparameters": hp, "zoo": {"networks": len(nets), "families": sorted({n["family"] for n in nets}),
@@ -299,6 +324,8 @@ def main() -> None:
                           or args.target == "fill-groups" else "")
                        + ("python tools/metanet_fill.py --zoo zoo && " if args.target.startswith("fill") else "")
                        + "python tools/train_metanet.py --zoo zoo " + f"--target {args.target} "
+                       + ("--activations " if args.activations else "")
+                       + "".join(f"--exclude-family {f} " for f in args.exclude_family)
                        + " ".join(f"--{k} {v}" for k, v in hp.items()),
             "sha256": hashlib.sha256(open(args.out, "rb").read()).hexdigest()}
     card_path = os.path.splitext(args.out)[0] + ".json"

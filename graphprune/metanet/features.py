@@ -259,15 +259,16 @@ def _standardise(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return np.clip((x - x.mean()) / std, -6, 6), _rank(np.sort(x), x)
 
 
-def features(groups: list[Group], model: ir.Model) -> dict[int, np.ndarray]:
-    """group id -> (n_units, len(NAMES)) feature matrix."""
+def features(groups: list[Group], model: ir.Model, ctx=None) -> dict[int, np.ndarray]:
+    """group id -> (n_units, len(NAMES)) feature matrix; with `ctx` (a Context holding
+    calibration data), followed by the activation columns (act_features.ACT)."""
     try:
-        return _features(groups, model)
+        return _features(groups, model, ctx)
     finally:
         _PROJECTIONS.clear()
 
 
-def _features(groups: list[Group], model: ir.Model) -> dict[int, np.ndarray]:
+def _features(groups: list[Group], model: ir.Model, ctx=None) -> dict[int, np.ndarray]:
     facts = GraphFacts(model)
     # depth: the place of the group's first producer among the weighted layers (a BatchNorm
     # folded or not does not move it)
@@ -305,4 +306,10 @@ def _features(groups: list[Group], model: ir.Model) -> dict[int, np.ndarray]:
                    float(np.mean(raw.get("redundancy", 0.0))), float(np.mean(raw["bias_ratio"]))]
         cols += [np.full(n, c, dtype=np.float64) for c in context]
         out[g.id] = np.stack(cols, axis=1)
+    if ctx is not None:
+        from graphprune.metanet.act_features import act_columns, activation_scores
+
+        scores, _ = activation_scores(ctx, model, groups, bal)
+        act = act_columns(scores, {gid: raw["strength"] for gid, raw in raws.items()})
+        out = {gid: np.concatenate([f, act[gid]], axis=1) for gid, f in out.items()}
     return out

@@ -16,18 +16,19 @@ from pathlib import Path
 import numpy as np
 
 from graphprune.errors import BadInput
+from graphprune.metanet.act_features import ACT
 from graphprune.metanet.features import NAMES
 
 FORMAT = 1
 
 
-def default_path() -> Path:
-    """models/metanet.npz: inside the installed package, or at the top of a checkout."""
+def default_path(file: str = "metanet.npz") -> Path:
+    """models/<file>: inside the installed package, or at the top of a checkout."""
     here = Path(__file__).resolve().parent.parent
     for folder in (here / "models", here.parent / "models"):
-        if (folder / "metanet.npz").is_file():
-            return folder / "metanet.npz"
-    return here.parent / "models" / "metanet.npz"
+        if (folder / file).is_file():
+            return folder / file
+    return here.parent / "models" / file
 
 
 class Scorer:
@@ -44,15 +45,17 @@ class Scorer:
                 raise BadInput(f"metanet: cannot read the metanetwork {path}: {type(e).__name__}") from None
         if int(data.get("format", -1)) != FORMAT or "names" not in data:
             raise BadInput(f"metanet: {path} is not a metanetwork of format {FORMAT}")
-        if tuple(str(n) for n in data["names"]) != NAMES:
+        names = tuple(str(n) for n in data["names"])
+        if names not in (NAMES, NAMES + ACT):
             raise BadInput(f"metanet: {path} was trained on other features than this graphprune computes")
+        self.activations = names == NAMES + ACT  # also reads activation features (needs calibration)
         self.mu, self.sd = data["mu"], data["sd"]
         self.layers = []
         while f"w{len(self.layers)}" in data:
             i = len(self.layers)
             self.layers.append((data[f"w{i}"].astype(np.float64), data[f"b{i}"].astype(np.float64)))
-        if not self.layers or self.layers[0][0].shape[1] != 2 * len(NAMES):
-            raise BadInput(f"metanet: {path} has no layers for {2 * len(NAMES)} inputs")
+        if not self.layers or self.layers[0][0].shape[1] != 2 * len(names):
+            raise BadInput(f"metanet: {path} has no layers for {2 * len(names)} inputs")
 
     def inputs(self, feats: np.ndarray) -> np.ndarray:
         """Scaled unit features, followed by the group's mean of them (the competitors)."""
