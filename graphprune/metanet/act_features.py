@@ -27,16 +27,12 @@ import numpy as np
 
 from graphprune.activations import Request
 from graphprune.consumers import consumers
+from graphprune.metanet.balance import _on_axis
+from graphprune.metanet.features import _rank, _standardise
 from graphprune.scoring import per_unit
 
 ACT = ("act_z", "act_rank", "act_net_z", "act_net_rank")
 TINY = 1e-12
-
-
-def _on_axis(values: np.ndarray, axis: int, ndim: int) -> np.ndarray:
-    shape = [1] * ndim
-    shape[axis] = -1
-    return values.reshape(shape)
 
 
 def activation_scores(ctx, model, groups, bal) -> tuple[dict[int, np.ndarray], set[int]]:
@@ -61,17 +57,6 @@ def activation_scores(ctx, model, groups, bal) -> tuple[dict[int, np.ndarray], s
     return scores, {g.id for g in groups} - set(scores)
 
 
-def _rank(ranked: np.ndarray, x: np.ndarray) -> np.ndarray:
-    return (np.searchsorted(ranked, x, "left") + np.searchsorted(ranked, x, "right") - 1) / (2 * max(len(ranked) - 1, 1))
-
-
-def _z_rank(v: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    s = v.std()
-    if s <= 1e-9:
-        return np.zeros(len(v)), np.full(len(v), 0.5)
-    return np.clip((v - v.mean()) / s, -6, 6), _rank(np.sort(v), v)
-
-
 def act_columns(scores: dict[int, np.ndarray], strengths: dict[int, np.ndarray]) -> dict[int, np.ndarray]:
     """group id -> (n_units, len(ACT)) columns, from the scores where a group has them and
     from its log weight strength (`strengths`) where not."""
@@ -83,8 +68,8 @@ def act_columns(scores: dict[int, np.ndarray], strengths: dict[int, np.ndarray])
         n = len(strength)
         if gid in logs:
             v = logs[gid]
-            cols = [*_z_rank(v), np.clip((v - mid) / std, -6, 6), _rank(ranked, v)]
+            cols = [*_standardise(v), np.clip((v - mid) / std, -6, 6), _rank(ranked, v)]
         else:
-            cols = [*_z_rank(strength), np.zeros(n), np.full(n, 0.5)]
+            cols = [*_standardise(strength), np.zeros(n), np.full(n, 0.5)]
         out[gid] = np.stack(cols, axis=1)
     return out
