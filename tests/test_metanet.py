@@ -62,19 +62,32 @@ def _scores(arrays, net, folded=False):
         {"m1": ctx.scores[group_of(a, "m1", 1).id]}
 
 
-def test_scores_follow_permuted_units(net):
-    base = _scores(ARRAYS, net)
+def permuted(arrays):
+    """The same model with the units of c1, c2 and the hidden MLP layer permuted: the
+    arrays and {group name: its permutation}."""
     p8, p6, p12 = RNG.permutation(8), RNG.permutation(6), RNG.permutation(12)
-    a = dict(ARRAYS)
+    a = dict(arrays)
     for k in ("c1", "g", "b", "mu", "var"):
         a[k] = a[k][p8]
     a["c2"] = a["c2"][p6][:, p8]
     a["cb"], a["m1"] = a["cb"][p6], a["m1"][p6][:, p12]
     a["mb"], a["m2"] = a["mb"][p12], a["m2"][p12]
-    got = _scores(a, net)
-    for name, p in (("c1", p8), ("c2", p6), ("m1", p12)):
+    return a, {"c1": p8, "c2": p6, "m1": p12}
+
+
+def check_scores_follow_permuted_units(score):
+    """`score(arrays)` -> {group name: scores}: the permuted model's scores are the
+    original's, permuted the same way."""
+    base = score(ARRAYS)
+    a, perms = permuted(ARRAYS)
+    got = score(a)
+    for name, p in perms.items():
         np.testing.assert_allclose(got[name], base[name][p], rtol=1e-5, err_msg=name)
-    assert not np.allclose(base["c1"], base["c1"][p8])  # the check could fail
+    assert not np.allclose(base["c1"], base["c1"][perms["c1"]])  # the check could fail
+
+
+def test_scores_follow_permuted_units(net):
+    check_scores_follow_permuted_units(lambda arrays: _scores(arrays, net))
 
 
 def _rescaled(arrays):

@@ -23,7 +23,7 @@ from graphprune.metanet.scorer import FORMAT, default_path
 from graphprune.passes.metanet import ACT_MODEL
 from graphprune.pipeline import run_passes
 from graphprune.probes import graph_input_meta
-from test_metanet import ARRAYS, RNG, _model, _random_metanet, _rescaled
+from test_metanet import ARRAYS, _model, _random_metanet, _rescaled, check_scores_follow_permuted_units
 
 X = np.random.default_rng(5).standard_normal((16, 3, 6, 6)).astype(np.float32)
 
@@ -73,17 +73,7 @@ def test_activation_scores_keep_the_invariances_and_follow_the_data(nets):
 
 def test_activation_scores_follow_permuted_units(nets):
     act, _ = nets
-    base = _scores(ARRAYS, act)
-    p8, p6, p12 = RNG.permutation(8), RNG.permutation(6), RNG.permutation(12)
-    a = dict(ARRAYS)
-    for k in ("c1", "g", "b", "mu", "var"):
-        a[k] = a[k][p8]
-    a["c2"] = a["c2"][p6][:, p8]
-    a["cb"], a["m1"] = a["cb"][p6], a["m1"][p6][:, p12]
-    a["mb"], a["m2"] = a["mb"][p12], a["m2"][p12]
-    got = _scores(a, act)
-    for name, p in (("c1", p8), ("c2", p6), ("m1", p12)):
-        np.testing.assert_allclose(got[name], base[name][p], rtol=1e-5, err_msg=name)
+    check_scores_follow_permuted_units(lambda arrays: _scores(arrays, act))
 
 
 def test_act_columns_rank_units_as_amp_does_where_the_consumer_is_last(nets):
