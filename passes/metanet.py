@@ -54,7 +54,7 @@ class MetanetPass(ScorePass):
         if act:
             self.ctx.require_calibration("metanet:features=activations")
         path = self.opts["model"] or (default_path(ACT_MODEL) if act else None)
-        if act and not self.opts["model"] and not default_path(ACT_MODEL).is_file():
+        if act and not self.opts["model"] and not path.is_file():
             raise BadInput("metanet: no metanetwork with activation features ships (it did not pass its "
                            "evaluation, tools/README.md); train one with tools/train_metanet.py --activations "
                            "and pass model=FILE")

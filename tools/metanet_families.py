@@ -106,9 +106,9 @@ class StageBlock(nn.Module):
     def __init__(self, cin, cout, stride, shortcut):
         super().__init__()
         self.body = nn.Sequential(*conv_bn(cin, cout, 3, stride, True), nn.ReLU(), *conv_bn(cout, cout, 3, 1, True))
-        self.pad = (cout - cin) // 2 if (stride != 1 or cin != cout) and shortcut == "A" else None
-        self.proj = nn.Sequential(*conv_bn(cin, cout, 1, stride, True)) if (stride != 1 or cin != cout) \
-            and shortcut == "B" else None
+        change = stride != 1 or cin != cout
+        self.pad = (cout - cin) // 2 if change and shortcut == "A" else None
+        self.proj = nn.Sequential(*conv_bn(cin, cout, 1, stride, True)) if change and shortcut == "B" else None
         self.stride = stride
 
     def forward(self, x):

@@ -27,7 +27,6 @@ import numpy as np
 
 from graphprune.activations import Request
 from graphprune.consumers import consumers
-from graphprune.metanet.balance import _on_axis
 from graphprune.metanet.features import _rank, _standardise
 from graphprune.scoring import per_unit
 
@@ -35,9 +34,8 @@ ACT = ("act_z", "act_rank", "act_net_z", "act_net_rank")
 TINY = 1e-12
 
 
-def activation_scores(ctx, model, groups, bal) -> tuple[dict[int, np.ndarray], set[int]]:
-    """group id -> per-unit contribution scores, and the ids of the groups without a
-    readable consumer (left out of the dict)."""
+def activation_scores(ctx, model, groups, bal) -> dict[int, np.ndarray]:
+    """group id -> per-unit contribution scores, for the groups with a readable consumer."""
     found = {g.id: consumers(g, model) for g in groups}
     requests = {c.data.name: Request(c.axis) for cs in found.values() for c in cs}
     stats = ctx.activation_stats(requests, "metanet") if requests else {}
@@ -45,16 +43,13 @@ def activation_scores(ctx, model, groups, bal) -> tuple[dict[int, np.ndarray], s
     for g in groups:
         parts = []
         for c in found[g.id]:
-            name, axis = c.key
-            weight = bal.weight(name)
-            own = bal.factor.get(g.id)
-            if own is not None and any(a == axis and h.id == g.id for a, h, _ in bal.axes.get(name, ())):
-                weight = weight * _on_axis(own[g.members[c.key]], axis, weight.ndim).astype(np.float32)
-            cols = np.abs(c.columns(weight)).sum(1, dtype=np.float64)
+            # the balanced columns times the unit's own factor: the balance divided them by it
+            # (a factor of 1 where the group is not rescalable), and the activation keeps it
+            cols = np.abs(c.columns(bal.weight(c.key[0]))).sum(1, dtype=np.float64) * bal.factor[g.id][g.members[c.key]]
             parts.append(per_unit(g, c.key, stats[c.data.name].mean_abs * cols))
         if parts:
             scores[g.id] = np.mean(parts, axis=0)
-    return scores, {g.id for g in groups} - set(scores)
+    return scores
 
 
 def act_columns(scores: dict[int, np.ndarray], strengths: dict[int, np.ndarray]) -> dict[int, np.ndarray]:

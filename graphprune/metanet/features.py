@@ -309,7 +309,6 @@ def _features(groups: list[Group], model: ir.Model, ctx=None) -> dict[int, np.nd
     if ctx is not None:
         from graphprune.metanet.act_features import act_columns, activation_scores
 
-        scores, _ = activation_scores(ctx, model, groups, bal)
-        act = act_columns(scores, {gid: raw["strength"] for gid, raw in raws.items()})
+        act = act_columns(activation_scores(ctx, model, groups, bal), {gid: raw["strength"] for gid, raw in raws.items()})
         out = {gid: np.concatenate([f, act[gid]], axis=1) for gid, f in out.items()}
     return out
